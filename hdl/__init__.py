@@ -1,0 +1,1 @@
+"""Amaranth gateware of the sparsity-aware SNN accelerator. Never imports torch."""
