@@ -1,0 +1,114 @@
+"""Neuron update: DESIGN.md section 3 in gateware, bit for bit.
+
+:func:`neuron_update` builds the combinational update of one neuron as Amaranth expressions, so
+that every engine (linear, convolution) shares one arithmetic. :class:`NeuronUpdate` wraps it as
+a one-stage stream component; :func:`neuron_step` is its integer reference, which is the golden
+model's own :func:`models.golden.neuron_step` applied to one neuron.
+"""
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from models.bundle import Neuron
+
+__all__ = ["check_neuron", "neuron_update", "neuron_step", "NeuronUpdate"]
+
+
+def check_neuron(neuron):
+    """Validate a :class:`models.bundle.Neuron` given to a component."""
+    if not isinstance(neuron, Neuron):
+        raise TypeError(f"Neuron must be a models.bundle.Neuron, not {neuron!r}")
+    if neuron.threshold < 0 or neuron.threshold > neuron.hi:
+        raise ValueError(f"Threshold {neuron.threshold} is not representable as "
+                         f"signed({neuron.potential_bits})")
+    return neuron
+
+
+def neuron_update(neuron, u_prev, s_prev, current):
+    """Return ``(u, s)``: the next potential (``signed(potential_bits)``) and spike (1 bit).
+
+    ``u_prev`` is the potential of the previous step, ``s_prev`` its spike (the delayed reset),
+    ``current`` the step's synaptic current. Exact: the only saturation is the final clamp.
+    """
+    p = neuron.potential_bits
+    u_prev = u_prev.as_signed() if isinstance(u_prev, Value) else Const(u_prev, signed(p))
+
+    def leak(u):
+        lk = neuron.leak
+        if lk.mode == "mul":
+            return (u * Const(lk.beta, unsigned(lk.frac_bits + 1))) >> lk.frac_bits
+        return u - (u >> lk.shift)
+
+    cur = current.as_signed() if current.shape().signed else current
+    if neuron.reset == "subtract":
+        v = leak(u_prev) + cur - Mux(s_prev, neuron.threshold, 0)
+    elif neuron.reset == "zero" and neuron.model == "lif":
+        v = Mux(s_prev, 0, leak(u_prev)) + cur
+    elif neuron.reset == "zero":
+        v = Mux(s_prev, 0, leak(u_prev) + cur)
+    else:
+        v = leak(u_prev) + cur
+    v = v.as_signed()
+    lo, hi = neuron.lo, neuron.hi
+    u = Mux(v < lo, lo, Mux(v > hi, hi, v))[:p].as_signed()
+    return u, u > neuron.threshold
+
+
+def neuron_step(neuron, u_prev, s_prev, current):
+    """Integer reference of :func:`neuron_update` for one neuron: the golden model's step."""
+    import numpy as np
+    from models.golden import neuron_step as golden_step
+    u, s = golden_step(np.array([u_prev]), np.array([s_prev]), np.array([current]), neuron)
+    return int(u[0]), int(s[0])
+
+
+class NeuronUpdate(wiring.Component):
+    """One neuron update per cycle, registered: latency 1, throughput 1.
+
+    Equal to :func:`neuron_step` (DESIGN.md section 3) for every input.
+
+    Parameters
+    ----------
+    neuron : :class:`models.bundle.Neuron`
+        Model, reset, threshold, potential width and leak.
+    current_bits : :class:`int`
+        Width of the signed synaptic current.
+
+    Members
+    -------
+    i : ``In(stream.Signature(NeuronUpdate.Input))``
+        ``potential`` (previous step), ``spike`` (previous step) and ``current``.
+    o : ``Out(stream.Signature(NeuronUpdate.Output))``
+        The updated ``potential`` and ``spike``.
+    """
+    def __init__(self, neuron, *, current_bits):
+        check_neuron(neuron)
+        if isinstance(current_bits, bool) or not isinstance(current_bits, int) \
+                or current_bits < 2:
+            raise TypeError(f"Current bits must be an integer greater than 1, "
+                            f"not {current_bits!r}")
+        self._neuron, self._current_bits = neuron, current_bits
+        p = neuron.potential_bits
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "potential": signed(p), "spike": 1, "current": signed(current_bits)}))),
+            "o": Out(stream.Signature(data.StructLayout({"potential": signed(p), "spike": 1}))),
+        })
+
+    @property
+    def neuron(self):
+        return self._neuron
+
+    def elaborate(self, platform):
+        m = Module()
+        u, s = neuron_update(self._neuron, self.i.p.potential, self.i.p.spike,
+                             self.i.p.current)
+        # Register slice: take a new input whenever the output register is empty or draining.
+        with m.If(~self.o.valid | self.o.ready):
+            m.d.comb += self.i.ready.eq(1)
+            m.d.sync += [
+                self.o.valid.eq(self.i.valid),
+                self.o.p.potential.eq(u),
+                self.o.p.spike.eq(s),
+            ]
+        return m
