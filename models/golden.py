@@ -14,6 +14,7 @@ from .bundle import Bundle, Layer, Neuron, Vectors
 __all__ = [
     "leak", "neuron_step", "layer_current", "spike_pool", "events_to_dense", "run", "Trace",
     "predict", "spike_rows", "current_bound", "current_bits", "make_vectors", "spike_counts",
+    "input_stream", "output_stream",
 ]
 
 
@@ -171,3 +172,37 @@ def make_vectors(bundle: Bundle, events, samples, *, labels=None):
     return Vectors(events, spike_rows(trace.output), samples, steps,
                    None if labels is None else np.asarray(labels),
                    predict(trace.output))
+
+
+def input_stream(events, samples, steps):
+    """Input events as the top's stream (DESIGN.md section 5): ``[(addr, value, last, first)]``.
+
+    Events keep their order within a step; ``first`` goes on a sample's first event and
+    ``last`` on each step's final one; a step without events becomes one ``value = 0`` event.
+    """
+    ev = np.asarray(events, dtype=np.int64).reshape(-1, 4)
+    out = []
+    order = ev[:, 0] * steps + ev[:, 1]
+    bounds = np.searchsorted(order, np.arange(samples * steps + 1))
+    for s in range(samples):
+        for t in range(steps):
+            rows = ev[bounds[s * steps + t]:bounds[s * steps + t + 1]]
+            step = [[int(a), int(v), 0, 0] for a, v in rows[:, 2:4]] or [[0, 0, 0, 0]]
+            step[-1][2] = 1
+            if t == 0:
+                step[0][3] = 1
+            out += [tuple(e) for e in step]
+    return out
+
+
+def output_stream(spikes):
+    """Golden output of the top for spikes ``[S, T, n]``: ``[(addr, spike, last)]``."""
+    out = []
+    for s in range(spikes.shape[0]):
+        for t in range(spikes.shape[1]):
+            active = np.flatnonzero(spikes[s, t])
+            if len(active):
+                out += [(int(a), 1, int(k == len(active) - 1)) for k, a in enumerate(active)]
+            else:
+                out.append((0, 0, 1))
+    return out

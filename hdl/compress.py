@@ -1,0 +1,154 @@
+"""Spike compressor: dense spike words in, a stream of active addresses out.
+
+This is the "spike compression" of sparsity-aware accelerators: the neuron sweep writes one word
+of ``width`` spike bits per cycle; the compressor turns them into events for the next layer, so
+that the next layer only does work for neurons that fired.
+"""
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .event import EventLayout
+
+__all__ = ["SpikeWord", "SpikeCompressor", "compress_ref"]
+
+
+class SpikeWord(data.StructLayout):
+    """``{bits, index, end, first}``: spikes of neurons ``index * width + b`` for bit ``b``.
+
+    ``end`` marks the last word of a timestep, ``first`` the first word of a sample's first step.
+    """
+    def __init__(self, width, words):
+        super().__init__({
+            "bits": unsigned(width),
+            "index": unsigned(max(1, ceil_log2(words))),
+            "end": unsigned(1),
+            "first": unsigned(1),
+        })
+
+
+def compress_ref(words, width):
+    """Reference: the events the compressor emits for ``words`` ``[(bits, index, end, first)]``.
+
+    Returns ``[(addr, value, last, first)]`` as in :class:`hdl.event.EventLayout`.
+    """
+    events, step, first = [], [], False
+    for bits, index, end, wfirst in words:
+        first = first or bool(wfirst)
+        step += [index * width + b for b in range(width) if bits >> b & 1]
+        if end:
+            if step:
+                events += [(a, 1, int(n == len(step) - 1), int(first and n == 0))
+                           for n, a in enumerate(step)]
+            else:
+                events.append((0, 0, 1, int(first)))
+            step, first = [], False
+    return events
+
+
+class SpikeCompressor(wiring.Component):
+    """Turn spike words into ascending address events, one event per cycle.
+
+    Throughput: one event per cycle while a word has spikes, plus one cycle per word. The last
+    spike of a step carries ``last``; a step without spikes gives one ``value = 0, last = 1``
+    event. The event is held back one spike so that ``last`` can be known, so latency is one
+    spike (or the end of the step).
+
+    Parameters
+    ----------
+    width : :class:`int`
+        Spike bits per word (at most 16 keeps the find-first-set within one iCE40 cycle).
+    n : :class:`int`
+        Number of neurons; addresses ``>= n`` must never be set.
+
+    Members
+    -------
+    i : ``In(stream.Signature(SpikeWord(width, ceil(n / width))))``
+    o : ``Out(stream.Signature(EventLayout(n)))``
+    """
+    def __init__(self, *, width, n):
+        for name, value in (("Width", width), ("Neuron count", n)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TypeError(f"{name} must be a positive integer, not {value!r}")
+        if width > 64:
+            raise ValueError(f"Width must be at most 64, not {width}")
+        self._width, self._n = width, n
+        self._words = -(-n // width)
+        super().__init__({
+            "i": In(stream.Signature(SpikeWord(width, self._words))),
+            "o": Out(stream.Signature(EventLayout(n))),
+        })
+
+    @property
+    def width(self):
+        return self._width
+
+    def elaborate(self, platform):
+        m = Module()
+        width = self._width
+
+        w_valid = Signal()
+        w_bits = Signal(width)
+        w_index = Signal.like(self.i.p.index)
+        w_end = Signal()
+        pend_valid = Signal()
+        pend_addr = Signal.like(self.o.p.addr)
+        first_pending = Signal()
+
+        # Lowest set bit of the current word: a priority encoder, lowest index wins.
+        lsb = Signal(range(width))
+        for b in reversed(range(width)):
+            with m.If(w_bits[b]):
+                m.d.comb += lsb.eq(b)
+        new_addr = (w_index * width + lsb)[:len(pend_addr)]
+
+        out_free = ~self.o.valid | self.o.ready
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        consumed = Signal()
+        with m.If(w_valid & (w_bits != 0)):
+            with m.If(~pend_valid | out_free):
+                with m.If(pend_valid):
+                    m.d.sync += [
+                        self.o.valid.eq(1),
+                        self.o.p.addr.eq(pend_addr),
+                        self.o.p.value.eq(1),
+                        self.o.p.last.eq(0),
+                        self.o.p.first.eq(first_pending),
+                        first_pending.eq(0),
+                    ]
+                m.d.sync += [
+                    pend_valid.eq(1),
+                    pend_addr.eq(new_addr),
+                    w_bits.eq(w_bits & (w_bits - 1)),           # clear the lowest set bit
+                ]
+        with m.Elif(w_valid & w_end):
+            with m.If(out_free):
+                m.d.sync += [
+                    self.o.valid.eq(1),
+                    self.o.p.addr.eq(Mux(pend_valid, pend_addr, 0)),
+                    self.o.p.value.eq(pend_valid),
+                    self.o.p.last.eq(1),
+                    self.o.p.first.eq(first_pending),
+                    first_pending.eq(0),
+                    pend_valid.eq(0),
+                ]
+                m.d.comb += consumed.eq(1)
+        with m.Elif(w_valid):
+            m.d.comb += consumed.eq(1)
+
+        with m.If(~w_valid | consumed):
+            m.d.comb += self.i.ready.eq(1)
+            m.d.sync += w_valid.eq(self.i.valid)
+            with m.If(self.i.valid):
+                m.d.sync += [
+                    w_bits.eq(self.i.p.bits),
+                    w_index.eq(self.i.p.index),
+                    w_end.eq(self.i.p.end),
+                ]
+                with m.If(self.i.p.first):
+                    m.d.sync += first_pending.eq(1)
+
+        return m

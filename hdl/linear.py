@@ -1,0 +1,410 @@
+"""Event-driven linear layer: sparse weights, L accumulate lanes, neuron sweep, compressor."""
+import math
+
+from amaranth import *
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from models.bundle import Layer
+from models.golden import current_bits
+
+from .compress import SpikeCompressor, SpikeWord
+from .event import EventLayout
+from .neuron import check_neuron, neuron_update
+from .weights import FORMATS, choose_format, pack_linear
+
+__all__ = ["LinearEngine", "value_max"]
+
+
+def value_max(shape):
+    """Largest magnitude an input value of ``shape`` can have."""
+    shape = Shape.cast(shape)
+    return 2 ** (shape.width - 1) if shape.signed else 2 ** shape.width - 1
+
+
+def _check_int(name, value, lo):
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        kind = "a positive integer" if lo == 1 else f"an integer of at least {lo}"
+        raise TypeError(f"{name} must be {kind}, not {value!r}")
+    return value
+
+
+class LinearEngine(wiring.Component):
+    """One linear SNN layer, event-driven (DESIGN.md sections 3, 5 and 6).
+
+    Per input event ``(i, v)`` every lane walks its share of row ``i``'s non-zero weights, one
+    per cycle, and adds ``w * v`` into the current of the target neuron; lane ``k`` owns the
+    neurons ``j`` with ``j % L == k``, with its own weight, current and potential memories, so
+    lanes never collide. When the event that carries ``last`` has been accumulated, a sweep
+    updates ``L`` neurons per cycle (DESIGN.md section 3, bit for bit), clears their currents and
+    hands the spike words to a :class:`SpikeCompressor` that emits the step's spikes in
+    ascending address. Work per step: about ``max(A / L, N / L)`` cycles for ``A`` active
+    synaptic operations and ``N`` neurons, instead of ``n_in * n_out / L``.
+
+    The accumulate path is a pipelined read-modify-write: the current memory's output is
+    registered and the two sums still in flight are forwarded, so no RAM output feeds an adder
+    that feeds a RAM input in one cycle.
+
+    ``first`` on an input event marks the first step of a sample: the sweep of that step takes
+    the previous potential and spike as zero, so no clearing pass is needed. After reset the
+    engine clears its memories (``ceil(n_out / L)`` cycles) before it accepts input.
+
+    Parameters
+    ----------
+    layer : :class:`models.bundle.Layer`
+        A ``linear`` layer with weights, bias and neuron parameters.
+    value_shape : shape-castable
+        Shape of input event values (``unsigned(1)`` for spikes from another layer).
+    lanes : :class:`int`
+        Number of accumulate lanes ``L``.
+    fmt : :class:`str` or ``None``
+        Weight format (``"csr"`` or ``"dense"``); ``None`` picks the one that stores fewer bits.
+    dense : :class:`bool`
+        Dense baseline: buffer the step's inputs, then visit every input and every weight
+        (zeros included) on the same lanes. Forces ``fmt="dense"``.
+    fifo_depth : :class:`int`
+        Events each lane can queue; deeper queues even out the lanes' work between events.
+
+    Members
+    -------
+    i : ``In(stream.Signature(EventLayout(n_in, value_shape)))``
+    o : ``Out(stream.Signature(EventLayout(n_out)))``
+    """
+    def __init__(self, layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=False,
+                 fifo_depth=8):
+        if not isinstance(layer, Layer) or layer.kind != "linear":
+            raise TypeError(f"Layer must be a models.bundle.Layer of kind 'linear', "
+                            f"not {layer!r:.80}")
+        check_neuron(layer.neuron)
+        try:
+            value_shape = Shape.cast(value_shape)
+        except TypeError:
+            raise TypeError(f"Value shape must be a shape, not {value_shape!r}") from None
+        _check_int("Lanes", lanes, 1)
+        _check_int("FIFO depth", fifo_depth, 2)
+        if lanes > 16:
+            raise ValueError(f"Lanes must be at most 16, not {lanes}")
+        if dense:
+            if fmt not in (None, "dense"):
+                raise ValueError(f"Dense baseline needs weight format 'dense', not {fmt!r}")
+            fmt = "dense"
+        if fmt is None:
+            fmt = choose_format(layer.weight, lanes=lanes, weight_bits=layer.weight_bits)
+        if fmt not in FORMATS:
+            raise ValueError(f"Weight format must be one of "
+                             f"{', '.join(repr(f) for f in FORMATS)}, not {fmt!r}")
+        self._layer, self._value_shape, self._lanes = layer, value_shape, lanes
+        self._dense, self._fifo_depth = bool(dense), fifo_depth
+        self._packed = pack_linear(layer.weight, lanes=lanes, fmt=fmt,
+                                   weight_bits=layer.weight_bits)
+        self._current_bits = current_bits(layer, value_max(value_shape))
+        super().__init__({
+            "i": In(stream.Signature(EventLayout(layer.n_in, value_shape))),
+            "o": Out(stream.Signature(EventLayout(layer.n_out))),
+        })
+
+    @property
+    def layer(self):
+        return self._layer
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def packed(self):
+        """The weights as laid out in the lanes' memories (:class:`hdl.weights.PackedWeights`)."""
+        return self._packed
+
+    @property
+    def current_bits(self):
+        """Width of the synaptic current accumulators."""
+        return self._current_bits
+
+    @property
+    def dense(self):
+        return self._dense
+
+    def elaborate(self, platform):
+        m = Module()
+        layer, pw, lanes = self._layer, self._packed, self._lanes
+        neuron = layer.neuron
+        bank = pw.bank_size
+        cb, pbits = self._current_bits, neuron.potential_bits
+        vshape = self._value_shape
+        bias = layer.bias_vector()
+
+        event_layout = data.StructLayout({"addr": self.i.p.addr.shape(), "value": vshape})
+        row_layout = data.StructLayout({"start": unsigned(pw.start_bits),
+                                        "count": unsigned(pw.count_bits)})
+        entry_fields = {"weight": signed(pw.weight_bits)}
+        if pw.fmt != "dense":
+            entry_fields["post"] = unsigned(pw.post_bits)
+        entry_layout = data.StructLayout(entry_fields)
+        state_layout = data.StructLayout({"u": signed(pbits), "s": unsigned(1)})
+
+        # Step control, shared by all lanes.
+        j = Signal(range(bank + 1))                 # sweep / clear index inside a bank
+        sweeping = Signal()                         # the sweep owns the memory ports
+        clearing = Signal()
+        fresh = Signal()                            # this step is the first of its sample
+        sw1_valid, sw2_valid = Signal(), Signal()
+        sw1_j, sw2_j = Signal.like(j), Signal.like(j)
+        issue_sweep = Signal()
+
+        m.submodules.compressor = comp = SpikeCompressor(width=lanes, n=layer.n_out)
+        word_depth = 4
+        m.submodules.words = words = fifo.SyncFIFOBuffered(
+            width=Shape.cast(SpikeWord(lanes, bank)).width, depth=word_depth)
+        word_out = SpikeWord(lanes, bank)(words.r_data)
+        m.d.comb += [
+            comp.i.valid.eq(words.r_rdy),
+            comp.i.payload.eq(words.r_data),
+            words.r_en.eq(comp.i.ready),
+        ]
+        wiring.connect(m, comp.o, wiring.flipped(self.o))
+
+        push = Signal()                              # broadcast an event to the lanes
+        push_data = Signal(event_layout)
+        lane_ready = []
+        lane_idle = []
+        spike_bits = []
+
+        for k in range(lanes):
+            lane = pw.lane_data[k]
+            # Event queue of this lane.
+            q = fifo.SyncFIFOBuffered(width=Shape.cast(event_layout).width,
+                                      depth=self._fifo_depth)
+            m.submodules[f"queue{k}"] = q
+            m.d.comb += [q.w_en.eq(push), q.w_data.eq(push_data)]
+            lane_ready.append(q.w_rdy)
+            q_data = event_layout(q.r_data)
+
+            # Row stage: (start, count) of the event's row.
+            p_valid = Signal(name=f"p_valid{k}")
+            p_value = Signal(vshape, name=f"p_value{k}")
+            p_addr = Signal.like(q_data.addr, name=f"p_addr{k}")
+            take = Signal(name=f"take{k}")
+            advance = ~p_valid | take
+            m.d.comb += q.r_en.eq(advance)
+            with m.If(advance):
+                m.d.sync += [p_valid.eq(q.r_rdy), p_value.eq(q_data.value),
+                             p_addr.eq(q_data.addr)]
+            if pw.fmt == "dense":
+                start = (p_addr * bank)[:pw.start_bits]
+                count = Const(bank, pw.count_bits)
+            else:
+                rows = memory.Memory(shape=row_layout, depth=pw.n_in,
+                                     init=[{"start": s, "count": c} for s, c in lane.rows])
+                m.submodules[f"rows{k}"] = rows
+                rows_rd = rows.read_port()
+                m.d.comb += [rows_rd.addr.eq(q_data.addr), rows_rd.en.eq(advance)]
+                start, count = rows_rd.data.start, rows_rd.data.count
+
+            # Iterate stage: one entry read per cycle.
+            entries = memory.Memory(
+                shape=entry_layout, depth=pw.entry_depth,
+                init=[({"weight": w} if pw.fmt == "dense" else {"post": p, "weight": w})
+                      for p, w in lane.entries])
+            m.submodules[f"entries{k}"] = entries
+            ent_rd = entries.read_port()
+            cur = Signal(range(pw.entry_depth + 1), name=f"cur{k}")
+            rem = Signal(range(bank + 1), name=f"rem{k}")
+            it_value = Signal(vshape, name=f"it_value{k}")
+            it_idx = Signal(range(bank + 1), name=f"it_idx{k}")
+            f_valid = Signal(name=f"f_valid{k}")
+            f_value = Signal(vshape, name=f"f_value{k}")
+            f_idx = Signal(range(bank + 1), name=f"f_idx{k}")
+            m.d.comb += take.eq(p_valid & (rem <= 1))
+            m.d.sync += f_valid.eq(0)
+            with m.If(rem != 0):
+                m.d.comb += ent_rd.addr.eq(cur)
+                m.d.sync += [cur.eq(cur + 1), rem.eq(rem - 1), f_valid.eq(1),
+                             f_value.eq(it_value), f_idx.eq(it_idx), it_idx.eq(it_idx + 1)]
+                with m.If(take):
+                    m.d.sync += [cur.eq(start), rem.eq(count), it_value.eq(p_value),
+                                 it_idx.eq(0)]
+            with m.Elif(take & (count != 0)):
+                m.d.comb += ent_rd.addr.eq(start)
+                m.d.sync += [cur.eq(start + 1), rem.eq(count - 1), f_valid.eq(1),
+                             f_value.eq(p_value), f_idx.eq(0), it_value.eq(p_value),
+                             it_idx.eq(1)]
+
+            # Accumulate: F (read current) -> R (register RAM output) -> W (add, write back).
+            cur_mem = memory.Memory(shape=signed(cb), depth=bank, init=[])
+            m.submodules[f"current{k}"] = cur_mem
+            cur_rd, cur_wr = cur_mem.read_port(), cur_mem.write_port()
+            st_mem = memory.Memory(shape=state_layout, depth=bank, init=[])
+            m.submodules[f"state{k}"] = st_mem
+            st_rd, st_wr = st_mem.read_port(), st_mem.write_port()
+
+            entry = ent_rd.data
+            f_post = f_idx[:pw.post_bits] if pw.fmt == "dense" else entry.post
+            f_prod = entry.weight * f_value
+            r_valid, r_post = Signal(name=f"r_valid{k}"), Signal(pw.post_bits, name=f"r_post{k}")
+            r_prod = Signal(signed(cb), name=f"r_prod{k}")
+            s_valid, s_post = Signal(name=f"s_valid{k}"), Signal(pw.post_bits, name=f"s_post{k}")
+            s_prod = Signal(signed(cb), name=f"s_prod{k}")
+            s_data = Signal(signed(cb), name=f"s_data{k}")
+            s_fwd1, s_fwd2 = Signal(name=f"s_fwd1_{k}"), Signal(name=f"s_fwd2_{k}")
+            w1_valid, w1_post = Signal(name=f"w1_valid{k}"), Signal(pw.post_bits)
+            w1_data = Signal(signed(cb), name=f"w1_data{k}")
+            w2_valid, w2_post = Signal(name=f"w2_valid{k}"), Signal(pw.post_bits)
+            w2_data = Signal(signed(cb), name=f"w2_data{k}")
+            m.d.sync += [
+                r_valid.eq(f_valid), r_post.eq(f_post), r_prod.eq(f_prod),
+                s_valid.eq(r_valid), s_post.eq(r_post), s_prod.eq(r_prod),
+                s_data.eq(cur_rd.data),
+                # The current read for R was issued a cycle before W's write and two before
+                # the write now held in w1: forward whichever is newest.
+                s_fwd1.eq(s_valid & (s_post == r_post)),
+                s_fwd2.eq(w1_valid & (w1_post == r_post)),
+            ]
+            total = Mux(s_fwd1, w1_data, Mux(s_fwd2, w2_data, s_data)) + s_prod
+            m.d.sync += [
+                w1_valid.eq(s_valid), w1_post.eq(s_post), w1_data.eq(total),
+                w2_valid.eq(w1_valid), w2_post.eq(w1_post), w2_data.eq(w1_data),
+            ]
+            m.d.comb += [
+                cur_rd.addr.eq(Mux(sweeping, j, f_post)),
+                st_rd.addr.eq(j),
+            ]
+            with m.If(s_valid):
+                m.d.comb += [cur_wr.addr.eq(s_post), cur_wr.data.eq(total), cur_wr.en.eq(1)]
+
+            lane_idle.append((q.level == 0) & ~p_valid & (rem == 0) & ~f_valid & ~r_valid
+                             & ~s_valid)
+
+            # Neuron sweep: issue (read I, u, s) -> sw1 (register) -> sw2 (update, write).
+            sw_cur = Signal(signed(cb), name=f"sw_cur{k}")
+            sw_state = Signal(state_layout, name=f"sw_state{k}")
+            m.d.sync += [sw_cur.eq(cur_rd.data), sw_state.eq(st_rd.data)]
+            index = sw2_j * lanes + k
+            bias_k = [int(bias[n * lanes + k]) if n * lanes + k < layer.n_out else 0
+                      for n in range(bank)]
+            if any(bias_k):
+                bias_rom = memory.Memory(shape=signed(cb), depth=bank, init=bias_k)
+                m.submodules[f"bias{k}"] = bias_rom
+                bias_rd = bias_rom.read_port()
+                m.d.comb += bias_rd.addr.eq(sw1_j)
+                b_val = bias_rd.data
+            else:
+                b_val = Const(0, signed(cb))
+            u_prev = Mux(fresh, 0, sw_state.u)
+            s_prev = Mux(fresh, 0, sw_state.s)
+            u_next, s_next = neuron_update(neuron, u_prev, s_prev,
+                                           (sw_cur + b_val)[:cb + 1].as_signed())
+            spike = Signal(name=f"spike{k}")
+            m.d.comb += spike.eq(s_next & (index < layer.n_out))
+            spike_bits.append(spike)
+            with m.If(sw2_valid):
+                m.d.comb += [
+                    cur_wr.addr.eq(sw2_j), cur_wr.data.eq(0), cur_wr.en.eq(1),
+                    st_wr.addr.eq(sw2_j), st_wr.data.u.eq(u_next), st_wr.data.s.eq(spike),
+                    st_wr.en.eq(1),
+                ]
+            with m.If(clearing):
+                m.d.comb += [
+                    cur_wr.addr.eq(j), cur_wr.data.eq(0), cur_wr.en.eq(1),
+                    st_wr.addr.eq(j), st_wr.data.eq(0), st_wr.en.eq(1),
+                ]
+
+        all_ready = Cat(*lane_ready).all()
+        all_idle = Cat(*lane_idle).all()
+
+        # Sweep pipeline bookkeeping and the spike-word queue.
+        m.d.sync += [sw1_valid.eq(issue_sweep), sw1_j.eq(j),
+                     sw2_valid.eq(sw1_valid), sw2_j.eq(sw1_j)]
+        word = SpikeWord(lanes, bank)
+        wdata = Signal(word)
+        m.d.comb += [
+            wdata.bits.eq(Cat(*spike_bits)),
+            wdata.index.eq(sw2_j),
+            wdata.end.eq(sw2_j == bank - 1),
+            wdata.first.eq(fresh & (sw2_j == 0)),
+            words.w_data.eq(wdata),
+            words.w_en.eq(sw2_valid),
+        ]
+        credit = words.level + sw1_valid + sw2_valid < word_depth
+
+        # Input side: events into the lanes; in dense mode, into an input buffer first.
+        if self._dense:
+            xshape = (signed if vshape.signed else unsigned)(vshape.width + 4)
+            xbuf = memory.Memory(shape=xshape, depth=layer.n_in, init=[])
+            m.submodules.inputs = xbuf
+            x_wr = xbuf.write_port()
+            x_rd = xbuf.read_port(transparent_for=(x_wr,))
+            acc_valid = Signal()
+            acc_addr = Signal.like(self.i.p.addr)
+            acc_value = Signal(vshape)
+            m.d.sync += acc_valid.eq(0)
+            with m.If(acc_valid):
+                m.d.comb += [x_wr.addr.eq(acc_addr), x_wr.data.eq(x_rd.data + acc_value),
+                             x_wr.en.eq(1)]
+            scan_i = Signal(range(layer.n_in + 1))
+            scan_pend = Signal()
+            scan_addr = Signal.like(self.i.p.addr)
+
+        with m.FSM(name="step"):
+            with m.State("Clear"):
+                m.d.comb += clearing.eq(1)
+                m.d.sync += j.eq(j + 1)
+                with m.If(j == bank - 1):
+                    m.d.sync += j.eq(0)
+                    m.next = "Accumulate"
+
+            with m.State("Accumulate"):
+                if self._dense:
+                    m.d.comb += [self.i.ready.eq(1), x_rd.addr.eq(self.i.p.addr)]
+                else:
+                    m.d.comb += [self.i.ready.eq(all_ready),
+                                 push_data.addr.eq(self.i.p.addr),
+                                 push_data.value.eq(self.i.p.value)]
+                with m.If(self.i.valid & self.i.ready):
+                    if self._dense:
+                        m.d.sync += [acc_valid.eq(self.i.p.value != 0),
+                                     acc_addr.eq(self.i.p.addr), acc_value.eq(self.i.p.value)]
+                    else:
+                        m.d.comb += push.eq(self.i.p.value != 0)
+                    with m.If(self.i.p.first):
+                        m.d.sync += fresh.eq(1)
+                    with m.If(self.i.p.last):
+                        m.next = "Scan Inputs" if self._dense else "Drain"
+
+            if self._dense:
+                with m.State("Scan Inputs"):
+                    # Visit every input, zeros included: the dense baseline's work.
+                    issue = ~acc_valid & (scan_i < layer.n_in) & (~scan_pend | all_ready)
+                    m.d.comb += [
+                        x_rd.addr.eq(scan_i), x_rd.en.eq(issue | ~scan_pend),
+                        push.eq(scan_pend & all_ready),
+                        push_data.addr.eq(scan_addr), push_data.value.eq(x_rd.data),
+                    ]
+                    with m.If(push):
+                        # Clear the input once it is on its way (the read port is
+                        # transparent, so clearing at issue would read back the zero).
+                        m.d.comb += [x_wr.addr.eq(scan_addr), x_wr.data.eq(0), x_wr.en.eq(1)]
+                        m.d.sync += scan_pend.eq(0)
+                    with m.If(issue):
+                        m.d.sync += [scan_pend.eq(1), scan_addr.eq(scan_i),
+                                     scan_i.eq(scan_i + 1)]
+                    with m.If((scan_i == layer.n_in) & ~scan_pend):
+                        m.d.sync += scan_i.eq(0)
+                        m.next = "Drain"
+
+            with m.State("Drain"):
+                with m.If(all_idle):
+                    m.d.sync += j.eq(0)
+                    m.next = "Sweep"
+
+            with m.State("Sweep"):
+                m.d.comb += sweeping.eq(1)
+                with m.If(j < bank):
+                    with m.If(credit):
+                        m.d.comb += issue_sweep.eq(1)
+                        m.d.sync += j.eq(j + 1)
+                with m.Elif(~sw1_valid & ~sw2_valid):
+                    m.d.sync += [j.eq(0), fresh.eq(0)]
+                    m.next = "Accumulate"
+
+        return m

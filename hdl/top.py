@@ -1,0 +1,100 @@
+"""The accelerator top: one engine per layer of a bundle, chained by event streams."""
+from amaranth import *
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from models.bundle import Bundle
+
+from .event import EventLayout, SpikeLayout
+from .linear import LinearEngine
+
+__all__ = ["Accelerator", "input_value_shape"]
+
+
+def input_value_shape(bundle):
+    """Shape of the top's input event values, from the bundle's ``input`` section."""
+    return (signed if bundle.input.signed else unsigned)(bundle.input.bits)
+
+
+class Accelerator(wiring.Component):
+    """A whole SNN from a bundle, with the generated top's ports (DESIGN.md section 5).
+
+    Layers run as a pipeline of engines: layer ``l + 1`` processes step ``t`` while layer ``l``
+    may already work on step ``t + 1``. ``flatten`` needs no hardware (a convolution's output
+    order is the flatten order). Never drops or reorders events under any ``ready`` pattern.
+
+    Parameters
+    ----------
+    bundle : :class:`models.bundle.Bundle`
+    lanes : :class:`int` or :class:`list` of :class:`int`
+        Accumulate lanes, for every neuron layer or one per neuron layer.
+    fmt : :class:`str` or ``None``
+        Weight format of linear layers (``None``: fewest stored bits per layer).
+    dense : :class:`bool`
+        Build the dense baseline (every input and every weight visited each step).
+
+    Members
+    -------
+    i : ``In(stream.Signature(EventLayout(n_in, input_value_shape(bundle))))``
+    o : ``Out(stream.Signature(SpikeLayout(n_out)))``
+    """
+    def __init__(self, bundle, *, lanes=1, fmt=None, dense=False, fifo_depth=8):
+        if not isinstance(bundle, Bundle):
+            raise TypeError(f"Bundle must be a models.bundle.Bundle, not {bundle!r:.80}")
+        neuron_layers = bundle.neuron_layers
+        if isinstance(lanes, (list, tuple)):
+            if len(lanes) != len(neuron_layers):
+                raise ValueError(f"Lanes must give one value per neuron layer "
+                                 f"({len(neuron_layers)}), not {list(lanes)!r}")
+            lane_list = list(lanes)
+        else:
+            lane_list = [lanes] * len(neuron_layers)
+        self._bundle = bundle
+        self._engines = []
+        value_shape = input_value_shape(bundle)
+        it = iter(lane_list)
+        for layer in bundle.layers:
+            if layer.kind == "linear":
+                engine = LinearEngine(layer, value_shape=value_shape, lanes=next(it), fmt=fmt,
+                                      dense=dense, fifo_depth=fifo_depth)
+            elif layer.kind == "conv2d":
+                from .conv import Conv2dEngine
+                engine = Conv2dEngine(layer, value_shape=value_shape, lanes=next(it),
+                                      dense=dense)
+            elif layer.kind == "spike_pool":
+                from .pool import SpikePool
+                engine = SpikePool(layer)
+            else:
+                continue
+            self._engines.append((layer, engine))
+            value_shape = unsigned(1)
+        super().__init__({
+            "i": In(stream.Signature(EventLayout(bundle.input.size, input_value_shape(bundle)))),
+            "o": Out(stream.Signature(SpikeLayout(bundle.n_out))),
+        })
+
+    @property
+    def bundle(self):
+        return self._bundle
+
+    @property
+    def engines(self):
+        """``[(layer, engine)]`` in pipeline order."""
+        return list(self._engines)
+
+    def elaborate(self, platform):
+        m = Module()
+        upstream = wiring.flipped(self.i)
+        for index, (layer, engine) in enumerate(self._engines):
+            m.submodules[f"l{index}_{layer.name}"] = engine
+            wiring.connect(m, upstream, engine.i)
+            upstream = engine.o
+        # The last layer's events become the output payload {addr, spike, last}.
+        m.d.comb += [
+            self.o.valid.eq(upstream.valid),
+            self.o.p.addr.eq(upstream.p.addr),
+            self.o.p.spike.eq(upstream.p.value),
+            self.o.p.last.eq(upstream.p.last),
+            upstream.ready.eq(self.o.ready),
+        ]
+        return m

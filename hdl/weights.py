@@ -1,0 +1,132 @@
+"""Sparse weight storage for the linear engine: formats, packing and their sizes in bits.
+
+The engine has ``L`` lanes; lane ``k`` owns the output neurons ``j`` with ``j % L == k`` (its
+bank) and keeps its own copy of the weights that target them, so the lanes never share a memory
+port and never collide. Per lane and presynaptic row ``i``:
+
+``csr``
+    An entry memory holding, row after row, only the non-zero weights of the lane's bank as
+    ``(post, weight)`` pairs (``post`` = ``j // L``, the neuron's index inside the bank), and a
+    row memory holding ``(start, count)`` per row. Work per event = the non-zeros of its row.
+``dense``
+    Every weight, zeros included, ``n_out / L`` per row; ``post`` is implicit. This is the dense
+    baseline: the same datapath, doing the work of every weight.
+
+The sizes of the textbook formats (one lane) are given by :func:`csr_bits` and
+:func:`bitmap_bits` so reports can compare the stored bits against them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.utils import ceil_log2
+
+__all__ = ["FORMATS", "csr_bits", "bitmap_bits", "dense_bits", "PackedLane", "PackedWeights",
+           "pack_linear", "choose_format"]
+
+FORMATS = ("csr", "dense")
+
+
+def _bits(n):
+    """Width of an unsigned counter that holds ``0 .. n`` inclusive."""
+    return max(1, int(n).bit_length())
+
+
+def csr_bits(weight, weight_bits):
+    """Textbook CSR, one lane: ``nnz * (ceil_log2(n_out) + wbits) + (n_in + 1) * ptr``."""
+    n_out, n_in = weight.shape
+    nnz = int(np.count_nonzero(weight))
+    return nnz * (max(1, ceil_log2(n_out)) + weight_bits) + (n_in + 1) * _bits(nnz)
+
+
+def bitmap_bits(weight, weight_bits):
+    """Textbook bitmap: one bit per weight plus the packed non-zeros."""
+    nnz = int(np.count_nonzero(weight))
+    return weight.size + nnz * weight_bits
+
+
+def dense_bits(weight, weight_bits):
+    return weight.size * weight_bits
+
+
+@dataclass
+class PackedLane:
+    """Memory images of one lane: ``rows`` (start, count) and ``entries`` (post, weight)."""
+    rows: list          # [(start, count)] per input row
+    entries: list       # [(post, weight)] (post unused for dense)
+
+
+@dataclass
+class PackedWeights:
+    """A linear layer's weights laid out for ``lanes`` lanes in ``fmt``."""
+    fmt: str
+    lanes: int
+    n_in: int
+    n_out: int
+    weight_bits: int
+    bank_size: int              # neurons per lane: ceil(n_out / L)
+    lane_data: list             # [PackedLane]
+    start_bits: int
+    count_bits: int
+    post_bits: int
+
+    @property
+    def entry_bits(self):
+        """Width of one entry word."""
+        return self.weight_bits + (0 if self.fmt == "dense" else self.post_bits)
+
+    @property
+    def entry_depth(self):
+        return max(1, max(len(lane.entries) for lane in self.lane_data))
+
+    @property
+    def row_bits(self):
+        return 0 if self.fmt == "dense" else self.start_bits + self.count_bits
+
+    @property
+    def stored_bits(self):
+        """Bits of weight storage as built: entry words plus row words, all lanes."""
+        total = 0
+        for lane in self.lane_data:
+            total += len(lane.entries) * self.entry_bits
+            total += (len(lane.rows) * self.row_bits) if self.fmt != "dense" else 0
+        return total
+
+    @property
+    def max_row_work(self):
+        """Largest number of entries any lane visits for one event."""
+        return max((c for lane in self.lane_data for _, c in lane.rows), default=0)
+
+
+def pack_linear(weight, *, lanes, fmt, weight_bits):
+    """Lay out ``weight`` ``[n_out, n_in]`` for ``lanes`` lanes in format ``fmt``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"Weight format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    weight = np.asarray(weight, dtype=np.int64)
+    n_out, n_in = weight.shape
+    bank = math.ceil(n_out / lanes)
+    lane_data = []
+    for k in range(lanes):
+        # Bank k: neurons k, k + L, k + 2L, ...; pad the last bank with zero weights.
+        cols = np.zeros((n_in, bank), dtype=np.int64)
+        sub = weight[k::lanes].T                        # [n_in, neurons of bank k]
+        cols[:, :sub.shape[1]] = sub
+        rows, entries = [], []
+        for i in range(n_in):
+            posts = range(bank) if fmt == "dense" else np.flatnonzero(cols[i])
+            rows.append((len(entries), len(posts)))
+            entries.extend((int(p), int(cols[i, p])) for p in posts)
+        lane_data.append(PackedLane(rows, entries))
+    max_entries = max(len(lane.entries) for lane in lane_data)
+    return PackedWeights(fmt, lanes, n_in, n_out, weight_bits, bank, lane_data,
+                         start_bits=_bits(max(0, max_entries - 1)),
+                         count_bits=_bits(bank), post_bits=max(1, ceil_log2(bank)))
+
+
+def choose_format(weight, *, lanes, weight_bits):
+    """The hardware format that stores fewer bits (``csr`` unless dense is smaller)."""
+    sizes = {fmt: pack_linear(weight, lanes=lanes, fmt=fmt, weight_bits=weight_bits).stored_bits
+             for fmt in FORMATS}
+    return min(FORMATS, key=lambda fmt: (sizes[fmt], fmt != "csr"))

@@ -1,0 +1,79 @@
+# amaranth: UnusedElaboratable=no
+"""The whole accelerator in the Amaranth simulator against the golden model."""
+import random
+
+import numpy as np
+import pytest
+
+from hdl.top import Accelerator
+from models import golden
+from models.bundle import Leak, Neuron
+from models.synth import random_events, random_linear_bundle
+from tests.sim import run_sim, stream_get, stream_put
+
+
+def rtl_top(bundle, stream_in, n_out_events, *, lanes=1, dense=False, stall=0.3, gap=0.3,
+            seed=0):
+    """Drive ``stream_in`` into the top; return ``n_out_events`` output events."""
+    dut = Accelerator(bundle, lanes=lanes, dense=dense)
+    results = []
+
+    async def producer(ctx):
+        rng = random.Random(seed)
+        for addr, value, last, first in stream_in:
+            while rng.random() < gap:
+                await ctx.tick()
+            await stream_put(ctx, dut.i, {"addr": addr, "value": value, "last": last,
+                                          "first": first})
+
+    async def consumer(ctx):
+        rng = random.Random(seed + 1)
+        for _ in range(n_out_events):
+            while rng.random() < stall:
+                await ctx.tick()
+            out = await stream_get(ctx, dut.o)
+            results.append((out.addr if out.spike else 0, out.spike, out.last))
+
+    budget = 200 + 40 * (len(stream_in) + n_out_events) * max(1, bundle.layers[0].n_out)
+    run_sim(dut, [producer, consumer], watchdog_cycles=budget, name="top")
+    return results
+
+
+def check(bundle, events, samples, **kwargs):
+    steps = bundle.input.steps
+    x = golden.events_to_dense(events, samples, steps, bundle.input.size)
+    expect = golden.output_stream(golden.run(bundle, x).output)
+    got = rtl_top(bundle, golden.input_stream(events, samples, steps), len(expect), **kwargs)
+    assert got == expect
+    return sum(e[1] for e in expect)
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 4])
+@pytest.mark.parametrize("sparsity", [0.0, 0.75])
+def test_linear_two_layers(lanes, sparsity):
+    b = random_linear_bundle(n_in=20, n_out=12, sparsity=sparsity, seed=lanes, layers=2,
+                             hidden=16, steps=4)
+    ev = random_events(np.random.default_rng(lanes), samples=2, steps=4, n_in=20, density=0.3)
+    assert check(b, ev, 2, lanes=lanes) > 0
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_dense_baseline(lanes):
+    b = random_linear_bundle(n_in=16, n_out=8, sparsity=0.5, seed=7, steps=4,
+                             input_bits=3, input_signed=True)
+    ev = random_events(np.random.default_rng(7), samples=2, steps=4, n_in=16, density=0.4,
+                       bits=3, signed=True, duplicates=True)
+    assert check(b, ev, 2, lanes=lanes, dense=True) > 0
+
+
+@pytest.mark.parametrize("neuron", [
+    Neuron("lif", "zero", 40, 8, Leak("mul", beta=200, frac_bits=8)),
+    Neuron("lapicque", "zero", 40, 8, Leak("shift", shift=2)),
+    Neuron("lif", "none", 30, 7, Leak("mul", beta=16, frac_bits=4)),
+])
+def test_neuron_modes_saturating(neuron):
+    b = random_linear_bundle(n_in=12, n_out=10, sparsity=0.25, seed=3, steps=5, neuron=neuron,
+                             input_bits=4, input_signed=True, weight_bits=6)
+    ev = random_events(np.random.default_rng(5), samples=2, steps=5, n_in=12, density=0.5,
+                       bits=4, signed=True)
+    assert check(b, ev, 2, lanes=2) > 0
