@@ -145,9 +145,12 @@ class LinearEngine(wiring.Component):
 
         # Step control, shared by all lanes.
         j = Signal(range(bank + 1))                 # sweep / clear index inside a bank
-        sweeping = Signal()                         # the sweep owns the memory ports
         clearing = Signal()
-        fresh = Signal()                            # this step is the first of its sample
+        fresh = Signal()                            # the step being accumulated opens a sample
+        sel = Signal()                              # current bank the lanes accumulate into
+        sweep_busy = Signal()                       # the sweep runs on bank ~sel
+        sweep_fresh = Signal()                      # the step being swept opens a sample
+        start_sweep = Signal()
         sw1_valid, sw2_valid = Signal(), Signal()
         sw1_j, sw2_j = Signal.like(j), Signal.like(j)
         issue_sweep = Signal()
@@ -231,9 +234,14 @@ class LinearEngine(wiring.Component):
                              it_idx.eq(1)]
 
             # Accumulate: F (read current) -> R (register RAM output) -> W (add, write back).
-            cur_mem = memory.Memory(shape=signed(cb), depth=bank, init=[])
-            m.submodules[f"current{k}"] = cur_mem
-            cur_rd, cur_wr = cur_mem.read_port(), cur_mem.write_port()
+            # Two current banks: the lanes accumulate step t + 1 into one while the sweep
+            # updates the neurons of step t from the other.
+            cur_rd, cur_wr = [], []
+            for b in range(2):
+                cur_mem = memory.Memory(shape=signed(cb), depth=bank, init=[])
+                m.submodules[f"current{k}_{b}"] = cur_mem
+                cur_rd.append(cur_mem.read_port())
+                cur_wr.append(cur_mem.write_port())
             st_mem = memory.Memory(shape=state_layout, depth=bank, init=[])
             m.submodules[f"state{k}"] = st_mem
             st_rd, st_wr = st_mem.read_port(), st_mem.write_port()
@@ -254,7 +262,7 @@ class LinearEngine(wiring.Component):
             m.d.sync += [
                 r_valid.eq(f_valid), r_post.eq(f_post), r_prod.eq(f_prod),
                 s_valid.eq(r_valid), s_post.eq(r_post), s_prod.eq(r_prod),
-                s_data.eq(cur_rd.data),
+                s_data.eq(Mux(sel, cur_rd[1].data, cur_rd[0].data)),
                 # The current read for R was issued a cycle before W's write and two before
                 # the write now held in w1: forward whichever is newest.
                 s_fwd1.eq(s_valid & (s_post == r_post)),
@@ -265,12 +273,18 @@ class LinearEngine(wiring.Component):
                 w1_valid.eq(s_valid), w1_post.eq(s_post), w1_data.eq(total),
                 w2_valid.eq(w1_valid), w2_post.eq(w1_post), w2_data.eq(w1_data),
             ]
-            m.d.comb += [
-                cur_rd.addr.eq(Mux(sweeping, j, f_post)),
-                st_rd.addr.eq(j),
-            ]
-            with m.If(s_valid):
-                m.d.comb += [cur_wr.addr.eq(s_post), cur_wr.data.eq(total), cur_wr.en.eq(1)]
+            for b in range(2):
+                acc_owner = sel == b
+                m.d.comb += cur_rd[b].addr.eq(Mux(acc_owner, f_post, j))
+                with m.If(acc_owner & s_valid):
+                    m.d.comb += [cur_wr[b].addr.eq(s_post), cur_wr[b].data.eq(total),
+                                 cur_wr[b].en.eq(1)]
+                with m.If(~acc_owner & sw2_valid):
+                    m.d.comb += [cur_wr[b].addr.eq(sw2_j), cur_wr[b].data.eq(0),
+                                 cur_wr[b].en.eq(1)]
+                with m.If(clearing):
+                    m.d.comb += [cur_wr[b].addr.eq(j), cur_wr[b].data.eq(0), cur_wr[b].en.eq(1)]
+            m.d.comb += st_rd.addr.eq(j)
 
             lane_idle.append((q.level == 0) & ~p_valid & (rem == 0) & ~f_valid & ~r_valid
                              & ~s_valid)
@@ -278,7 +292,8 @@ class LinearEngine(wiring.Component):
             # Neuron sweep: issue (read I, u, s) -> sw1 (register) -> sw2 (update, write).
             sw_cur = Signal(signed(cb), name=f"sw_cur{k}")
             sw_state = Signal(state_layout, name=f"sw_state{k}")
-            m.d.sync += [sw_cur.eq(cur_rd.data), sw_state.eq(st_rd.data)]
+            m.d.sync += [sw_cur.eq(Mux(sel, cur_rd[0].data, cur_rd[1].data)),
+                         sw_state.eq(st_rd.data)]
             index = sw2_j * lanes + k
             bias_k = [int(bias[n * lanes + k]) if n * lanes + k < layer.n_out else 0
                       for n in range(bank)]
@@ -290,8 +305,8 @@ class LinearEngine(wiring.Component):
                 b_val = bias_rd.data
             else:
                 b_val = Const(0, signed(cb))
-            u_prev = Mux(fresh, 0, sw_state.u)
-            s_prev = Mux(fresh, 0, sw_state.s)
+            u_prev = Mux(sweep_fresh, 0, sw_state.u)
+            s_prev = Mux(sweep_fresh, 0, sw_state.s)
             u_next, s_next = neuron_update(neuron, u_prev, s_prev,
                                            (sw_cur + b_val)[:cb + 1].as_signed())
             spike = Signal(name=f"spike{k}")
@@ -299,15 +314,11 @@ class LinearEngine(wiring.Component):
             spike_bits.append(spike)
             with m.If(sw2_valid):
                 m.d.comb += [
-                    cur_wr.addr.eq(sw2_j), cur_wr.data.eq(0), cur_wr.en.eq(1),
                     st_wr.addr.eq(sw2_j), st_wr.data.u.eq(u_next), st_wr.data.s.eq(spike),
                     st_wr.en.eq(1),
                 ]
             with m.If(clearing):
-                m.d.comb += [
-                    cur_wr.addr.eq(j), cur_wr.data.eq(0), cur_wr.en.eq(1),
-                    st_wr.addr.eq(j), st_wr.data.eq(0), st_wr.en.eq(1),
-                ]
+                m.d.comb += [st_wr.addr.eq(j), st_wr.data.eq(0), st_wr.en.eq(1)]
 
         all_ready = Cat(*lane_ready).all()
         all_idle = Cat(*lane_idle).all()
@@ -321,7 +332,7 @@ class LinearEngine(wiring.Component):
             wdata.bits.eq(Cat(*spike_bits)),
             wdata.index.eq(sw2_j),
             wdata.end.eq(sw2_j == bank - 1),
-            wdata.first.eq(fresh & (sw2_j == 0)),
+            wdata.first.eq(sweep_fresh & (sw2_j == 0)),
             words.w_data.eq(wdata),
             words.w_en.eq(sw2_valid),
         ]
@@ -393,18 +404,21 @@ class LinearEngine(wiring.Component):
                         m.next = "Drain"
 
             with m.State("Drain"):
-                with m.If(all_idle):
-                    m.d.sync += j.eq(0)
-                    m.next = "Sweep"
-
-            with m.State("Sweep"):
-                m.d.comb += sweeping.eq(1)
-                with m.If(j < bank):
-                    with m.If(credit):
-                        m.d.comb += issue_sweep.eq(1)
-                        m.d.sync += j.eq(j + 1)
-                with m.Elif(~sw1_valid & ~sw2_valid):
-                    m.d.sync += [j.eq(0), fresh.eq(0)]
+                # Hand the step to the sweep once its accumulation is complete and the sweep
+                # of the previous step is done; then accumulate the next step in the other bank.
+                with m.If(all_idle & ~sweep_busy):
+                    m.d.comb += start_sweep.eq(1)
+                    m.d.sync += [sel.eq(~sel), fresh.eq(0), sweep_fresh.eq(fresh),
+                                 sweep_busy.eq(1), j.eq(0)]
                     m.next = "Accumulate"
+
+        # The sweep: L neurons per cycle, as long as the spike-word queue has room.
+        with m.If(sweep_busy & ~start_sweep):
+            with m.If(j < bank):
+                with m.If(credit):
+                    m.d.comb += issue_sweep.eq(1)
+                    m.d.sync += j.eq(j + 1)
+            with m.Elif(~sw1_valid & ~sw2_valid):
+                m.d.sync += sweep_busy.eq(0)
 
         return m
