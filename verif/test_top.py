@@ -1,0 +1,188 @@
+"""cocotb test: the generated top (DESIGN.md section 5) equals the golden model, every step.
+
+Run through :mod:`verif.runner`, which passes a :class:`verif.config.CosimConfig` in the
+environment. One run feeds every sample of the test vectors back to back (each opened by
+``first``) with random ``valid`` gaps, takes the output with random ``ready`` stalls, checks
+every output event with :class:`verif.scoreboard.Scoreboard`, and writes a JSON result with the
+counts and the measured cycles. A watchdog ends the run when neither stream moves for a number
+of cycles, so a handshake bug fails the test instead of hanging it.
+
+Cycles are clock edges. Per sample: from the transfer of its first input event to the output
+event with ``last`` that closes its final step. Per step: from the close of the previous step's
+output (or the sample's first input, for step 0) to the close of this step's output, so the
+steps of a sample add up to the sample. Step latency: from the transfer of the step's final input
+event to the close of its output. They depend on the stalls; benchmark with ``in_gap = 0`` and
+``out_stall = 0``.
+"""
+from __future__ import annotations
+
+import json
+import traceback
+
+import cocotb
+import numpy as np
+from amaranth import signed, unsigned
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, Event, RisingEdge
+
+from hdl.event import EventLayout, SpikeLayout
+from models import bundle as bundle_io
+from models import golden
+from verif.config import CosimConfig
+from verif.scoreboard import Scoreboard, expected_steps, golden_output, input_sequence
+from verif.streams import StreamSink, StreamSource, random_pauses
+
+__all__ = ["load_stimulus", "default_watchdog", "measure_cycles"]
+
+
+def load_stimulus(cfg, bundle):
+    """``(events, samples, source)`` from ``cfg.events`` or the bundle's ``vectors.npz``."""
+    if cfg.events:
+        with np.load(cfg.events, allow_pickle=False) as npz:
+            return np.asarray(npz["events"], dtype=np.int64).reshape(-1, 4), \
+                int(npz["samples"]), "events"
+    if bundle.vectors is None:
+        raise ValueError(f"Bundle {cfg.bundle} has no vectors.npz and no events were given")
+    vec = bundle.vectors
+    # The stored golden spikes must agree with the golden model, else the vectors are stale.
+    rows = golden.spike_rows(golden_output(bundle, vec.events, vec.samples))
+    stored = np.asarray(vec.spikes, dtype=np.int64).reshape(-1, 3)
+    if rows.shape != stored.shape or not np.array_equal(rows, stored):
+        raise ValueError(f"vectors.npz spikes of {cfg.bundle} disagree with models.golden: "
+                         f"{len(stored)} stored rows vs {len(rows)} computed")
+    return vec.events, vec.samples, "vectors"
+
+
+def default_watchdog(bundle):
+    """Idle cycles allowed between transfers: generous for a dense sweep of every layer."""
+    work = sum(layer.n_in * layer.n_out + layer.n_out for layer in bundle.neuron_layers)
+    return 2000 + 4 * work
+
+
+def measure_cycles(in_cycles, in_index, close_cycles, samples, steps):
+    """Cycles per sample, per step and step latency (see the module docstring)."""
+    first_in = {}
+    last_in = {}
+    for cycle, (s, t) in zip(in_cycles, in_index):
+        first_in.setdefault(s, cycle)
+        last_in[(s, t)] = cycle
+    per_sample, per_step, latency = [], [], []
+    for s in range(samples):
+        closes = close_cycles[s * steps:(s + 1) * steps]
+        if len(closes) < steps or any(c is None for c in closes) or s not in first_in:
+            break
+        start = first_in[s]
+        per_sample.append(closes[-1] - start)
+        per_step.append([closes[0] - start] + [closes[t] - closes[t - 1]
+                                               for t in range(1, steps)])
+        latency.append([closes[t] - last_in[(s, t)] for t in range(steps)])
+    flat = [c for row in per_step for c in row]
+    return {
+        "per_sample": per_sample,
+        "per_step": per_step,
+        "step_latency": latency,
+        "mean_per_sample": float(np.mean(per_sample)) if per_sample else None,
+        "mean_per_step": float(np.mean(flat)) if flat else None,
+        "max_per_step": int(max(flat)) if flat else None,
+    }
+
+
+@cocotb.test()
+async def top_matches_golden(dut):
+    """Every output event of every step of every sample equals the golden model."""
+    cfg = CosimConfig.from_env()
+    result = {"passed": False, "timeout": False, "error": None, "config": vars(cfg)}
+    try:
+        await _run(dut, cfg, result)
+    except Exception:
+        result["error"] = traceback.format_exc(limit=4)
+        raise
+    finally:
+        if cfg.result:
+            with open(cfg.result, "w") as f:
+                json.dump(result, f, indent=1)
+    assert not result["timeout"], result["error"]
+    assert result["pending_inputs"] == 0, f"{result['pending_inputs']} input events never taken"
+    assert result["mismatches"] == 0, (
+        f"{result['mismatches']} mismatches, first at {result['first_mismatch']}")
+    assert result["steps_checked"] == result["steps"], "not every step was checked"
+
+
+async def _run(dut, cfg, result):
+    bundle = bundle_io.load(cfg.bundle)
+    events, samples, origin = load_stimulus(cfg, bundle)
+    steps = bundle.input.steps
+    payloads, index = input_sequence(
+        events, samples, steps, shuffle_seed=cfg.seed if cfg.shuffle else None,
+        zero_events=cfg.zero_events, zero_seed=cfg.seed + 1)
+    sb = Scoreboard(expected_steps(bundle, events, samples))
+    result.update({"stimulus": origin, "samples": samples, "steps_per_sample": steps,
+                   "input_events": len(payloads), "n_in": bundle.input.size,
+                   "n_out": bundle.n_out})
+
+    spec = bundle.input
+    value_shape = signed(spec.bits) if spec.signed else unsigned(spec.bits)
+    i_layout = EventLayout(spec.size, value_shape)
+    o_layout = SpikeLayout(bundle.n_out)
+
+    dut.rst.value = 1
+    Clock(dut.clk, cfg.period_ns, unit="ns").start(start_high=False)
+    source = StreamSource(dut, "i", i_layout, pause=random_pauses(cfg.in_gap, cfg.seed * 2 + 11),
+                          period_ns=cfg.period_ns)
+    sink = StreamSink(dut, "o", o_layout, pause=random_pauses(cfg.out_stall, cfg.seed * 2 + 12),
+                      period_ns=cfg.period_ns)
+    finished = Event()
+
+    def on_output(transfer):
+        sb.push(transfer.payload, transfer.cycle)
+        if sb.done:
+            finished.set()
+
+    sink.on_transfer = on_output
+    await ClockCycles(dut.clk, cfg.reset_cycles)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+    start_cycle = source.cycle()
+    for payload in payloads:
+        source.send_nowait(payload)
+
+    limit = cfg.watchdog or default_watchdog(bundle)
+    state = {"timeout": False}
+
+    async def watchdog():
+        last = None
+        while True:
+            await ClockCycles(dut.clk, limit)
+            now = (len(source.transfers), len(sink.transfers))
+            if now == last:
+                state["timeout"] = True
+                finished.set()
+                return
+            last = now
+
+    dog = cocotb.start_soon(watchdog())
+    await finished.wait()
+    dog.cancel()
+    if not state["timeout"]:
+        await ClockCycles(dut.clk, cfg.tail_cycles)   # extra events after the end are errors
+    end_cycle = source.cycle()
+    source.kill()
+    sink.kill()
+    sb.finish()
+
+    result.update(sb.counts())
+    result["pending_inputs"] = len(payloads) - len(source.transfers)
+    result["watchdog_cycles"] = limit
+    if state["timeout"]:
+        pos = sb.position
+        result["timeout"] = True
+        result["error"] = (f"watchdog: no transfer on i or o for {limit} cycles; "
+                           f"{len(source.transfers)}/{len(payloads)} input events taken, "
+                           f"{sb.steps_checked}/{sb.total_steps} output steps closed, "
+                           f"waiting for sample/step {pos}")
+    in_cycles = [t.cycle for t in source.transfers]
+    result["cycles"] = {"total": end_cycle - start_cycle,
+                        **measure_cycles(in_cycles, index, sb.step_close_cycles, samples, steps)}
+    result["passed"] = (not result["timeout"] and result["mismatches"] == 0
+                        and result["pending_inputs"] == 0
+                        and result["steps_checked"] == result["steps"])
