@@ -50,7 +50,8 @@ def compress_ref(words, width):
 class SpikeCompressor(wiring.Component):
     """Turn spike words into ascending address events, one event per cycle.
 
-    Throughput: one event per cycle while a word has spikes, plus one cycle per word. The last
+    Throughput: one cycle per spike, or one cycle for a word without spikes, plus one cycle to
+    close each step. The last
     spike of a step carries ``last``; a step without spikes gives one ``value = 0, last = 1``
     event. The event is held back one spike so that ``last`` can be known, so latency is one
     spike (or the end of the step).
@@ -119,11 +120,15 @@ class SpikeCompressor(wiring.Component):
                         self.o.p.first.eq(first_pending),
                         first_pending.eq(0),
                     ]
+                rest = w_bits & (w_bits - 1)                    # clear the lowest set bit
                 m.d.sync += [
                     pend_valid.eq(1),
                     pend_addr.eq(new_addr),
-                    w_bits.eq(w_bits & (w_bits - 1)),           # clear the lowest set bit
+                    w_bits.eq(rest),
                 ]
+                # The word's last spike: take the next word now (an end word still has to
+                # close the step, so it stays).
+                m.d.comb += consumed.eq((rest == 0) & ~w_end)
         with m.Elif(w_valid & w_end):
             with m.If(out_free):
                 m.d.sync += [

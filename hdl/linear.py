@@ -58,7 +58,8 @@ class LinearEngine(wiring.Component):
     lanes : :class:`int`
         Number of accumulate lanes ``L``.
     fmt : :class:`str` or ``None``
-        Weight format (``"csr"`` or ``"dense"``); ``None`` picks the one that stores fewer bits.
+        Weight format (``"csr"``, ``"bitmap"`` or ``"dense"``, see :mod:`hdl.weights`);
+        ``None`` picks the one that stores the fewest bits.
     dense : :class:`bool`
         Dense baseline: buffer the step's inputs, then visit every input and every weight
         (zeros included) on the same lanes. Forces ``fmt="dense"``.
@@ -135,10 +136,13 @@ class LinearEngine(wiring.Component):
         bias = layer.bias_vector()
 
         event_layout = data.StructLayout({"addr": self.i.p.addr.shape(), "value": vshape})
-        row_layout = data.StructLayout({"start": unsigned(pw.start_bits),
-                                        "count": unsigned(pw.count_bits)})
+        row_fields = {"start": unsigned(pw.start_bits), "count": unsigned(pw.count_bits)}
+        if pw.fmt == "bitmap":
+            row_fields["chunk0"] = unsigned(pw.chunk_width)
+        row_layout = data.StructLayout(row_fields)
+        cw, nchunks = pw.chunk_width, pw.chunks_per_row
         entry_fields = {"weight": signed(pw.weight_bits)}
-        if pw.fmt != "dense":
+        if pw.fmt == "csr":
             entry_fields["post"] = unsigned(pw.post_bits)
         entry_layout = data.StructLayout(entry_fields)
         state_layout = data.StructLayout({"u": signed(pbits), "s": unsigned(1)})
@@ -156,7 +160,7 @@ class LinearEngine(wiring.Component):
         issue_sweep = Signal()
 
         m.submodules.compressor = comp = SpikeCompressor(width=lanes, n=layer.n_out)
-        word_depth = 4
+        word_depth = 8
         m.submodules.words = words = fifo.SyncFIFOBuffered(
             width=Shape.cast(SpikeWord(lanes, bank)).width, depth=word_depth)
         word_out = SpikeWord(lanes, bank)(words.r_data)
@@ -197,8 +201,10 @@ class LinearEngine(wiring.Component):
                 start = (p_addr * bank)[:pw.start_bits]
                 count = Const(bank, pw.count_bits)
             else:
-                rows = memory.Memory(shape=row_layout, depth=pw.n_in,
-                                     init=[{"start": s, "count": c} for s, c in lane.rows])
+                rows = memory.Memory(shape=row_layout, depth=pw.n_in, init=[
+                    {"start": s, "count": c, **({"chunk0": lane.chunks[i][0]}
+                                                if pw.fmt == "bitmap" else {})}
+                    for i, (s, c) in enumerate(lane.rows)])
                 m.submodules[f"rows{k}"] = rows
                 rows_rd = rows.read_port()
                 m.d.comb += [rows_rd.addr.eq(q_data.addr), rows_rd.en.eq(advance)]
@@ -207,7 +213,7 @@ class LinearEngine(wiring.Component):
             # Iterate stage: one entry read per cycle.
             entries = memory.Memory(
                 shape=entry_layout, depth=pw.entry_depth,
-                init=[({"weight": w} if pw.fmt == "dense" else {"post": p, "weight": w})
+                init=[({"post": p, "weight": w} if pw.fmt == "csr" else {"weight": w})
                       for p, w in lane.entries])
             m.submodules[f"entries{k}"] = entries
             ent_rd = entries.read_port()
@@ -218,20 +224,69 @@ class LinearEngine(wiring.Component):
             f_valid = Signal(name=f"f_valid{k}")
             f_value = Signal(vshape, name=f"f_value{k}")
             f_idx = Signal(range(bank + 1), name=f"f_idx{k}")
-            m.d.comb += take.eq(p_valid & (rem <= 1))
+            if pw.fmt == "bitmap":
+                # The bank's posts of the current row come from its bitmap, one set bit per
+                # cycle (lowest first); the next chunk is always fetched one ahead.
+                bm = Signal(cw, name=f"bm{k}")
+                ci = Signal(range(nchunks + 1), name=f"ci{k}")
+                cur_row = Signal.like(p_addr, name=f"cur_row{k}")
+                lsb = Signal(range(cw), name=f"lsb{k}")
+                for b in reversed(range(cw)):
+                    with m.If(bm[b]):
+                        m.d.comb += lsb.eq(b)
+                if nchunks > 1:
+                    bitmap = memory.Memory(
+                        shape=unsigned(cw), depth=pw.n_in * (nchunks - 1),
+                        init=[c for chunks in lane.chunks for c in chunks[1:]])
+                    m.submodules[f"bitmap{k}"] = bitmap
+                    bm_rd = bitmap.read_port()
+                    m.d.comb += bm_rd.en.eq(0)
+                    next_chunk = bm_rd.data
+
+                    def fetch(row, c):
+                        # Chunk c >= 1 of a row lives at row * (chunks - 1) + c - 1.
+                        m.d.comb += [bm_rd.en.eq(1),
+                                     bm_rd.addr.eq(row * (nchunks - 1) + c - 1)]
+                else:
+                    next_chunk = Const(0, cw)
+
+                    def fetch(row, c):
+                        pass
+                can_emit = (rem != 0) & (bm != 0)
+            else:
+                can_emit = rem != 0
+            m.d.comb += take.eq(p_valid & ((rem == 0) | ((rem == 1) & can_emit)))
             m.d.sync += f_valid.eq(0)
-            with m.If(rem != 0):
+            with m.If(can_emit):
                 m.d.comb += ent_rd.addr.eq(cur)
                 m.d.sync += [cur.eq(cur + 1), rem.eq(rem - 1), f_valid.eq(1),
                              f_value.eq(it_value), f_idx.eq(it_idx), it_idx.eq(it_idx + 1)]
+                if pw.fmt == "bitmap":
+                    rest = bm & (bm - 1)                        # clear the lowest set bit
+                    m.d.sync += [f_idx.eq(ci * cw + lsb), bm.eq(rest)]
+                    with m.If((rest == 0) & (rem > 1)):         # chunk done, row goes on
+                        m.d.sync += [bm.eq(next_chunk), ci.eq(ci + 1)]
+                        with m.If(ci + 2 < nchunks):
+                            fetch(cur_row, ci + 2)
+            if pw.fmt == "bitmap":
+                with m.Elif(rem != 0):                          # an empty chunk: skip it
+                    m.d.sync += [bm.eq(next_chunk), ci.eq(ci + 1)]
+                    with m.If(ci + 2 < nchunks):
+                        fetch(cur_row, ci + 2)
                 with m.If(take):
                     m.d.sync += [cur.eq(start), rem.eq(count), it_value.eq(p_value),
+                                 bm.eq(rows_rd.data.chunk0), ci.eq(0), cur_row.eq(p_addr)]
+                    if nchunks > 1:
+                        fetch(p_addr, 1)
+            else:
+                with m.If(take & (rem != 0)):
+                    m.d.sync += [cur.eq(start), rem.eq(count), it_value.eq(p_value),
                                  it_idx.eq(0)]
-            with m.Elif(take & (count != 0)):
-                m.d.comb += ent_rd.addr.eq(start)
-                m.d.sync += [cur.eq(start + 1), rem.eq(count - 1), f_valid.eq(1),
-                             f_value.eq(p_value), f_idx.eq(0), it_value.eq(p_value),
-                             it_idx.eq(1)]
+                with m.Elif(take & (count != 0)):
+                    m.d.comb += ent_rd.addr.eq(start)
+                    m.d.sync += [cur.eq(start + 1), rem.eq(count - 1), f_valid.eq(1),
+                                 f_value.eq(p_value), f_idx.eq(0), it_value.eq(p_value),
+                                 it_idx.eq(1)]
 
             # Accumulate: F (read current) -> R (register RAM output) -> W (add, write back).
             # Two current banks: the lanes accumulate step t + 1 into one while the sweep
@@ -247,7 +302,7 @@ class LinearEngine(wiring.Component):
             st_rd, st_wr = st_mem.read_port(), st_mem.write_port()
 
             entry = ent_rd.data
-            f_post = f_idx[:pw.post_bits] if pw.fmt == "dense" else entry.post
+            f_post = entry.post if pw.fmt == "csr" else f_idx[:pw.post_bits]
             f_prod = entry.weight * f_value
             r_valid, r_post = Signal(name=f"r_valid{k}"), Signal(pw.post_bits, name=f"r_post{k}")
             r_prod = Signal(signed(cb), name=f"r_prod{k}")

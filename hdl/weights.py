@@ -8,6 +8,11 @@ port and never collide. Per lane and presynaptic row ``i``:
     An entry memory holding, row after row, only the non-zero weights of the lane's bank as
     ``(post, weight)`` pairs (``post`` = ``j // L``, the neuron's index inside the bank), and a
     row memory holding ``(start, count)`` per row. Work per event = the non-zeros of its row.
+``bitmap``
+    Per row, one bit per neuron of the bank (in chunks of up to 16 bits, so that finding the
+    next set bit fits one cycle) and the packed non-zero weights. The row memory holds
+    ``(start, count, chunk 0)``, so the first chunk arrives with the row and a new event starts
+    without a bubble; the other chunks sit in a bitmap memory and are fetched one ahead.
 ``dense``
     Every weight, zeros included, ``n_out / L`` per row; ``post`` is implicit. This is the dense
     baseline: the same datapath, doing the work of every weight.
@@ -26,7 +31,7 @@ from amaranth.utils import ceil_log2
 __all__ = ["FORMATS", "csr_bits", "bitmap_bits", "dense_bits", "PackedLane", "PackedWeights",
            "pack_linear", "choose_format"]
 
-FORMATS = ("csr", "dense")
+FORMATS = ("csr", "bitmap", "dense")
 
 
 def _bits(n):
@@ -55,7 +60,8 @@ def dense_bits(weight, weight_bits):
 class PackedLane:
     """Memory images of one lane: ``rows`` (start, count) and ``entries`` (post, weight)."""
     rows: list          # [(start, count)] per input row
-    entries: list       # [(post, weight)] (post unused for dense)
+    entries: list       # [(post, weight)] (post unused for dense and bitmap)
+    chunks: list        # bitmap only: [[chunk bits]] per input row
 
 
 @dataclass
@@ -71,11 +77,13 @@ class PackedWeights:
     start_bits: int
     count_bits: int
     post_bits: int
+    chunk_width: int            # bitmap: bits per chunk
+    chunks_per_row: int         # bitmap: chunks per row and lane
 
     @property
     def entry_bits(self):
         """Width of one entry word."""
-        return self.weight_bits + (0 if self.fmt == "dense" else self.post_bits)
+        return self.weight_bits + (self.post_bits if self.fmt == "csr" else 0)
 
     @property
     def entry_depth(self):
@@ -83,15 +91,23 @@ class PackedWeights:
 
     @property
     def row_bits(self):
-        return 0 if self.fmt == "dense" else self.start_bits + self.count_bits
+        if self.fmt == "dense":
+            return 0
+        return self.start_bits + self.count_bits + (self.chunk_width if self.fmt == "bitmap"
+                                                    else 0)
+
+    @property
+    def bitmap_depth(self):
+        """Words of the bitmap memory per lane (chunks after the first of every row)."""
+        return self.n_in * (self.chunks_per_row - 1) if self.fmt == "bitmap" else 0
 
     @property
     def stored_bits(self):
         """Bits of weight storage as built: entry words plus row words, all lanes."""
         total = 0
         for lane in self.lane_data:
-            total += len(lane.entries) * self.entry_bits
-            total += (len(lane.rows) * self.row_bits) if self.fmt != "dense" else 0
+            total += len(lane.entries) * self.entry_bits + len(lane.rows) * self.row_bits
+            total += self.bitmap_depth * self.chunk_width
         return total
 
     @property
@@ -107,26 +123,34 @@ def pack_linear(weight, *, lanes, fmt, weight_bits):
     weight = np.asarray(weight, dtype=np.int64)
     n_out, n_in = weight.shape
     bank = math.ceil(n_out / lanes)
+    cw = min(16, bank)
+    nchunks = math.ceil(bank / cw)
     lane_data = []
     for k in range(lanes):
         # Bank k: neurons k, k + L, k + 2L, ...; pad the last bank with zero weights.
         cols = np.zeros((n_in, bank), dtype=np.int64)
         sub = weight[k::lanes].T                        # [n_in, neurons of bank k]
         cols[:, :sub.shape[1]] = sub
-        rows, entries = [], []
+        rows, entries, chunks = [], [], []
         for i in range(n_in):
             posts = range(bank) if fmt == "dense" else np.flatnonzero(cols[i])
             rows.append((len(entries), len(posts)))
             entries.extend((int(p), int(cols[i, p])) for p in posts)
-        lane_data.append(PackedLane(rows, entries))
+            if fmt == "bitmap":
+                bits = [0] * nchunks
+                for p in posts:
+                    bits[int(p) // cw] |= 1 << (int(p) % cw)
+                chunks.append(bits)
+        lane_data.append(PackedLane(rows, entries, chunks))
     max_entries = max(len(lane.entries) for lane in lane_data)
     return PackedWeights(fmt, lanes, n_in, n_out, weight_bits, bank, lane_data,
                          start_bits=_bits(max(0, max_entries - 1)),
-                         count_bits=_bits(bank), post_bits=max(1, ceil_log2(bank)))
+                         count_bits=_bits(bank), post_bits=max(1, ceil_log2(bank)),
+                         chunk_width=cw, chunks_per_row=nchunks)
 
 
 def choose_format(weight, *, lanes, weight_bits):
-    """The hardware format that stores fewer bits (``csr`` unless dense is smaller)."""
+    """The hardware format that stores the fewest bits (ties: csr, bitmap, dense)."""
     sizes = {fmt: pack_linear(weight, lanes=lanes, fmt=fmt, weight_bits=weight_bits).stored_bits
              for fmt in FORMATS}
-    return min(FORMATS, key=lambda fmt: (sizes[fmt], fmt != "csr"))
+    return min(FORMATS, key=lambda fmt: (sizes[fmt], FORMATS.index(fmt)))

@@ -12,10 +12,10 @@ from models.synth import random_events, random_linear_bundle
 from tests.sim import run_sim, stream_get, stream_put
 
 
-def rtl_top(bundle, stream_in, n_out_events, *, lanes=1, dense=False, stall=0.3, gap=0.3,
-            seed=0):
+def rtl_top(bundle, stream_in, n_out_events, *, lanes=1, fmt=None, dense=False, stall=0.3,
+            gap=0.3, seed=0):
     """Drive ``stream_in`` into the top; return ``n_out_events`` output events."""
-    dut = Accelerator(bundle, lanes=lanes, dense=dense)
+    dut = Accelerator(bundle, lanes=lanes, fmt=fmt, dense=dense)
     results = []
 
     async def producer(ctx):
@@ -48,13 +48,23 @@ def check(bundle, events, samples, **kwargs):
     return sum(e[1] for e in expect)
 
 
+@pytest.mark.parametrize("fmt", ["csr", "bitmap"])
 @pytest.mark.parametrize("lanes", [1, 3, 4])
 @pytest.mark.parametrize("sparsity", [0.0, 0.75])
-def test_linear_two_layers(lanes, sparsity):
+def test_linear_two_layers(lanes, sparsity, fmt):
     b = random_linear_bundle(n_in=20, n_out=12, sparsity=sparsity, seed=lanes, layers=2,
                              hidden=16, steps=4)
     ev = random_events(np.random.default_rng(lanes), samples=2, steps=4, n_in=20, density=0.3)
-    assert check(b, ev, 2, lanes=lanes) > 0
+    assert check(b, ev, 2, lanes=lanes, fmt=fmt) > 0
+
+
+@pytest.mark.parametrize("fmt", ["csr", "bitmap"])
+@pytest.mark.parametrize("lanes, sparsity", [(1, 0.75), (2, 0.9), (1, 0.97)])
+def test_bitmap_chunks(lanes, sparsity, fmt):
+    # 70 neurons per bank: several 16-bit bitmap chunks per row, some of them empty.
+    b = random_linear_bundle(n_in=24, n_out=70 * lanes, sparsity=sparsity, seed=11, steps=3)
+    ev = random_events(np.random.default_rng(12), samples=2, steps=3, n_in=24, density=0.4)
+    assert check(b, ev, 2, lanes=lanes, fmt=fmt) > 0
 
 
 @pytest.mark.parametrize("lanes", [1, 2])
