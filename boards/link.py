@@ -1,0 +1,455 @@
+"""The host link: a UART, the frame protocol of :mod:`boards.protocol`, and an accelerator.
+
+:class:`HostLink` is everything a board top holds besides clocks and pins, so the same gateware
+is built for a board and cosimulated from its Verilog (``rx``/``tx`` are its only I/O).
+"""
+from amaranth import *
+from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from . import protocol
+from .protocol import COUNT_BITS, RESULT_HEAD, Command, Error, Reply
+from .uart import MIN_DIVISOR, UARTRx, UARTTx
+
+__all__ = ["crc8_next", "check_accelerator", "HostLink"]
+
+
+def crc8_next(crc, byte):
+    """CRC-8 of :func:`boards.protocol.crc8` after one more byte, as a combinational value.
+
+    One byte of a CRC is linear in ``crc ^ byte``: output bit i is the XOR of the input bits j
+    whose unit vector sets bit i. The matrix comes from the reference itself.
+    """
+    x = (crc ^ byte)[:8]
+    columns = [protocol.crc8(bytes([1 << j])) for j in range(8)]
+    bits = []
+    for i in range(8):
+        taps = [x[j] for j in range(8) if (columns[j] >> i) & 1]
+        bit = taps[0]
+        for tap in taps[1:]:
+            bit = bit ^ tap
+        bits.append(bit)
+    return Cat(*bits)
+
+
+def _fields(member, names, what):
+    sig = member.signature if member.is_signature else None
+    if isinstance(sig, wiring.FlippedSignature):
+        sig = sig.flip()
+    if not isinstance(sig, stream.Signature):
+        raise TypeError(f"Accelerator member {what!r} must be a stream, not {member!r}")
+    layout = sig.members["payload"].shape
+    if not isinstance(layout, data.StructLayout) or set(dict(layout.members)) != set(names):
+        raise TypeError(f"Accelerator member {what!r} must carry a payload with fields "
+                        f"{', '.join(names)}, not {layout!r}")
+    return layout
+
+
+def check_accelerator(accelerator, n_in, n_out):
+    """Check that ``accelerator`` has the ports of DESIGN.md section 5 for ``n_in``/``n_out``.
+
+    Returns the input event layout.
+    """
+    if not isinstance(accelerator, wiring.Component):
+        raise TypeError(f"Accelerator must be a wiring.Component, not {accelerator!r}")
+    members = accelerator.signature.members
+    for name, flow in (("i", In), ("o", Out)):
+        if name not in members or members[name].flow != flow:
+            raise TypeError(f"Accelerator must have an {flow.name} stream member {name!r}, "
+                            f"not {members!r}")
+    i_layout = _fields(members["i"], ("addr", "value", "last", "first"), "i")
+    o_layout = _fields(members["o"], ("addr", "spike", "last"), "o")
+    for layout, n, what in ((i_layout, n_in, "i"), (o_layout, n_out, "o")):
+        width = Shape.cast(layout["addr"].shape).width
+        if width != max(1, ceil_log2(n)):
+            raise ValueError(f"Accelerator member {what!r} has a {width}-bit address, but "
+                             f"{n} neurons need {max(1, ceil_log2(n))}")
+    return i_layout
+
+
+class ReplyKind(enum.Enum, shape=2):
+    INFO = 0
+    LOADED = 1
+    ERROR = 2
+    RESULT = 3
+
+
+class HostLink(wiring.Component):
+    """Accelerator behind a UART: load a sample's events, run it, return counts and cycles.
+
+    The protocol is in :mod:`boards.protocol` and docs/boards.md. LOAD frames append events to
+    an on-chip buffer of ``capacity`` events (a failed frame leaves the buffer as it was). RUN
+    clears the spike counters, then streams the buffer into the accelerator at up to one event
+    per cycle while taking every output event (``o.ready`` is held high), and replies with the
+    predicted class, the number of output steps, the cycle count and the spike count of every
+    output neuron; the buffer is empty afterwards. The cycle count runs from the cycle of the
+    sample's first input transfer to the cycle of the last output transfer of its last step,
+    both included. One frame is handled at a time: bytes that arrive while a frame is being
+    answered are lost, so the host waits for each reply.
+
+    Parameters
+    ----------
+    accelerator : :class:`wiring.Component`
+        Anything with the ports of DESIGN.md section 5: ``i`` (input events) and ``o`` (output
+        spikes), in the ``sync`` domain.
+    n_in, n_out : :class:`int`
+        Input and output neurons of the accelerator.
+    divisor : :class:`int`
+        Clock cycles per UART bit.
+    capacity : :class:`int`
+        Events the buffer holds (one sample), at most 65535.
+    timeout : :class:`int`
+        Cycles without a byte after which a half-received frame is dropped (TIMEOUT reply).
+    clock_hz : :class:`int`
+        Clock frequency reported in INFO.
+    ident : :class:`int`
+        32-bit identity of the network (:func:`boards.protocol.bundle_ident`), reported in INFO.
+
+    Members
+    -------
+    rx : ``In(1)``
+        UART line from the host.
+    tx : ``Out(1)``
+        UART line to the host.
+    busy : ``Out(1)``
+        High while a sample runs.
+    error : ``Out(1)``
+        High when the last reply was an ERROR.
+    """
+    def __init__(self, accelerator, *, n_in, n_out, divisor, capacity, timeout, clock_hz,
+                 ident=0):
+        for name, value, lo, hi in (("N in", n_in, 1, 2 ** COUNT_BITS - 1),
+                                    ("N out", n_out, 1, (protocol.MAX_PAYLOAD - RESULT_HEAD) // 2),
+                                    ("Capacity", capacity, 1, 2 ** COUNT_BITS - 1),
+                                    ("Timeout", timeout, 1, None),
+                                    ("Clock", clock_hz, 1, 2 ** 32 - 1),
+                                    ("Ident", ident, 0, 2 ** 32 - 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise TypeError(f"{name} must be an integer of at least {lo}, not {value!r}")
+            if hi is not None and value > hi:
+                raise ValueError(f"{name} must be at most {hi}, not {value!r}")
+        self._ev_layout = check_accelerator(accelerator, n_in, n_out)
+        self._accelerator = accelerator
+        self._n_in, self._n_out = n_in, n_out
+        self._capacity, self._timeout = capacity, timeout
+        self._clock_hz, self._ident = clock_hz, ident
+        if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < MIN_DIVISOR:
+            raise TypeError(f"Divisor must be an integer of at least {MIN_DIVISOR}, "
+                            f"not {divisor!r}")
+        self._divisor = divisor
+        super().__init__({
+            "rx": In(1, init=1),
+            "tx": Out(1, init=1),
+            "busy": Out(1),
+            "error": Out(1),
+        })
+
+    @property
+    def event_bytes(self):
+        """Bytes per packed input event."""
+        return (Shape.cast(self._ev_layout).width + 7) // 8
+
+    @property
+    def info(self):
+        """The INFO reply this link gives."""
+        return protocol.Info(protocol.VERSION, self.event_bytes, self._n_in, self._n_out,
+                             self._capacity, self._clock_hz, self._ident)
+
+    def elaborate(self, platform):
+        # One FSM runs the link: parse a frame (Idle .. Checksum), decide (Dispatch), run a
+        # sample if asked (Clear Counts, Run), then send the reply byte by byte (Reply Fetch /
+        # Reply Send: one cycle for the counter memory's registered read, one to offer the
+        # byte). LOAD payload bytes are assembled into events and written to the event buffer
+        # as they arrive; `committed` marks the end of the last good LOAD, so a frame that
+        # fails its checksum or length check is rolled back. During Run the buffer's read port
+        # register is the accelerator's input register (its enable holds it under
+        # backpressure), and output spikes are counted in a memory with a read-modify-write
+        # pipeline whose read is transparent to the write one cycle ahead, so back-to-back
+        # spikes of one neuron (end of one step, start of the next) add up.
+        m = Module()
+        m.submodules.uart_rx = urx = UARTRx(divisor=self._divisor)
+        m.submodules.uart_tx = utx = UARTTx(divisor=self._divisor)
+        m.submodules.accelerator = acc = self._accelerator
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+
+        width = Shape.cast(self._ev_layout).width
+        nbytes = self.event_bytes
+        n_out, capacity = self._n_out, self._capacity
+
+        m.submodules.events = ev_mem = memory.Memory(shape=width, depth=capacity, init=[])
+        ev_wr = ev_mem.write_port()
+        ev_rd = ev_mem.read_port()
+        m.submodules.counts = cnt_mem = memory.Memory(shape=COUNT_BITS, depth=n_out, init=[])
+        cnt_wr = cnt_mem.write_port()
+        cnt_rd = cnt_mem.read_port(transparent_for=(cnt_wr,))
+
+        byte = urx.o.payload
+        got = urx.o.valid & urx.o.ready
+
+        # Frame being parsed.
+        cmd = Signal(8)
+        length = Signal(16)
+        remaining = Signal(16)
+        crc = Signal(8)
+        crc_ok = Signal()
+        lane = Signal(range(nbytes))
+        ev_shift = Signal(8 * nbytes)
+        quiet = Signal(range(self._timeout + 1))
+        timed_out = Signal()
+
+        # Event buffer.
+        wptr = Signal(range(capacity + 1))
+        committed = Signal(range(capacity + 1))
+        overflow = Signal()
+        frame_steps = Signal(COUNT_BITS)
+        frame_last = Signal()
+        total_steps = Signal(COUNT_BITS)
+        first_ok = Signal()
+        last_ok = Signal()
+
+        # Run and its result.
+        rptr = Signal(range(capacity + 1))
+        feed_valid = Signal()
+        started = Signal()
+        stopped = Signal()
+        cycles = Signal(32)
+        steps_out = Signal(COUNT_BITS)
+        s1_valid = Signal()
+        s1_addr = Signal(len(acc.o.p.addr))
+        best = Signal(COUNT_BITS)
+        best_idx = Signal(COUNT_BITS)
+        have_result = Signal()
+        clear_addr = Signal(range(n_out))
+
+        # Reply being sent.
+        kind = Signal(ReplyKind)
+        reply_len = Signal(16)
+        err_code = Signal(8)
+        err_cmd = Signal(8)
+        k = Signal(17)
+        last_error = Signal()
+        m.d.comb += self.error.eq(last_error)
+
+        parsing = Signal()
+        with m.If(parsing & ~got):
+            m.d.sync += quiet.eq(quiet + 1)
+        with m.Else():
+            m.d.sync += quiet.eq(0)
+        m.d.comb += timed_out.eq(parsing & (quiet == self._timeout))
+
+        # Reply: header, payload, checksum.
+        p = (k - 4)[:16]
+        head = Signal(64)
+        with m.Switch(kind):
+            with m.Case(ReplyKind.LOADED):
+                m.d.comb += head.eq(committed)
+            with m.Case(ReplyKind.ERROR):
+                m.d.comb += head.eq(Cat(err_code, err_cmd))
+            with m.Case(ReplyKind.RESULT):
+                m.d.comb += head.eq(Cat(best_idx, steps_out, cycles))
+        info_word = Const(int.from_bytes(self.info.pack(), "little"), 8 * protocol.INFO_LENGTH)
+        codes = Array([Const(Reply.INFO, 8), Const(Reply.LOADED, 8), Const(Reply.ERROR, 8),
+                       Const(Reply.RESULT, 8)])
+        count_index = (p - RESULT_HEAD)[:16]
+        payload_byte = Signal(8)
+        with m.If(kind == ReplyKind.INFO):
+            m.d.comb += payload_byte.eq(info_word.word_select(p[:4], 8))
+        with m.Elif((kind == ReplyKind.RESULT) & (p >= RESULT_HEAD)):
+            m.d.comb += payload_byte.eq(Mux(count_index[0], cnt_rd.data[8:], cnt_rd.data[:8]))
+        with m.Else():
+            m.d.comb += payload_byte.eq(head.word_select(p[:3], 8))
+        out_byte = Signal(8)
+        last_k = 4 + reply_len
+        with m.Switch(k):
+            with m.Case(0):
+                m.d.comb += out_byte.eq(protocol.SYNC_REPLY)
+            with m.Case(1):
+                m.d.comb += out_byte.eq(codes[kind.as_value()])
+            with m.Case(2):
+                m.d.comb += out_byte.eq(reply_len[:8])
+            with m.Case(3):
+                m.d.comb += out_byte.eq(reply_len[8:])
+            with m.Default():
+                m.d.comb += out_byte.eq(Mux(k == last_k, crc, payload_byte))
+
+
+        def reply(what, size):
+            m.d.sync += [kind.eq(what), reply_len.eq(size), k.eq(0), crc.eq(0)]
+            m.next = "Reply Fetch"
+
+        def error(code):
+            m.d.sync += [err_code.eq(code), err_cmd.eq(cmd)]
+            reply(ReplyKind.ERROR, 2)
+
+        with m.FSM():
+            with m.State("Idle"):
+                m.d.comb += urx.o.ready.eq(1)
+                with m.If(got & (byte == protocol.SYNC_REQUEST)):
+                    m.d.sync += crc.eq(0)
+                    m.next = "Command"
+
+            for state, target in (("Command", "Length Low"), ("Length Low", "Length High")):
+                with m.State(state):
+                    m.d.comb += [urx.o.ready.eq(1), parsing.eq(1)]
+                    with m.If(got):
+                        m.d.sync += crc.eq(crc8_next(crc, byte))
+                        if state == "Command":
+                            m.d.sync += cmd.eq(byte)
+                        else:
+                            m.d.sync += length[:8].eq(byte)
+                        m.next = target
+                    with m.Elif(timed_out):
+                        m.next = "Timed Out"
+
+            with m.State("Length High"):
+                m.d.comb += [urx.o.ready.eq(1), parsing.eq(1)]
+                full = Cat(length[:8], byte)
+                with m.If(got):
+                    m.d.sync += [crc.eq(crc8_next(crc, byte)), length[8:].eq(byte),
+                                 remaining.eq(full), lane.eq(0), overflow.eq(0),
+                                 frame_steps.eq(0), wptr.eq(committed)]
+                    with m.If(full == 0):
+                        m.next = "Checksum"
+                    with m.Else():
+                        m.next = "Payload"
+                with m.Elif(timed_out):
+                    m.next = "Timed Out"
+
+            with m.State("Payload"):
+                m.d.comb += [urx.o.ready.eq(1), parsing.eq(1)]
+                word = Cat(ev_shift[8:], byte)
+                event = data.View(self._ev_layout, word[:width])
+                with m.If(got):
+                    m.d.sync += [crc.eq(crc8_next(crc, byte)), remaining.eq(remaining - 1),
+                                 ev_shift.eq(word)]
+                    with m.If(cmd == Command.LOAD):
+                        with m.If(lane == nbytes - 1):
+                            m.d.sync += lane.eq(0)
+                            with m.If(wptr == capacity):
+                                m.d.sync += overflow.eq(1)
+                            with m.Else():
+                                m.d.comb += [ev_wr.addr.eq(wptr), ev_wr.data.eq(word[:width]),
+                                             ev_wr.en.eq(1)]
+                                m.d.sync += [wptr.eq(wptr + 1),
+                                             frame_steps.eq(frame_steps + event.last),
+                                             frame_last.eq(event.last)]
+                                with m.If(wptr == 0):
+                                    m.d.sync += first_ok.eq(event.first)
+                        with m.Else():
+                            m.d.sync += lane.eq(lane + 1)
+                    with m.If(remaining == 1):
+                        m.next = "Checksum"
+                with m.Elif(timed_out):
+                    m.next = "Timed Out"
+
+            with m.State("Checksum"):
+                m.d.comb += [urx.o.ready.eq(1), parsing.eq(1)]
+                with m.If(got):
+                    m.d.sync += crc_ok.eq(byte == crc)
+                    m.next = "Dispatch"
+                with m.Elif(timed_out):
+                    m.next = "Timed Out"
+
+            with m.State("Timed Out"):
+                m.d.sync += wptr.eq(committed)
+                m.d.sync += [err_code.eq(Error.TIMEOUT), err_cmd.eq(cmd)]
+                reply(ReplyKind.ERROR, 2)
+
+            with m.State("Dispatch"):
+                is_load = cmd == Command.LOAD
+                known = (cmd == Command.INFO) | is_load | (cmd == Command.RUN) | \
+                        (cmd == Command.READ)
+                length_ok = Mux(is_load, (length != 0) & (lane == 0), length == 0)
+                with m.If(is_load & ~(crc_ok & length_ok & ~overflow)):
+                    m.d.sync += wptr.eq(committed)
+                with m.If(~crc_ok):
+                    error(Error.CRC)
+                with m.Elif(~known):
+                    error(Error.COMMAND)
+                with m.Elif(~length_ok):
+                    error(Error.LENGTH)
+                with m.Elif(cmd == Command.INFO):
+                    reply(ReplyKind.INFO, protocol.INFO_LENGTH)
+                with m.Elif(is_load):
+                    with m.If(overflow):
+                        error(Error.OVERFLOW)
+                    with m.Else():
+                        m.d.sync += [committed.eq(wptr), last_ok.eq(frame_last),
+                                     total_steps.eq(total_steps + frame_steps)]
+                        reply(ReplyKind.LOADED, 2)
+                with m.Elif(cmd == Command.RUN):
+                    with m.If((committed == 0) | ~first_ok | ~last_ok):
+                        error(Error.SAMPLE)
+                    with m.Else():
+                        m.d.sync += [clear_addr.eq(0), rptr.eq(0), feed_valid.eq(0),
+                                     started.eq(0), stopped.eq(0), cycles.eq(0),
+                                     steps_out.eq(0), best.eq(0), best_idx.eq(0)]
+                        m.next = "Clear Counts"
+                with m.Else():
+                    with m.If(~have_result):
+                        error(Error.NO_RESULT)
+                    with m.Else():
+                        reply(ReplyKind.RESULT, RESULT_HEAD + 2 * n_out)
+
+            with m.State("Clear Counts"):
+                m.d.comb += [self.busy.eq(1), cnt_wr.addr.eq(clear_addr), cnt_wr.data.eq(0),
+                             cnt_wr.en.eq(1)]
+                m.d.sync += clear_addr.eq(clear_addr + 1)
+                with m.If(clear_addr == n_out - 1):
+                    m.next = "Run"
+
+            with m.State("Run"):
+                m.d.comb += self.busy.eq(1)
+                # Feed: the read port's register is the input register.
+                m.d.comb += [acc.i.valid.eq(feed_valid), acc.i.payload.eq(ev_rd.data)]
+                with m.If(~feed_valid | acc.i.ready):
+                    more = rptr != committed
+                    m.d.comb += [ev_rd.en.eq(1), ev_rd.addr.eq(rptr)]
+                    m.d.sync += [feed_valid.eq(more), rptr.eq(rptr + more)]
+                with m.Else():
+                    m.d.comb += ev_rd.en.eq(0)
+                fire_in = acc.i.valid & acc.i.ready
+
+                # Take every output event; count spikes per neuron and the running argmax.
+                m.d.comb += acc.o.ready.eq(1)
+                fire_out = acc.o.valid
+                m.d.comb += cnt_rd.addr.eq(acc.o.p.addr)
+                m.d.sync += [s1_valid.eq(fire_out & acc.o.p.spike), s1_addr.eq(acc.o.p.addr)]
+                count = (cnt_rd.data + 1)[:COUNT_BITS]
+                with m.If(s1_valid):
+                    m.d.comb += [cnt_wr.addr.eq(s1_addr), cnt_wr.data.eq(count),
+                                 cnt_wr.en.eq(1)]
+                    # Ties go to the lowest index, as models.golden.predict.
+                    with m.If((count > best) | ((count == best) & (s1_addr < best_idx))):
+                        m.d.sync += [best.eq(count), best_idx.eq(s1_addr)]
+                final = fire_out & acc.o.p.last & (steps_out + 1 == total_steps)
+                with m.If(fire_out & acc.o.p.last):
+                    m.d.sync += steps_out.eq(steps_out + 1)
+                with m.If((started | fire_in) & ~stopped):
+                    m.d.sync += cycles.eq(cycles + 1)
+                m.d.sync += started.eq(started | fire_in)
+                with m.If(final):
+                    m.d.sync += stopped.eq(1)
+                with m.If(stopped & ~s1_valid):
+                    m.d.sync += [have_result.eq(1), committed.eq(0), wptr.eq(0),
+                                 total_steps.eq(0), first_ok.eq(0), last_ok.eq(0)]
+                    reply(ReplyKind.RESULT, RESULT_HEAD + 2 * n_out)
+
+            with m.State("Reply Fetch"):
+                m.d.comb += cnt_rd.addr.eq(count_index >> 1)
+                m.next = "Reply Send"
+
+            with m.State("Reply Send"):
+                m.d.comb += [cnt_rd.addr.eq(count_index >> 1), utx.i.valid.eq(1),
+                             utx.i.payload.eq(out_byte)]
+                with m.If(utx.i.ready):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k != 0):
+                        m.d.sync += crc.eq(crc8_next(crc, out_byte))
+                    with m.If(k == last_k):
+                        m.d.sync += last_error.eq(kind == ReplyKind.ERROR)
+                        m.next = "Idle"
+                    with m.Else():
+                        m.next = "Reply Fetch"
+        return m
