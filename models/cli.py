@@ -1,0 +1,245 @@
+"""``python -m models train|export|eval|sweep``: the snnTorch side from the command line.
+
+* ``train``: train and prune a network on the digits, write a checkpoint and its metrics;
+* ``export``: quantize a checkpoint into a bundle folder with test vectors and fidelity metrics;
+* ``eval``: run a bundle's vectors through the golden model (numpy only, no torch);
+* ``sweep``: train over a beta x threshold grid and plot accuracy and spikes per inference.
+
+Bad options and malformed inputs end with one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+# The choices, spelled here so that parsing (and ``eval``) imports neither torch nor snnTorch;
+# tests check them against models.nets and models.encoders.
+ARCHS = ("mlp", "csnn")
+SURROGATES = ("fast_sigmoid", "atan")
+ENCODINGS = ("rate", "delta", "direct", "latency")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage dump), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _floats(text):
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, not {text!r}")
+
+
+def _ints(text):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, not {text!r}")
+
+
+def _add_net_options(p):
+    from .bundle import MODELS as NEURONS
+    from .bundle import RESETS
+    g = p.add_argument_group("network")
+    g.add_argument("--arch", choices=ARCHS, default="mlp",
+                   help="mlp: 64-HIDDEN-10; csnn: conv-pool-conv-pool-linear (default: %(default)s)")
+    g.add_argument("--neuron", choices=NEURONS, default="lif",
+                   help="snn.Leaky (lif) or snn.Lapicque (default: %(default)s)")
+    g.add_argument("--beta", type=float, default=0.9, metavar="BETA",
+                   help="membrane decay (lapicque: R=1, C=1/ln(1/BETA)) (default: %(default)s)")
+    g.add_argument("--threshold", type=float, default=1.0, metavar="THETA",
+                   help="firing threshold (default: %(default)s)")
+    g.add_argument("--reset", choices=RESETS, default="subtract",
+                   help="reset mechanism (default: %(default)s)")
+    g.add_argument("--surrogate", choices=SURROGATES, default="fast_sigmoid",
+                   help="surrogate gradient (default: %(default)s)")
+    g.add_argument("--slope", type=float, default=25.0, metavar="K",
+                   help="fast sigmoid slope or arctan alpha (default: %(default)s)")
+    g.add_argument("--hidden", type=_ints, default=[128], metavar="N[,N...]",
+                   help="mlp hidden widths (default: 128)")
+    g.add_argument("--channels", type=_ints, default=[8, 16], metavar="C[,C...]",
+                   help="csnn conv channels (default: 8,16)")
+    g.add_argument("--no-bias", dest="bias", action="store_false",
+                   help="synapses without bias")
+
+
+def _add_train_options(p, *, epochs=20, prune_epochs=10, sparsity=0.75):
+    from .bundle import LEAKS as LEAK_MODES
+    g = p.add_argument_group("training")
+    g.add_argument("--encoding", choices=ENCODINGS, default="rate",
+                   help="input encoder (default: %(default)s)")
+    g.add_argument("--steps", type=int, default=25, metavar="T",
+                   help="timesteps per sample (default: %(default)s)")
+    g.add_argument("--direct-bits", type=int, default=4, metavar="BITS",
+                   help="event value bits of direct encoding (default: %(default)s)")
+    g.add_argument("--delta-threshold", type=float, default=0.25, metavar="D",
+                   help="intensity change that makes a delta event (default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=epochs, metavar="N",
+                   help="dense training epochs (default: %(default)s)")
+    g.add_argument("--prune-epochs", type=int, default=prune_epochs, metavar="N",
+                   help="pruning and fine-tuning epochs (default: %(default)s)")
+    g.add_argument("--sparsity", type=float, default=sparsity, metavar="S",
+                   help="target weight sparsity per layer (default: %(default)s)")
+    g.add_argument("--batch", type=int, default=64, metavar="N",
+                   help="batch size (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=5e-3, metavar="LR",
+                   help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--leak", choices=LEAK_MODES, default="mul",
+                   help="integer leak the float decay is snapped to (default: %(default)s)")
+    g.add_argument("--frac-bits", type=int, default=8, metavar="F",
+                   help="fraction bits of the mul leak (default: %(default)s)")
+    g.add_argument("--potential-bits", type=int, default=16, metavar="P",
+                   help="membrane potential width (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, metavar="SEED",
+                   help="seed of weights, shuffling and training encodings (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=2, metavar="N",
+                   help="torch CPU threads (default: %(default)s)")
+
+
+def _configs(args):
+    from .nets import NetConfig, check_config
+    from .train import TrainConfig
+    ncfg = check_config(NetConfig(arch=args.arch, hidden=tuple(args.hidden),
+                                  channels=tuple(args.channels), neuron=args.neuron,
+                                  beta=args.beta, threshold=args.threshold, reset=args.reset,
+                                  surrogate=args.surrogate, slope=args.slope, bias=args.bias))
+    tcfg = TrainConfig(encoding=args.encoding, steps=args.steps, direct_bits=args.direct_bits,
+                       delta_threshold=args.delta_threshold, epochs=args.epochs,
+                       prune_epochs=args.prune_epochs, batch=args.batch, lr=args.lr,
+                       sparsity=args.sparsity, leak=args.leak, frac_bits=args.frac_bits,
+                       potential_bits=args.potential_bits, seed=args.seed,
+                       threads=args.threads).check()
+    return ncfg, tcfg
+
+
+def _progress(line):
+    print(line, file=sys.stderr, flush=True)
+
+
+def _summary(prefix, metrics):
+    layers = ", ".join(f"{name} {value:.1f}" for name, value in metrics.items())
+    return f"{prefix}: {layers}"
+
+
+def _train(args):
+    from .train import save_checkpoint, train
+    ncfg, tcfg = _configs(args)
+    out = Path(args.output or f"runs/{ncfg.arch}_{ncfg.neuron}.pt")
+    net, metrics = train(ncfg, tcfg, progress=_progress)
+    save_checkpoint(out, net, tcfg, metrics)
+    mpath = out.with_suffix(".json")
+    from .export import write_metrics
+    write_metrics(mpath, metrics)
+    print(f"dense accuracy {100 * metrics['dense_accuracy']:.2f}%, "
+          f"pruned float accuracy {100 * metrics['float_accuracy']:.2f}%, "
+          f"train time {metrics['train_seconds']:.1f} s")
+    print(_summary("spikes per inference", metrics["spikes_per_inference"]))
+    print(f"wrote {out} and {mpath}")
+    return 0
+
+
+def _export(args):
+    from .export import export_checkpoint
+    bundle, metrics = export_checkpoint(args.checkpoint, args.output,
+                                        weight_bits=args.weight_bits,
+                                        potential_bits=args.potential_bits,
+                                        samples=args.samples, progress=_progress)
+    print(f"float accuracy {100 * metrics['float_accuracy']:.2f}%, golden accuracy "
+          f"{100 * metrics['golden_accuracy']:.2f}% (drop {metrics['accuracy_drop_points']:.2f} "
+          f"points), agreement {100 * metrics['agreement']:.2f}% on {metrics['samples']} samples")
+    print(_summary("golden spikes per inference", metrics["spikes_per_inference"]["golden"]))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _eval(args):
+    from .bundle import load
+    from .export import golden_report
+    bundle = load(args.bundle)
+    report, _ = golden_report(bundle)
+    acc = report.get("accuracy")
+    print(f"{report['samples']} samples x {report['steps']} steps"
+          + (f", golden accuracy {100 * acc:.2f}%" if acc is not None else "")
+          + f", vectors {'match' if report['vectors_match'] else 'DIFFER from'} the golden model")
+    print(_summary("spikes per inference", report["spikes_per_inference"])
+          + f"; input events {report['input_events_per_inference']:.1f}")
+    if args.json:
+        out = {k: v for k, v in report.items() if k != "predictions"}
+        print(json.dumps(out, sort_keys=True))
+    return 0 if report["vectors_match"] else 1
+
+
+def _sweep(args):
+    from .train import run_sweep
+    ncfg, tcfg = _configs(args)
+    run_sweep(ncfg, tcfg, neurons=args.neurons, betas=args.betas, thresholds=args.thresholds,
+              out=Path(args.output), plot=args.plot, weight_bits=args.weight_bits,
+              progress=_progress)
+    return 0
+
+
+def _parser():
+    parser = _Parser(prog="python -m models",
+                     description="Train, prune, quantize and export spiking networks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train and prune a network on the 8x8 digits")
+    _add_net_options(p)
+    _add_train_options(p)
+    p.add_argument("-o", "--output", metavar="CHECKPOINT",
+                   help="checkpoint to write; metrics go beside it as .json "
+                        "(default: runs/ARCH_NEURON.pt)")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("export", help="quantize a checkpoint into a bundle with vectors")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by train")
+    p.add_argument("-o", "--output", metavar="DIR", required=True, help="bundle folder to write")
+    p.add_argument("--weight-bits", type=int, default=8, metavar="BITS",
+                   help="signed weight width (default: %(default)s)")
+    p.add_argument("--potential-bits", type=int, default=None, metavar="P",
+                   help="membrane potential width (default: the checkpoint's)")
+    p.add_argument("--samples", type=int, default=None, metavar="N",
+                   help="test samples in vectors.npz (default: all 360)")
+    p.set_defaults(run=_export)
+
+    p = sub.add_parser("eval", help="run a bundle's vectors through the golden model")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle folder with vectors.npz")
+    p.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    p.set_defaults(run=_eval)
+
+    p = sub.add_parser("sweep", help="beta x threshold sweep: accuracy and spikes, plotted")
+    _add_net_options(p)
+    _add_train_options(p, epochs=8, prune_epochs=0, sparsity=0.0)
+    p.add_argument("--neurons", type=lambda s: s.split(","), default=["lif", "lapicque"],
+                   metavar="M[,M]", help="neuron models to sweep (default: lif,lapicque)")
+    p.add_argument("--betas", type=_floats, default=[0.4, 0.6, 0.8, 0.9, 0.95],
+                   metavar="B[,B...]", help="decay values (default: 0.4,0.6,0.8,0.9,0.95)")
+    p.add_argument("--thresholds", type=_floats, default=[0.5, 1.0, 2.0, 4.0],
+                   metavar="T[,T...]", help="thresholds (default: 0.5,1,2,4)")
+    p.add_argument("--weight-bits", type=int, default=8, metavar="BITS",
+                   help="weight width of the golden model at every point (default: %(default)s)")
+    p.add_argument("-o", "--output", metavar="DIR", default="runs/sweep",
+                   help="folder for sweep.json and sweep.png (default: %(default)s)")
+    p.add_argument("--plot", metavar="PNG", default=None,
+                   help="also write the plot here (e.g. docs/sweep.png)")
+    p.set_defaults(run=_sweep)
+    return parser
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from .bundle import BundleError
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, BundleError) as exc:
+        # CheckpointError and BundleError are ValueErrors; keep the message on one line.
+        message = " ".join(str(exc).split())
+        parser.exit(2, f"{parser.prog} {args.command}: error: {message}\n")

@@ -1,0 +1,153 @@
+"""Checkpoint -> bundle with test vectors, and the fidelity figures of the integer network.
+
+:func:`export_checkpoint` quantizes a trained checkpoint (:func:`models.quantize.quantize`),
+encodes the digits test split with the checkpoint's encoder and seed, runs both the float
+snnTorch network and the golden model on those same events, and writes the bundle folder:
+``bundle.json``, ``weights.npz``, ``vectors.npz`` (events, golden output spikes, labels,
+golden predictions) and ``metrics.json`` (accuracies, agreement, spikes per layer per inference).
+
+:func:`golden_report` needs numpy only (no torch): ``python -m models eval`` uses it to read a
+bundle's vectors back through the golden model.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from . import bundle as bundle_io
+from . import golden
+
+__all__ = ["golden_report", "export_checkpoint", "write_metrics"]
+
+
+def golden_report(bundle, vectors=None):
+    """Run the golden model on a bundle's vectors; return figures and the trace.
+
+    Returns ``(report, trace)``; ``report`` holds ``samples``, ``spikes_per_inference`` (every
+    neuron layer: mean spikes per sample over all steps), ``spikes_total_per_inference``,
+    ``input_events_per_inference``, ``predictions``, ``accuracy`` (if labels are known) and
+    ``vectors_match`` (whether the recorded output spikes equal the ones recomputed now).
+    """
+    v = vectors if vectors is not None else bundle.vectors
+    if v is None:
+        raise ValueError("Bundle has no vectors.npz to evaluate")
+    dense = golden.events_to_dense(v.events, v.samples, v.steps, bundle.input.size)
+    trace = golden.run(bundle, dense)
+    per_layer = {layer.name: float(spikes.sum()) / max(1, v.samples)
+                 for layer, spikes in zip(bundle.layers, trace.spikes) if layer.has_neurons}
+    preds = golden.predict(trace.output)
+    rows = golden.spike_rows(trace.output)
+    report = {
+        "samples": int(v.samples), "steps": int(v.steps),
+        "spikes_per_inference": per_layer,
+        "spikes_total_per_inference": float(sum(per_layer.values())),
+        "input_events_per_inference": float(np.count_nonzero(dense)) / max(1, v.samples),
+        "predictions": preds,
+        "vectors_match": bool(rows.shape == v.spikes.shape and np.array_equal(rows, v.spikes)),
+    }
+    if v.labels is not None:
+        report["accuracy"] = float((preds == np.asarray(v.labels)).mean())
+    return report, trace
+
+
+def write_metrics(path, metrics):
+    """Write ``metrics`` as indented, key-sorted JSON."""
+    Path(path).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def _round(obj, digits=6):
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: _round(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_round(v, digits) for v in obj]
+    return obj
+
+
+def export_checkpoint(checkpoint, out, *, weight_bits=8, potential_bits=None, samples=None,
+                      name=None, progress=None):
+    """Quantize ``checkpoint`` into the bundle folder ``out``; return ``(bundle, metrics)``.
+
+    ``samples`` limits the vectors to the first ``samples`` test samples (default: all 360).
+    ``potential_bits`` defaults to the checkpoint's.
+    """
+    import snntorch
+    import torch
+
+    from .encoders import input_spec, to_events
+    from .quantize import check_options, quantize
+    from .train import encode_split, evaluate, load_checkpoint, load_digits_split
+
+    net, tcfg, train_metrics = load_checkpoint(checkpoint)
+    potential_bits = tcfg.potential_bits if potential_bits is None else potential_bits
+    check_options(weight_bits=weight_bits, potential_bits=potential_bits, leak=tcfg.leak,
+                  frac_bits=tcfg.frac_bits)
+    _, _, x_test, y_test = load_digits_split()
+    if samples is None:
+        samples = len(y_test)
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= len(
+            y_test):
+        raise ValueError(f"Samples must be an integer in [1, {len(y_test)}], not {samples!r}")
+    torch.set_num_threads(tcfg.threads)
+    spec = input_spec(tcfg.encoding, net.input_shape, steps=tcfg.steps, bits=tcfg.direct_bits)
+    x_enc = encode_split(x_test, tcfg, tcfg.test_seed)[:, :samples]
+    labels = y_test[:samples]
+    floatm = evaluate(net, x_enc, labels)
+    bundle = quantize(net, spec, weight_bits=weight_bits, potential_bits=potential_bits,
+                      leak=tcfg.leak, frac_bits=tcfg.frac_bits)
+    events = to_events(x_enc)
+    vectors = bundle_io.Vectors(events, np.zeros((0, 3), dtype=np.int64), samples, tcfg.steps,
+                                np.asarray(labels))
+    report, trace = golden_report(bundle, vectors)
+    vectors.spikes = golden.spike_rows(trace.output)
+    vectors.predictions = report["predictions"]
+    bundle.vectors = vectors
+
+    agreement = float((report["predictions"] == floatm["predictions"]).mean())
+    sparsity = {layer.name: float((layer.weight == 0).mean()) for layer in bundle.neuron_layers}
+    metrics = {
+        "name": name or Path(out).name,
+        "dataset": "sklearn load_digits, test split of train_test_split(test_size=0.2, "
+                   "random_state=0, stratify=labels)",
+        "arch": net.cfg.arch, "neuron": net.cfg.neuron, "reset": net.cfg.reset,
+        "beta": net.cfg.beta, "threshold": net.cfg.threshold, "surrogate": net.cfg.surrogate,
+        "encoding": tcfg.encoding, "steps": tcfg.steps, "samples": samples,
+        "weight_bits": weight_bits, "potential_bits": potential_bits,
+        "leak": {layer.name: layer.neuron.leak.to_json() for layer in bundle.neuron_layers},
+        "thresholds": {layer.name: layer.neuron.threshold for layer in bundle.neuron_layers},
+        "max_abs_bias": {layer.name: int(np.abs(layer.bias).max(initial=0))
+                         if layer.bias is not None else 0 for layer in bundle.neuron_layers},
+        "weight_sparsity": sparsity,
+        "dense_float_accuracy": train_metrics.get("dense_accuracy"),
+        "float_accuracy": floatm["accuracy"],
+        "golden_accuracy": report["accuracy"],
+        "accuracy_drop_points": 100 * (floatm["accuracy"] - report["accuracy"]),
+        "agreement": agreement,
+        "spikes_per_inference": {"float": floatm["spikes_per_inference"],
+                                 "golden": report["spikes_per_inference"]},
+        "spikes_total_per_inference": {"float": floatm["spikes_total_per_inference"],
+                                       "golden": report["spikes_total_per_inference"]},
+        "input_events_per_inference": report["input_events_per_inference"],
+        "train_seconds": train_metrics.get("train_seconds"),
+        "train": {k: v for k, v in tcfg.__dict__.items()},
+        "versions": {"torch": torch.__version__, "snntorch": snntorch.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+    }
+    bundle.provenance = {
+        "source": "snntorch", "dataset": "sklearn digits", "arch": net.cfg.arch,
+        "neuron": net.cfg.neuron, "float_accuracy": round(floatm["accuracy"], 6),
+        "golden_accuracy": round(report["accuracy"], 6), "agreement": round(agreement, 6),
+        "note": f"{tcfg.encoding} input, {tcfg.steps} steps, {weight_bits}-bit weights, "
+                f"sparsity {min(sparsity.values()):.3f}",
+    }
+    out = bundle_io.save(bundle, out)
+    write_metrics(out / "metrics.json", _round(metrics))
+    if progress:
+        progress(f"float {100 * floatm['accuracy']:.2f}%, golden {100 * report['accuracy']:.2f}%"
+                 f", agreement {100 * agreement:.2f}%, golden spikes/inference "
+                 f"{report['spikes_total_per_inference']:.1f}")
+    return bundle, metrics

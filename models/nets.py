@@ -1,0 +1,216 @@
+"""Spiking networks built from snnTorch modules, laid out as a bundle's layers.
+
+A :class:`SpikingNet` is a list of stages named as the layers of the bundle it exports to:
+``linear`` and ``conv2d`` stages (a ``torch.nn`` synapse followed by ``snn.Leaky`` or
+``snn.Lapicque``), ``spike_pool`` (max-pool over spikes, i.e. OR) and ``flatten``. Its forward
+pass runs the timesteps in order and, as DESIGN.md section 3 says, layer l+1 at step t consumes
+the spikes of layer l at step t.
+
+The two shapes the project ships:
+
+* ``mlp``: ``64 -> 128 -> 10`` (``hidden`` sets the widths).
+* ``csnn``: ``1x8x8 -> conv3x3 (8) -> pool 2 -> conv3x3 (16) -> pool 2 -> flatten -> 10``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import snntorch as snn
+import torch
+from snntorch import surrogate
+from torch import nn
+
+__all__ = ["NetConfig", "SpikingNet", "ARCHS", "NEURONS", "RESETS", "SURROGATES", "check_config"]
+
+from .bundle import MODELS as NEURONS
+from .bundle import RESETS
+
+ARCHS = ("mlp", "csnn")
+SURROGATES = ("fast_sigmoid", "atan")
+
+
+@dataclass
+class NetConfig:
+    """Network hyperparameters; a plain dataclass so that checkpoints store it as a dict."""
+    arch: str = "mlp"
+    in_shape: tuple = (1, 8, 8)
+    classes: int = 10
+    hidden: tuple = (128,)
+    channels: tuple = (8, 16)
+    kernel: int = 3
+    padding: int = 1
+    pool: int = 2
+    neuron: str = "lif"
+    beta: float = 0.9
+    threshold: float = 1.0
+    reset: str = "subtract"
+    surrogate: str = "fast_sigmoid"
+    slope: float = 25.0
+    bias: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        d = asdict(self)
+        for key in ("in_shape", "hidden", "channels"):
+            d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for key in ("in_shape", "hidden", "channels"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return check_config(cls(**known))
+
+
+def _positive_ints(name, value):
+    if (not isinstance(value, (tuple, list)) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise ValueError(f"{name} must be a list of positive integers, not {value!r}")
+
+
+def check_config(cfg: NetConfig):
+    """Raise ``ValueError`` naming the bad value if ``cfg`` is out of range; return ``cfg``."""
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"Architecture must be one of {', '.join(ARCHS)}, not {cfg.arch!r}")
+    if cfg.neuron not in NEURONS:
+        raise ValueError(f"Neuron must be one of {', '.join(NEURONS)}, not {cfg.neuron!r}")
+    if cfg.reset not in RESETS:
+        raise ValueError(f"Reset must be one of {', '.join(RESETS)}, not {cfg.reset!r}")
+    if cfg.surrogate not in SURROGATES:
+        raise ValueError(f"Surrogate must be one of {', '.join(SURROGATES)}, "
+                         f"not {cfg.surrogate!r}")
+    # snnTorch's Lapicque derives C = T / ln(1 / beta) (R = 1), so its decay per step is
+    # 1 - ln(1 / beta): beta must lie in [1/e, 1) for a decay in [0, 1).
+    lapicque = cfg.neuron == "lapicque"
+    if (isinstance(cfg.beta, bool) or not isinstance(cfg.beta, (int, float))
+            or not (math.exp(-1) <= cfg.beta < 1 if lapicque else 0 <= cfg.beta <= 1)):
+        allowed = "[0.3679, 1)" if lapicque else "[0, 1]"
+        raise ValueError(f"Beta must be in {allowed} for {cfg.neuron}, not {cfg.beta!r}")
+    if not isinstance(cfg.threshold, (int, float)) or not cfg.threshold > 0:
+        raise ValueError(f"Threshold must be a positive number, not {cfg.threshold!r}")
+    if not isinstance(cfg.slope, (int, float)) or not cfg.slope > 0:
+        raise ValueError(f"Surrogate slope must be a positive number, not {cfg.slope!r}")
+    _positive_ints("Input shape", cfg.in_shape)
+    _positive_ints("Hidden widths", cfg.hidden)
+    _positive_ints("Channels", cfg.channels)
+    for name in ("classes", "kernel", "pool"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name.capitalize()} must be a positive integer, not {value!r}")
+    if isinstance(cfg.padding, bool) or not isinstance(cfg.padding, int) or cfg.padding < 0:
+        raise ValueError(f"Padding must be a non-negative integer, not {cfg.padding!r}")
+    if cfg.arch == "csnn":
+        if len(cfg.in_shape) != 3:
+            raise ValueError(f"Input shape must be [C, H, W] for csnn, not {list(cfg.in_shape)}")
+        _, h, w = cfg.in_shape
+        for _ in cfg.channels:
+            h, w = (h + 2 * cfg.padding - cfg.kernel + 1) // cfg.pool, \
+                   (w + 2 * cfg.padding - cfg.kernel + 1) // cfg.pool
+            if h < 1 or w < 1:
+                raise ValueError(f"Channels {list(cfg.channels)} with kernel {cfg.kernel} and "
+                                 f"pool {cfg.pool} shrink input {list(cfg.in_shape)} to nothing")
+    return cfg
+
+
+@dataclass
+class Stage:
+    """One layer of the network, in bundle terms."""
+    name: str
+    kind: str
+    in_shape: tuple
+    out_shape: tuple
+
+
+class SpikingNet(nn.Module):
+    """A feed-forward spiking network of snnTorch neurons (see the module docstring).
+
+    ``forward(x)`` takes event values ``[T, B, *in_shape]`` and returns the output spikes
+    ``[T, B, classes]``; ``forward(x, record=True)`` returns the spikes of every stage as a list
+    of ``[T, B, n]`` tensors instead.
+    """
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.cfg = check_config(cfg)
+        self.stages = []
+        self.synapses = nn.ModuleDict()
+        self.neurons = nn.ModuleDict()
+        shape = tuple(cfg.in_shape)
+        if cfg.arch == "mlp":
+            shape = (math.prod(shape),)
+            widths = list(cfg.hidden) + [cfg.classes]
+            for index, width in enumerate(widths):
+                self._add_linear(f"fc{index + 1}", shape, width)
+                shape = (width,)
+        else:
+            for index, channels in enumerate(cfg.channels):
+                c, h, w = shape
+                size = lambda n: n + 2 * cfg.padding - cfg.kernel + 1  # noqa: E731
+                out = (channels, size(h), size(w))
+                name = f"conv{index + 1}"
+                self.stages.append(Stage(name, "conv2d", shape, out))
+                self.synapses[name] = nn.Conv2d(c, channels, cfg.kernel, padding=cfg.padding,
+                                                bias=cfg.bias)
+                self.neurons[name] = self._neuron()
+                pooled = (channels, out[1] // cfg.pool, out[2] // cfg.pool)
+                self.stages.append(Stage(f"pool{index + 1}", "spike_pool", out, pooled))
+                shape = pooled
+            self.stages.append(Stage("flat", "flatten", shape, (math.prod(shape),)))
+            self._add_linear("fc1", (math.prod(shape),), cfg.classes)
+
+    def _add_linear(self, name, shape, width):
+        self.stages.append(Stage(name, "linear", shape, (width,)))
+        self.synapses[name] = nn.Linear(shape[0], width, bias=self.cfg.bias)
+        self.neurons[name] = self._neuron()
+
+    def _neuron(self):
+        cfg = self.cfg
+        if cfg.surrogate == "fast_sigmoid":
+            grad = surrogate.fast_sigmoid(slope=cfg.slope)
+        else:
+            grad = surrogate.atan(alpha=cfg.slope)
+        if cfg.neuron == "lif":
+            return snn.Leaky(beta=cfg.beta, threshold=cfg.threshold, spike_grad=grad,
+                             reset_mechanism=cfg.reset)
+        return snn.Lapicque(beta=cfg.beta, threshold=cfg.threshold, spike_grad=grad,
+                            reset_mechanism=cfg.reset)
+
+    @property
+    def input_shape(self):
+        """The bundle's input shape: flat for ``mlp``, ``(C, H, W)`` for ``csnn``."""
+        return self.stages[0].in_shape
+
+    @property
+    def neuron_stages(self):
+        return [stage for stage in self.stages if stage.kind in ("linear", "conv2d")]
+
+    def forward(self, x, record=False):
+        steps, batch = x.shape[:2]
+        if tuple(x.shape[2:]) not in (tuple(self.cfg.in_shape),
+                                      (math.prod(self.cfg.in_shape),)):
+            raise ValueError(f"Input must have shape [T, B, {list(self.cfg.in_shape)}], "
+                             f"not {list(x.shape)}")
+        mems = {name: None for name in self.neurons}
+        trace = [[] for _ in self.stages]
+        for t in range(steps):
+            a = x[t]
+            for index, stage in enumerate(self.stages):
+                if stage.kind == "flatten":
+                    a = a.flatten(1)
+                elif stage.kind == "spike_pool":
+                    a = nn.functional.max_pool2d(a, self.cfg.pool)
+                else:
+                    a = a.reshape((batch,) + tuple(stage.in_shape))
+                    cur = self.synapses[stage.name](a)
+                    mem = mems[stage.name]
+                    if mem is None:
+                        mem = torch.zeros_like(cur)
+                    a, mems[stage.name] = self.neurons[stage.name](cur, mem)
+                if record or index == len(self.stages) - 1:
+                    trace[index].append(a.reshape(batch, -1))
+        if record:
+            return [torch.stack(spikes) for spikes in trace]
+        return torch.stack(trace[-1])
