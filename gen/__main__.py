@@ -18,9 +18,9 @@ def _int_arg(name, lo, hi):
         try:
             value = int(text, 10)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, not {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
         if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{name} must be in [{lo}, {hi}], not {value}")
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], not {value}")
         return value
     return parse
 
@@ -30,17 +30,23 @@ def _float_arg(name, lo, hi, *, hi_open=True):
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, not {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
         bad = not (lo <= value < hi if hi_open else lo <= value <= hi)
         if bad or value != value:
             interval = f"[{lo}, {hi})" if hi_open else f"[{lo}, {hi}]"
-            raise argparse.ArgumentTypeError(f"{name} must be in {interval}, not {text}")
+            raise argparse.ArgumentTypeError(f"must be in {interval}, not {text}")
         return value
     return parse
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr and exit status 2 (no usage dump, no traceback)."""
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m gen",
         description="generate the Verilog of a sparsity-aware SNN accelerator, with its bundle "
                     "and report")
