@@ -16,15 +16,16 @@ __all__ = ["emit_verilog", "make_report", "write_outputs", "DEFAULT_NAME"]
 DEFAULT_NAME = "snn_top"
 
 
-def emit_verilog(bundle, *, lanes=1, fmt=None, dense=False, name=DEFAULT_NAME):
-    """Return the Verilog of the accelerator for ``bundle`` (deterministic: no source paths)."""
+def emit_verilog(bundle, *, lanes=1, fmt=None, dense=False, status=False,
+                 name=DEFAULT_NAME):
+    """Return ``(top, verilog)`` for ``bundle``; the text is deterministic (no source paths)."""
     import os
 
     from amaranth.back import verilog
 
     from hdl.top import Accelerator
 
-    top = Accelerator(bundle, lanes=lanes, fmt=fmt, dense=dense)
+    top = Accelerator(bundle, lanes=lanes, fmt=fmt, dense=dense, status=status)
     # Use Amaranth's own Yosys for reproducible output even if YOSYS points elsewhere.
     saved = {k: os.environ.pop(k) for k in ("YOSYS", "AMARANTH_USE_YOSYS") if k in os.environ}
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"

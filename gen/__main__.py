@@ -101,6 +101,9 @@ def build_parser():
                     default=0.1, metavar="D",
                     help="input spike density the cycle estimate assumes (default: "
                          "%(default)s)")
+    hw.add_argument("--status-port", action="store_true",
+                    help="add a status port with cycle and synaptic-operation counters "
+                         "(the contract's top has only the i and o streams)")
     hw.add_argument("--name", default=DEFAULT_NAME, metavar="NAME",
                     help="Verilog module name (default: %(default)s)")
     p.add_argument("-o", "--output", type=Path, default=Path("build"), metavar="DIR",
@@ -187,7 +190,7 @@ def main(argv=None):
     fmt = None if args.format == "auto" else args.format
     try:
         top, text = emit_verilog(bundle, lanes=args.lanes, fmt=fmt, dense=args.dense,
-                                 name=args.name)
+                                 status=args.status_port, name=args.name)
         report = make_report(top, density=args.density, name=args.name)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))

@@ -99,6 +99,9 @@ class LinearEngine(wiring.Component):
         self._packed = pack_linear(layer.weight, lanes=lanes, fmt=fmt,
                                    weight_bits=layer.weight_bits)
         self._current_bits = current_bits(layer, value_max(value_shape))
+        # Synaptic operations done since reset (weights visited, zeros included in the dense
+        # baseline); not a port: the top exposes it on its optional status port.
+        self.sop_count = Signal(32)
         super().__init__({
             "i": In(stream.Signature(EventLayout(layer.n_in, value_shape))),
             "o": Out(stream.Signature(EventLayout(layer.n_out))),
@@ -175,6 +178,7 @@ class LinearEngine(wiring.Component):
         push_data = Signal(event_layout)
         lane_ready = []
         lane_idle = []
+        lane_sops = []
         spike_bits = []
 
         for k in range(lanes):
@@ -341,6 +345,7 @@ class LinearEngine(wiring.Component):
                     m.d.comb += [cur_wr[b].addr.eq(j), cur_wr[b].data.eq(0), cur_wr[b].en.eq(1)]
             m.d.comb += st_rd.addr.eq(j)
 
+            lane_sops.append(f_valid)
             lane_idle.append((q.level == 0) & ~p_valid & (rem == 0) & ~f_valid & ~r_valid
                              & ~s_valid)
 
@@ -377,6 +382,7 @@ class LinearEngine(wiring.Component):
 
         all_ready = Cat(*lane_ready).all()
         all_idle = Cat(*lane_idle).all()
+        m.d.sync += self.sop_count.eq(self.sop_count + sum(lane_sops))
 
         # Sweep pipeline bookkeeping and the spike-word queue.
         m.d.sync += [sw1_valid.eq(issue_sweep), sw1_j.eq(j),

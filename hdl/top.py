@@ -1,6 +1,6 @@
 """The accelerator top: one engine per layer of a bundle, chained by event streams."""
 from amaranth import *
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from models.bundle import Bundle
@@ -8,7 +8,21 @@ from models.bundle import Bundle
 from .event import EventLayout, SpikeLayout
 from .linear import LinearEngine
 
-__all__ = ["Accelerator", "input_value_shape"]
+__all__ = ["Accelerator", "Status", "input_value_shape"]
+
+
+class Status(data.Struct):
+    """The optional status port: cycle counters of the sequencer.
+
+    ``sample_cycles`` counts from the current sample's first input transfer to its latest
+    step's closing output transfer; ``step_cycles`` is the time between the last two closing
+    output transfers (a step's interval in steady state); ``steps`` counts closed output steps
+    and ``sops`` the synaptic operations of the linear engines since reset.
+    """
+    sample_cycles: 32
+    step_cycles: 32
+    steps: 32
+    sops: 32
 
 
 def input_value_shape(bundle):
@@ -32,13 +46,17 @@ class Accelerator(wiring.Component):
         Weight format of linear layers (``None``: fewest stored bits per layer).
     dense : :class:`bool`
         Build the dense baseline (every input and every weight visited each step).
+    status : :class:`bool`
+        Add the ``status`` port (:class:`Status`). Off by default: the contract's top has
+        exactly the ``i`` and ``o`` streams.
 
     Members
     -------
     i : ``In(stream.Signature(EventLayout(n_in, input_value_shape(bundle))))``
     o : ``Out(stream.Signature(SpikeLayout(n_out)))``
+    status : ``Out(Status)``, only with ``status=True``
     """
-    def __init__(self, bundle, *, lanes=1, fmt=None, dense=False, fifo_depth=8):
+    def __init__(self, bundle, *, lanes=1, fmt=None, dense=False, fifo_depth=8, status=False):
         if not isinstance(bundle, Bundle):
             raise TypeError(f"Bundle must be a models.bundle.Bundle, not {bundle!r:.80}")
         neuron_layers = bundle.neuron_layers
@@ -68,10 +86,14 @@ class Accelerator(wiring.Component):
                 continue
             self._engines.append((layer, engine))
             value_shape = unsigned(1)
-        super().__init__({
+        members = {
             "i": In(stream.Signature(EventLayout(bundle.input.size, input_value_shape(bundle)))),
             "o": Out(stream.Signature(SpikeLayout(bundle.n_out))),
-        })
+        }
+        if status:
+            members["status"] = Out(Status)
+        self._status = bool(status)
+        super().__init__(members)
 
     @property
     def bundle(self):
@@ -97,4 +119,19 @@ class Accelerator(wiring.Component):
             self.o.p.last.eq(upstream.p.last),
             upstream.ready.eq(self.o.ready),
         ]
+        if self._status:
+            st = self.status
+            in_first = self.i.valid & self.i.ready & self.i.p.first
+            out_last = self.o.valid & self.o.ready & self.o.p.last
+            since_last = Signal(32)
+            sample_time = Signal(32)
+            m.d.sync += [sample_time.eq(sample_time + 1), since_last.eq(since_last + 1)]
+            with m.If(in_first):
+                m.d.sync += sample_time.eq(1)
+            with m.If(out_last):
+                m.d.sync += [st.sample_cycles.eq(sample_time), st.step_cycles.eq(since_last + 1),
+                             since_last.eq(0), st.steps.eq(st.steps + 1)]
+            sops = [engine.sop_count for _, engine in self._engines
+                    if hasattr(engine, "sop_count")]
+            m.d.comb += st.sops.eq(sum(sops) if sops else 0)
         return m

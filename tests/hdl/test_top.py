@@ -87,3 +87,40 @@ def test_neuron_modes_saturating(neuron):
     ev = random_events(np.random.default_rng(5), samples=2, steps=5, n_in=12, density=0.5,
                        bits=4, signed=True)
     assert check(b, ev, 2, lanes=2) > 0
+
+
+def test_status_port_counts():
+    from hdl import cycles
+    b = random_linear_bundle(n_in=32, n_out=16, sparsity=0.5, seed=2, steps=3)
+    ev = random_events(np.random.default_rng(2), samples=1, steps=3, n_in=32, density=0.3)
+    stream_in = golden.input_stream(ev, 1, 3)
+    dut = Accelerator(b, lanes=2, status=True)
+    seen = []
+
+    async def producer(ctx):
+        for addr, value, last, first in stream_in:
+            await stream_put(ctx, dut.i, {"addr": addr, "value": value, "last": last,
+                                          "first": first})
+
+    async def consumer(ctx):
+        ctx.set(dut.o.ready, 1)
+        cycle = first_in = None
+        for cycle in range(3000):
+            await ctx.tick()
+            if first_in is None and ctx.get(dut.i.valid) and ctx.get(dut.i.ready):
+                first_in = cycle
+            if ctx.get(dut.o.valid) and ctx.get(dut.o.payload.last):
+                seen.append(cycle)
+                if len(seen) == 3:
+                    break
+        await ctx.tick()
+        st = ctx.get(dut.status)
+        seen.append((st.steps, st.step_cycles, st.sample_cycles, st.sops, first_in))
+
+    run_sim(dut, [producer, consumer], watchdog_cycles=4000, name="top")
+    steps, step_cycles, sample_cycles, sops, first_in = seen[3]
+    assert steps == 3
+    assert step_cycles == seen[2] - seen[1]
+    assert sample_cycles == seen[2] - first_in        # clock edges between the transfers
+    assert sops == sum(cycles.step_work(b.layers[0].weight, ev[ev[:, 1] == t][:, 2])
+                       for t in range(3))
