@@ -103,10 +103,13 @@ class SpikePool(wiring.Component):
             bm_rd.append(mem.read_port(transparent_for=(bm_wr[b],)))
 
         # Receive: address -> (c, r) -> (y, x) -> output bit -> read word -> set bit.
+        # A buffer is claimed when its step's last event is accepted (the receiver moves on to
+        # the other one) and full when that event has passed the pipeline (the drain may start).
         wb = Signal()
+        claimed = [Signal(name=f"claimed{b}") for b in range(2)]
         full = [Signal(name=f"full{b}") for b in range(2)]
         first = [Signal(name=f"first{b}") for b in range(2)]
-        m.d.comb += self.i.ready.eq(~clearing & ~Mux(wb, full[1], full[0]))
+        m.d.comb += self.i.ready.eq(~clearing & ~Mux(wb, claimed[1], claimed[0]))
         accept = self.i.valid & self.i.ready
         p1_valid, p1_keep, p1_last, p1_first, p1_buf = (Signal(name=f"p1_{n}") for n in
                                                         ("valid", "keep", "last", "first", "buf"))
@@ -116,6 +119,9 @@ class SpikePool(wiring.Component):
                      p1_addr.eq(self.i.p.addr)]
         with m.If(accept & self.i.p.last):
             m.d.sync += wb.eq(~wb)
+            for b in range(2):
+                with m.If(wb == b):
+                    m.d.sync += claimed[b].eq(1)
 
         c_q, r_q = const_divmod(p1_addr, h * w, 2 ** len(p1_addr) - 1)
         p2_valid, p2_keep, p2_last, p2_first, p2_buf = (Signal(name=f"p2_{n}") for n in
@@ -183,7 +189,7 @@ class SpikePool(wiring.Component):
             m.d.sync += rb.eq(~rb)
             for b in range(2):
                 with m.If(rb == b):
-                    m.d.sync += full[b].eq(0)
+                    m.d.sync += [claimed[b].eq(0), full[b].eq(0)]
         m.d.comb += [
             comp.i.valid.eq(f_valid),
             comp.i.p.bits.eq(Mux(rb, bm_rd[1].data, bm_rd[0].data)),
