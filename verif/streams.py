@@ -23,7 +23,7 @@ from amaranth.hdl import Const
 from cocotb.triggers import Event, RisingEdge
 from cocotb.utils import get_sim_time
 
-__all__ = ["random_pauses", "no_pauses", "StreamSource", "StreamSink", "Transfer"]
+__all__ = ["StreamSink", "StreamSource", "Transfer", "no_pauses", "random_pauses"]
 
 
 def random_pauses(probability, seed):

@@ -7,7 +7,8 @@ every output event with :class:`verif.scoreboard.Scoreboard`, and writes a JSON 
 counts and the measured cycles. A watchdog ends the run when neither stream moves for a number
 of cycles, so a handshake bug fails the test instead of hanging it.
 
-Cycles are clock edges. Per sample: from the transfer of its first input event to the output
+Cycles are clock edges. Total: from the first input transfer to the close of the final step.
+Per sample: from the transfer of its first input event to the output
 event with ``last`` that closes its final step. Per step: from the close of the previous step's
 output (or the sample's first input, for step 0) to the close of this step's output, so the
 steps of a sample add up to the sample. Step latency: from the transfer of the step's final input
@@ -32,7 +33,7 @@ from verif.config import CosimConfig
 from verif.scoreboard import Scoreboard, expected_steps, golden_output, input_sequence
 from verif.streams import StreamSink, StreamSource, random_pauses
 
-__all__ = ["load_stimulus", "default_watchdog", "measure_cycles"]
+__all__ = ["default_watchdog", "load_stimulus", "measure_cycles"]
 
 
 def load_stimulus(cfg, bundle):
@@ -87,6 +88,11 @@ def measure_cycles(in_cycles, in_index, close_cycles, samples, steps):
     }
 
 
+def _write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+
+
 @cocotb.test()
 async def top_matches_golden(dut):
     """Every output event of every step of every sample equals the golden model."""
@@ -99,8 +105,7 @@ async def top_matches_golden(dut):
         raise
     finally:
         if cfg.result:
-            with open(cfg.result, "w") as f:
-                json.dump(result, f, indent=1)
+            _write_json(cfg.result, result)
     assert not result["timeout"], result["error"]
     assert result["pending_inputs"] == 0, f"{result['pending_inputs']} input events never taken"
     assert result["mismatches"] == 0, (
@@ -181,7 +186,9 @@ async def _run(dut, cfg, result):
                            f"{sb.steps_checked}/{sb.total_steps} output steps closed, "
                            f"waiting for sample/step {pos}")
     in_cycles = [t.cycle for t in source.transfers]
-    result["cycles"] = {"total": end_cycle - start_cycle,
+    closes = [c for c in sb.step_close_cycles if c is not None]
+    total = closes[-1] - in_cycles[0] if closes and in_cycles else None
+    result["cycles"] = {"total": total, "simulated": end_cycle - start_cycle,
                         **measure_cycles(in_cycles, index, sb.step_close_cycles, samples, steps)}
     result["passed"] = (not result["timeout"] and result["mismatches"] == 0
                         and result["pending_inputs"] == 0

@@ -6,8 +6,6 @@ is the one pass criterion: no mismatch, no timeout, every step checked, spikes c
 
 At the end of the run the terminal summary lists the cosimulations per simulator, the spikes
 compared and the mismatches (negative checks, which must fail, are counted apart).
-
-Tests marked ``slow`` here are deselected unless ``-m`` mentions ``slow`` (``-m slow``).
 """
 import pytest
 
@@ -18,19 +16,11 @@ _RUNS = pytest.StashKey[list]()
 
 
 def emit_top(bundle, *, lanes=1, name="snn_top", **options):
-    """Verilog of the generated top for ``bundle``, as ``gen`` emits it.
-
-    Uses :func:`gen.emit_verilog`; until the generator provides it, the same conversion of
-    :class:`hdl.top.Accelerator` that it is specified to perform.
-    """
-    try:
-        from gen import emit_verilog
-    except ImportError:
-        from amaranth.back import verilog
-        from hdl.top import Accelerator
-        return verilog.convert(Accelerator(bundle, lanes=lanes, **options), name=name,
-                               emit_src=False)
-    return emit_verilog(bundle, lanes=lanes, name=name, **options)
+    """Verilog of the generated top for ``bundle``, exactly as :func:`gen.emit_verilog` emits it."""
+    from gen import emit_verilog
+    out = emit_verilog(bundle, lanes=lanes, name=name, **options)
+    # gen.emit_verilog returns (top, verilog); accept a bare string as well.
+    return out[1] if isinstance(out, tuple) else out
 
 
 def assert_exact(result):
@@ -65,18 +55,6 @@ def cosim(request, tmp_path):
         return result
 
     return run
-
-
-def pytest_collection_modifyitems(config, items):
-    if "slow" in (config.getoption("markexpr") or ""):
-        return
-    keep, drop = [], []
-    for item in items:
-        in_cosim = item.path.is_relative_to(config.rootpath / "tests" / "cosim")
-        (drop if in_cosim and item.get_closest_marker("slow") else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -7,16 +7,15 @@ order within each step, that is exactly the golden model's output, so a correct 
 it. Its ``bug`` variants must fail: ``"drop"`` loses every 5th event, ``"hang"`` stops output
 after 20 events, ``"ignore_ready"`` pops the FIFO whether or not the sink is ready.
 """
+import numpy as np
 from amaranth import *
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-import numpy as np
-
 from hdl.event import EventLayout, SpikeLayout
 from models.bundle import Bundle, InputSpec, Layer, Leak, Neuron
 
-__all__ = ["Forwarder", "identity_bundle", "BUGS"]
+__all__ = ["BUGS", "Forwarder", "identity_bundle"]
 
 BUGS = (None, "drop", "hang", "ignore_ready")
 

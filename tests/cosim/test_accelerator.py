@@ -1,0 +1,190 @@
+"""The Verilog that ``gen`` emits equals the golden model, every step, on Icarus and Verilator.
+
+Every case builds a random pruned network (``models.synth``), emits the top with
+``gen.emit_verilog``, feeds several samples back to back under random ``valid`` gaps and
+``ready`` stalls, and requires zero mismatches with spikes actually compared. Default cases are
+small (16-64 neurons, a few steps and samples); the ``slow`` ones are larger.
+"""
+# amaranth: UnusedElaboratable=no
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from models import golden
+from models.bundle import Leak, Neuron
+from models.synth import random_events, random_linear_bundle
+from tests.cosim.conftest import assert_exact
+
+STALL = {"in_gap": 0.3, "out_stall": 0.4}
+
+
+def events_for(bundle, *, samples, density, seed, duplicates=False):
+    spec = bundle.input
+    return random_events(np.random.default_rng(seed), samples=samples, steps=spec.steps,
+                         n_in=spec.size, density=density, bits=spec.bits, signed=spec.signed,
+                         duplicates=duplicates)
+
+
+def with_neuron(bundle, **changes):
+    """``bundle`` with every layer's neuron parameters changed by ``changes``."""
+    for layer in bundle.neuron_layers:
+        layer.neuron = replace(layer.neuron, **changes)
+    return bundle
+
+
+def golden_trace(bundle, events, samples):
+    dense = golden.events_to_dense(events, samples, bundle.input.steps, bundle.input.size)
+    return golden.run(bundle, dense, keep_potentials=True)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.75, 0.95])
+def test_sparsity(cosim, sparsity):
+    bundle = random_linear_bundle(n_in=48, n_out=24, sparsity=sparsity, seed=11, steps=6)
+    events = events_for(bundle, samples=3, density=0.25, seed=11)
+    assert_exact(cosim(bundle, events, 3, seed=1, **STALL))
+
+
+@pytest.mark.parametrize("model, reset, leak", [
+    ("lif", "subtract", Leak("mul", beta=200, frac_bits=8)),
+    ("lif", "zero", Leak("shift", shift=2)),
+    ("lif", "none", Leak("mul", beta=15, frac_bits=4)),
+    ("lapicque", "subtract", Leak("shift", shift=3)),
+    ("lapicque", "zero", Leak("mul", beta=230, frac_bits=8)),
+    ("lapicque", "none", Leak("shift", shift=1)),
+])
+def test_neuron_models(cosim, model, reset, leak):
+    bundle = with_neuron(random_linear_bundle(n_in=32, n_out=20, sparsity=0.5, seed=3, steps=8),
+                         model=model, reset=reset, leak=leak)
+    events = events_for(bundle, samples=2, density=0.3, seed=3)
+    assert_exact(cosim(bundle, events, 2, seed=2, **STALL))
+
+
+@pytest.mark.parametrize("bits, signed", [(1, False), (3, False), (4, True)])
+def test_input_values(cosim, bits, signed):
+    bundle = random_linear_bundle(n_in=24, n_out=16, sparsity=0.5, seed=5, steps=5,
+                                  input_bits=bits, input_signed=signed)
+    events = events_for(bundle, samples=3, density=0.35, seed=5)
+    if bits > 1:
+        assert len(np.unique(events[:, 3])) > 2
+    # Shuffled within steps, and extra value = 0 events: neither may change the result.
+    assert_exact(cosim(bundle, events, 3, seed=3, shuffle=True, zero_events=0.3, **STALL))
+
+
+def test_samples_and_empty_steps(cosim):
+    bundle = random_linear_bundle(n_in=32, n_out=16, sparsity=0.5, seed=8, steps=6)
+    events = events_for(bundle, samples=5, density=0.08, seed=8)
+    events = events[events[:, 0] != 2]                   # sample 2: no input at all
+    events = events[~((events[:, 0] == 3) & (events[:, 1] % 2 == 1))]
+    trace = golden_trace(bundle, events, 5)
+    out = trace.output
+    assert (out.sum(axis=2) == 0).any() and (out.sum(axis=2) > 0).any()   # both kinds of step
+    result = cosim(bundle, events, 5, seed=4, **STALL)
+    assert_exact(result)
+    assert result["samples"] == 5 and result["steps"] == 30
+    assert len(result["cycles"]["per_sample"]) == 5
+
+
+def test_saturating_potentials(cosim):
+    neuron = Neuron("lif", "subtract", 20, 6, Leak("shift", shift=4))
+    bundle = random_linear_bundle(n_in=24, n_out=16, sparsity=0.25, seed=9, steps=6,
+                                  neuron=neuron, weight_bits=8, input_bits=3, input_signed=True)
+    events = events_for(bundle, samples=2, density=0.5, seed=9)
+    pots = golden_trace(bundle, events, 2).potentials[0]
+    assert (pots == neuron.lo).any() and (pots == neuron.hi).any()     # the clamp is exercised
+    assert_exact(cosim(bundle, events, 2, seed=5, **STALL))
+
+
+@pytest.mark.parametrize("layers, lanes", [(2, 1), (3, [2, 1, 3])])
+def test_multilayer(cosim, layers, lanes):
+    bundle = random_linear_bundle(n_in=32, n_out=10, sparsity=0.5, seed=layers, steps=6,
+                                  layers=layers, hidden=24)
+    events = events_for(bundle, samples=2, density=0.3, seed=layers)
+    hidden = golden_trace(bundle, events, 2).spikes[:-1]
+    assert all(s.any() for s in hidden)                  # spikes cross every layer boundary
+    assert_exact(cosim(bundle, events, 2, lanes=lanes, seed=6, **STALL))
+
+
+@pytest.mark.parametrize("lanes, options", [(2, {}), (4, {}), (3, {"fmt": "dense"}),
+                                            (2, {"dense": True})])
+def test_lanes_and_formats(cosim, lanes, options):
+    bundle = random_linear_bundle(n_in=40, n_out=22, sparsity=0.7, seed=13, steps=5)
+    events = events_for(bundle, samples=2, density=0.3, seed=13)
+    assert_exact(cosim(bundle, events, 2, lanes=lanes, options=options, seed=7, **STALL))
+
+
+@pytest.mark.parametrize("in_gap, out_stall", [(0.0, 0.0), (0.7, 0.8)])
+def test_backpressure_extremes(cosim, in_gap, out_stall):
+    bundle = random_linear_bundle(n_in=32, n_out=16, sparsity=0.5, seed=17, steps=5, layers=2,
+                                  hidden=16)
+    events = events_for(bundle, samples=2, density=0.3, seed=17)
+    result = cosim(bundle, events, 2, lanes=2, seed=8, in_gap=in_gap, out_stall=out_stall)
+    assert_exact(result)
+    assert result["cycles"]["mean_per_step"] > 0
+
+
+def test_bundle_vectors(cosim):
+    # The stimulus and golden spikes stored in vectors.npz, as a user's bundle carries them.
+    bundle = random_linear_bundle(n_in=32, n_out=12, sparsity=0.6, seed=19, steps=5)
+    events = events_for(bundle, samples=3, density=0.3, seed=19)
+    bundle.vectors = golden.make_vectors(bundle, events, 3)
+    result = cosim(bundle, seed=9, **STALL)
+    assert_exact(result)
+    assert result["stimulus"] == "vectors"
+    assert result["spikes_compared"] == len(bundle.vectors.spikes)
+
+
+def test_other_network_fails(cosim):
+    # Hardware of one network checked against another (one bias changed) must fail.
+    bundle = random_linear_bundle(n_in=32, n_out=16, sparsity=0.5, seed=23, steps=6)
+    events = events_for(bundle, samples=2, density=0.3, seed=23)
+    from tests.cosim.conftest import emit_top
+    verilog = emit_top(bundle)
+    before = golden_trace(bundle, events, 2).output
+    other = random_linear_bundle(n_in=32, n_out=16, sparsity=0.5, seed=23, steps=6)
+    layer = other.layers[0]
+    for j in range(layer.n_out):                          # a neuron whose output changes
+        layer.bias = bundle.layers[0].bias.copy()
+        layer.bias[j] += layer.neuron.threshold
+        after = golden_trace(other, events, 2).output
+        if not np.array_equal(before, after):
+            break
+    assert not np.array_equal(before, after)
+    result = cosim(other, events, 2, verilog=verilog, seed=10, expect_pass=False, **STALL)
+    assert not result["passed"] and result["mismatches"] > 0
+    first = result["first_mismatch"]
+    assert first["kind"] in ("missing spike", "extra spike") and first["addr"] == j
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("case", ["signed-2layer-lanes", "lapicque-saturating"])
+def test_verilator(cosim, case):
+    if case == "signed-2layer-lanes":
+        bundle = random_linear_bundle(n_in=32, n_out=12, sparsity=0.6, seed=29, steps=6,
+                                      layers=2, hidden=20, input_bits=4, input_signed=True)
+        lanes = 2
+    else:
+        neuron = Neuron("lapicque", "zero", 24, 7, Leak("mul", beta=200, frac_bits=8))
+        bundle = random_linear_bundle(n_in=24, n_out=16, sparsity=0.3, seed=31, steps=6,
+                                      neuron=neuron, input_bits=3, input_signed=False)
+        lanes = 1
+    events = events_for(bundle, samples=3, density=0.3, seed=29)
+    if case == "lapicque-saturating":
+        pots = golden_trace(bundle, events, 3).potentials[0]
+        assert (pots == neuron.lo).any() and (pots == neuron.hi).any()
+    result = cosim(bundle, events, 3, sim="verilator", lanes=lanes, seed=11, shuffle=True,
+                   zero_events=0.2, **STALL)
+    assert_exact(result)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", ["icarus", pytest.param("verilator",
+                                                        marks=pytest.mark.verilator)])
+@pytest.mark.parametrize("sparsity, lanes", [(0.5, 1), (0.9, 4), (0.95, 8)])
+def test_large(cosim, sim, sparsity, lanes):
+    bundle = random_linear_bundle(n_in=256, n_out=64, sparsity=sparsity, seed=37, steps=12,
+                                  layers=2, hidden=128)
+    events = events_for(bundle, samples=6, density=0.15, seed=37)
+    result = cosim(bundle, events, 6, sim=sim, lanes=lanes, seed=12, shuffle=True,
+                   zero_events=0.1, **STALL)
+    assert_exact(result)
