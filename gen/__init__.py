@@ -16,7 +16,7 @@ __all__ = ["emit_verilog", "make_report", "write_outputs", "DEFAULT_NAME"]
 DEFAULT_NAME = "snn_top"
 
 
-def emit_verilog(bundle, *, lanes=1, fmt=None, dense=False, status=False,
+def emit_verilog(bundle, *, lanes=1, fmt=None, dense=False, status=False, updates=None,
                  name=DEFAULT_NAME):
     """Return ``(top, verilog)`` for ``bundle``; the text is deterministic (no source paths)."""
     import os
@@ -25,7 +25,8 @@ def emit_verilog(bundle, *, lanes=1, fmt=None, dense=False, status=False,
 
     from hdl.top import Accelerator
 
-    top = Accelerator(bundle, lanes=lanes, fmt=fmt, dense=dense, status=status)
+    top = Accelerator(bundle, lanes=lanes, fmt=fmt, dense=dense, status=status,
+                      updates=updates)
     # Use Amaranth's own Yosys for reproducible output even if YOSYS points elsewhere.
     saved = {k: os.environ.pop(k) for k in ("YOSYS", "AMARANTH_USE_YOSYS") if k in os.environ}
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
@@ -64,14 +65,17 @@ def make_report(top, *, density, name=DEFAULT_NAME):
             active = int(round(events))
             sops = layer.weight.shape[0] * (1 - entry["weight_sparsity"]) * active
             entry.update({
-                "lanes": engine.lanes, "format": pw.fmt, "dense_baseline": engine.dense,
+                "lanes": engine.lanes, "updates_per_cycle": engine.updates,
+                "format": pw.fmt, "dense_baseline": engine.dense,
                 "stored_weight_bits": pw.stored_bits, "current_bits": engine.current_bits,
                 "input_events_per_step": active,
                 "active_sops_per_step": round(sops, 1),
                 "lower_bound_cycles_per_step": cycles.lower_bound(
-                    math.ceil(sops), active, layer.n_out, lanes=engine.lanes),
+                    math.ceil(sops), active, layer.n_out, lanes=engine.lanes,
+                    updates=engine.updates),
                 "estimated_cycles_per_step": cycles.linear_estimate(
-                    math.ceil(sops), active, layer.n_out, lanes=engine.lanes),
+                    math.ceil(sops), active, layer.n_out, lanes=engine.lanes,
+                    updates=engine.updates),
             })
             total["stored_weight_bits"] += pw.stored_bits
             est_step = max(est_step, entry["estimated_cycles_per_step"])

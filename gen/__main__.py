@@ -93,7 +93,10 @@ def build_parser():
     hw = p.add_argument_group("hardware")
     hw.add_argument("--lanes", type=_int_arg("--lanes", 1, 16), default=1, metavar="L",
                     help="accumulate lanes per layer (default: %(default)s)")
-    hw.add_argument("--format", choices=("auto", "csr", "dense"), default="auto",
+    hw.add_argument("--updates", type=int, choices=(1, 2, 4, 8), default=1, metavar="K",
+                    help="neuron updates per sweep cycle, as a multiple of the lanes: 1, 2, 4 "
+                         "or 8 (default: %(default)s)")
+    hw.add_argument("--format", choices=("auto", "csr", "bitmap", "dense"), default="auto",
                     help="weight memory format (default: %(default)s: fewest stored bits)")
     hw.add_argument("--dense", action="store_true",
                     help="build the dense baseline (visits every input and weight)")
@@ -190,7 +193,7 @@ def main(argv=None):
     fmt = None if args.format == "auto" else args.format
     try:
         top, text = emit_verilog(bundle, lanes=args.lanes, fmt=fmt, dense=args.dense,
-                                 status=args.status_port, name=args.name)
+                                 status=args.status_port, updates=args.updates, name=args.name)
         report = make_report(top, density=args.density, name=args.name)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))

@@ -281,7 +281,8 @@ class Conv2dEngine(wiring.Component):
     i : ``In(stream.Signature(EventLayout(C * H * W, value_shape)))``
     o : ``Out(stream.Signature(EventLayout(K * Ho * Wo)))``
 
-    ``stats`` (not a port) is a ``Signal(ConvStats())`` of work counters for benchmarks.
+    ``stats`` (not a port) is a ``Signal(ConvStats())`` of work counters for benchmarks, and
+    ``sop_count`` (not a port) its ``sops``, as the other engines offer it to the top.
     """
     def __init__(self, layer, *, value_shape=unsigned(1), lanes=1, dense=False, queue_depth=8):
         if not isinstance(layer, Layer) or layer.kind != "conv2d":
@@ -312,6 +313,8 @@ class Conv2dEngine(wiring.Component):
         self._plan = plan_conv(layer, lanes=lanes, dense=dense)
         self._current_bits = current_bits(layer, value_max(value_shape))
         self.stats = Signal(ConvStats())
+        # Synaptic operations since reset, as every engine offers it to the top's status port.
+        self.sop_count = Signal(32)
         super().__init__({
             "i": In(stream.Signature(EventLayout(layer.n_in, value_shape))),
             "o": Out(stream.Signature(EventLayout(layer.n_out))),
@@ -885,7 +888,8 @@ class Conv2dEngine(wiring.Component):
 
         # ---- Work counters. -------------------------------------------------------------------
         st = self.stats
-        m.d.comb += [st.accumulated.eq(acc_done), st.swept.eq(sweep_done)]
+        m.d.comb += [st.accumulated.eq(acc_done), st.swept.eq(sweep_done),
+                     self.sop_count.eq(st.sops)]
         m.d.sync += [
             st.sops.eq(st.sops + sum(lane_sops)),
             st.spikes.eq(st.spikes + (adv & d2_valid & d2_spike)),

@@ -23,12 +23,12 @@ def lower_bound(active_sops, events, neurons, *, lanes, events_per_cycle=1, upda
                math.ceil(neurons / updates))
 
 
-def linear_estimate(active_sops, events, neurons, *, lanes):
+def linear_estimate(active_sops, events, neurons, *, lanes, updates=None):
     """Expected cycles per step of a :class:`hdl.linear.LinearEngine` in steady state.
 
     Accumulation (one entry per lane per cycle, at least one cycle per event) overlaps the
     previous step's sweep, so a step costs the longer of the two plus the pipeline latency.
     """
     accumulate = max(math.ceil(active_sops / lanes), events) + PIPELINE_LATENCY
-    sweep = math.ceil(neurons / lanes) + 3
+    sweep = math.ceil(neurons / (updates or lanes)) + 3
     return max(accumulate, sweep)

@@ -65,6 +65,9 @@ class LinearEngine(wiring.Component):
         (zeros included) on the same lanes. Forces ``fmt="dense"``.
     fifo_depth : :class:`int`
         Events each lane can queue; deeper queues even out the lanes' work between events.
+    updates : :class:`int` or ``None``
+        Neuron updates per cycle ``U`` of the sweep: ``L`` times a power of two (each lane's
+        neurons are split into ``U / L`` sub-banks, swept in parallel). Default ``L``.
 
     Members
     -------
@@ -72,7 +75,7 @@ class LinearEngine(wiring.Component):
     o : ``Out(stream.Signature(EventLayout(n_out)))``
     """
     def __init__(self, layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=False,
-                 fifo_depth=8):
+                 fifo_depth=8, updates=None):
         if not isinstance(layer, Layer) or layer.kind != "linear":
             raise TypeError(f"Layer must be a models.bundle.Layer of kind 'linear', "
                             f"not {layer!r:.80}")
@@ -85,6 +88,13 @@ class LinearEngine(wiring.Component):
         _check_int("FIFO depth", fifo_depth, 2)
         if lanes > 16:
             raise ValueError(f"Lanes must be at most 16, not {lanes}")
+        if updates is None:
+            updates = lanes
+        _check_int("Updates", updates, 1)
+        ratio = updates // lanes
+        if updates % lanes or ratio & (ratio - 1) or updates > 64:
+            raise ValueError(f"Updates must be the lanes ({lanes}) times a power of two, at "
+                             f"most 64, not {updates}")
         if dense:
             if fmt not in (None, "dense"):
                 raise ValueError(f"Dense baseline needs weight format 'dense', not {fmt!r}")
@@ -95,7 +105,7 @@ class LinearEngine(wiring.Component):
             raise ValueError(f"Weight format must be one of "
                              f"{', '.join(repr(f) for f in FORMATS)}, not {fmt!r}")
         self._layer, self._value_shape, self._lanes = layer, value_shape, lanes
-        self._dense, self._fifo_depth = bool(dense), fifo_depth
+        self._dense, self._fifo_depth, self._updates = bool(dense), fifo_depth, updates
         self._packed = pack_linear(layer.weight, lanes=lanes, fmt=fmt,
                                    weight_bits=layer.weight_bits)
         self._current_bits = current_bits(layer, value_max(value_shape))
@@ -114,6 +124,11 @@ class LinearEngine(wiring.Component):
     @property
     def lanes(self):
         return self._lanes
+
+    @property
+    def updates(self):
+        """Neuron updates per cycle of the sweep."""
+        return self._updates
 
     @property
     def packed(self):
@@ -137,6 +152,12 @@ class LinearEngine(wiring.Component):
         cb, pbits = self._current_bits, neuron.potential_bits
         vshape = self._value_shape
         bias = layer.bias_vector()
+        # Each lane's bank is split into `sub` sub-banks (local post p -> sub-bank p % sub, row
+        # p // sub) so that the sweep reads U = L * sub neurons per cycle.
+        sub = self._updates // lanes
+        sub_bits = sub.bit_length() - 1
+        sdepth = -(-bank // sub)
+        width = lanes * sub
 
         event_layout = data.StructLayout({"addr": self.i.p.addr.shape(), "value": vshape})
         row_fields = {"start": unsigned(pw.start_bits), "count": unsigned(pw.count_bits)}
@@ -151,7 +172,7 @@ class LinearEngine(wiring.Component):
         state_layout = data.StructLayout({"u": signed(pbits), "s": unsigned(1)})
 
         # Step control, shared by all lanes.
-        j = Signal(range(bank + 1))                 # sweep / clear index inside a bank
+        j = Signal(range(sdepth + 1))               # sweep / clear row of the sub-banks
         clearing = Signal()
         fresh = Signal()                            # the step being accumulated opens a sample
         sel = Signal()                              # current bank the lanes accumulate into
@@ -162,11 +183,11 @@ class LinearEngine(wiring.Component):
         sw1_j, sw2_j = Signal.like(j), Signal.like(j)
         issue_sweep = Signal()
 
-        m.submodules.compressor = comp = SpikeCompressor(width=lanes, n=layer.n_out)
+        m.submodules.compressor = comp = SpikeCompressor(width=width, n=layer.n_out)
         word_depth = 8
+        word = SpikeWord(width, sdepth)
         m.submodules.words = words = fifo.SyncFIFOBuffered(
-            width=Shape.cast(SpikeWord(lanes, bank)).width, depth=word_depth)
-        word_out = SpikeWord(lanes, bank)(words.r_data)
+            width=Shape.cast(word).width, depth=word_depth)
         m.d.comb += [
             comp.i.valid.eq(words.r_rdy),
             comp.i.payload.eq(words.r_data),
@@ -179,7 +200,7 @@ class LinearEngine(wiring.Component):
         lane_ready = []
         lane_idle = []
         lane_sops = []
-        spike_bits = []
+        spike_bits = [[None] * lanes for _ in range(sub)]
 
         for k in range(lanes):
             lane = pw.lane_data[k]
@@ -295,17 +316,27 @@ class LinearEngine(wiring.Component):
             # Accumulate: F (read current) -> R (register RAM output) -> W (add, write back).
             # Two current banks: the lanes accumulate step t + 1 into one while the sweep
             # updates the neurons of step t from the other.
-            cur_rd, cur_wr = [], []
+            cur_rd, cur_wr = [[], []], [[], []]
             for b in range(2):
-                cur_mem = memory.Memory(shape=signed(cb), depth=bank, init=[])
-                m.submodules[f"current{k}_{b}"] = cur_mem
-                cur_rd.append(cur_mem.read_port())
-                cur_wr.append(cur_mem.write_port())
-            st_mem = memory.Memory(shape=state_layout, depth=bank, init=[])
-            m.submodules[f"state{k}"] = st_mem
-            st_rd, st_wr = st_mem.read_port(), st_mem.write_port()
+                for sb in range(sub):
+                    cur_mem = memory.Memory(shape=signed(cb), depth=sdepth, init=[])
+                    m.submodules[f"current{k}_{b}_{sb}"] = cur_mem
+                    cur_rd[b].append(cur_mem.read_port())
+                    cur_wr[b].append(cur_mem.write_port())
+            st_rd, st_wr = [], []
+            for sb in range(sub):
+                st_mem = memory.Memory(shape=state_layout, depth=sdepth, init=[])
+                m.submodules[f"state{k}_{sb}"] = st_mem
+                st_rd.append(st_mem.read_port())
+                st_wr.append(st_mem.write_port())
 
             entry = ent_rd.data
+
+            def pick(ports, post):
+                """Read data of the sub-bank that holds local neuron ``post``."""
+                if sub == 1:
+                    return ports[0].data
+                return Array(p.data for p in ports)[post[:sub_bits]]
             f_post = entry.post if pw.fmt == "csr" else f_idx[:pw.post_bits]
             f_prod = entry.weight * f_value
             r_valid, r_post = Signal(name=f"r_valid{k}"), Signal(pw.post_bits, name=f"r_post{k}")
@@ -321,7 +352,7 @@ class LinearEngine(wiring.Component):
             m.d.sync += [
                 r_valid.eq(f_valid), r_post.eq(f_post), r_prod.eq(f_prod),
                 s_valid.eq(r_valid), s_post.eq(r_post), s_prod.eq(r_prod),
-                s_data.eq(Mux(sel, cur_rd[1].data, cur_rd[0].data)),
+                s_data.eq(Mux(sel, pick(cur_rd[1], r_post), pick(cur_rd[0], r_post))),
                 # The current read for R was issued a cycle before W's write and two before
                 # the write now held in w1: forward whichever is newest.
                 s_fwd1.eq(s_valid & (s_post == r_post)),
@@ -334,51 +365,56 @@ class LinearEngine(wiring.Component):
             ]
             for b in range(2):
                 acc_owner = sel == b
-                m.d.comb += cur_rd[b].addr.eq(Mux(acc_owner, f_post, j))
-                with m.If(acc_owner & s_valid):
-                    m.d.comb += [cur_wr[b].addr.eq(s_post), cur_wr[b].data.eq(total),
-                                 cur_wr[b].en.eq(1)]
-                with m.If(~acc_owner & sw2_valid):
-                    m.d.comb += [cur_wr[b].addr.eq(sw2_j), cur_wr[b].data.eq(0),
-                                 cur_wr[b].en.eq(1)]
-                with m.If(clearing):
-                    m.d.comb += [cur_wr[b].addr.eq(j), cur_wr[b].data.eq(0), cur_wr[b].en.eq(1)]
-            m.d.comb += st_rd.addr.eq(j)
+                for sb in range(sub):
+                    rd, wr = cur_rd[b][sb], cur_wr[b][sb]
+                    m.d.comb += rd.addr.eq(Mux(acc_owner, f_post >> sub_bits, j))
+                    with m.If(acc_owner & s_valid & (s_post[:sub_bits] == sb if sub_bits
+                                                     else 1)):
+                        m.d.comb += [wr.addr.eq(s_post >> sub_bits), wr.data.eq(total),
+                                     wr.en.eq(1)]
+                    with m.If(~acc_owner & sw2_valid):
+                        m.d.comb += [wr.addr.eq(sw2_j), wr.data.eq(0), wr.en.eq(1)]
+                    with m.If(clearing):
+                        m.d.comb += [wr.addr.eq(j), wr.data.eq(0), wr.en.eq(1)]
+            for sb in range(sub):
+                m.d.comb += st_rd[sb].addr.eq(j)
 
             lane_sops.append(f_valid)
             lane_idle.append((q.level == 0) & ~p_valid & (rem == 0) & ~f_valid & ~r_valid
                              & ~s_valid)
 
             # Neuron sweep: issue (read I, u, s) -> sw1 (register) -> sw2 (update, write).
-            sw_cur = Signal(signed(cb), name=f"sw_cur{k}")
-            sw_state = Signal(state_layout, name=f"sw_state{k}")
-            m.d.sync += [sw_cur.eq(Mux(sel, cur_rd[0].data, cur_rd[1].data)),
-                         sw_state.eq(st_rd.data)]
-            index = sw2_j * lanes + k
-            bias_k = [int(bias[n * lanes + k]) if n * lanes + k < layer.n_out else 0
-                      for n in range(bank)]
-            if any(bias_k):
-                bias_rom = memory.Memory(shape=signed(cb), depth=bank, init=bias_k)
-                m.submodules[f"bias{k}"] = bias_rom
-                bias_rd = bias_rom.read_port()
-                m.d.comb += bias_rd.addr.eq(sw1_j)
-                b_val = bias_rd.data
-            else:
-                b_val = Const(0, signed(cb))
-            u_prev = Mux(sweep_fresh, 0, sw_state.u)
-            s_prev = Mux(sweep_fresh, 0, sw_state.s)
-            u_next, s_next = neuron_update(neuron, u_prev, s_prev,
-                                           (sw_cur + b_val)[:cb + 1].as_signed())
-            spike = Signal(name=f"spike{k}")
-            m.d.comb += spike.eq(s_next & (index < layer.n_out))
-            spike_bits.append(spike)
-            with m.If(sw2_valid):
-                m.d.comb += [
-                    st_wr.addr.eq(sw2_j), st_wr.data.u.eq(u_next), st_wr.data.s.eq(spike),
-                    st_wr.en.eq(1),
-                ]
-            with m.If(clearing):
-                m.d.comb += [st_wr.addr.eq(j), st_wr.data.eq(0), st_wr.en.eq(1)]
+            for sb in range(sub):
+                sw_cur = Signal(signed(cb), name=f"sw_cur{k}_{sb}")
+                sw_state = Signal(state_layout, name=f"sw_state{k}_{sb}")
+                m.d.sync += [sw_cur.eq(Mux(sel, cur_rd[0][sb].data, cur_rd[1][sb].data)),
+                             sw_state.eq(st_rd[sb].data)]
+                # Neuron of lane k, sub-bank sb, row r: ((r * sub) + sb) * L + k.
+                index = (sw2_j * sub + sb) * lanes + k
+                bias_k = [int(bias[n]) if (n := (r * sub + sb) * lanes + k) < layer.n_out
+                          else 0 for r in range(sdepth)]
+                if any(bias_k):
+                    bias_rom = memory.Memory(shape=signed(cb), depth=sdepth, init=bias_k)
+                    m.submodules[f"bias{k}_{sb}"] = bias_rom
+                    bias_rd = bias_rom.read_port()
+                    m.d.comb += bias_rd.addr.eq(sw1_j)
+                    b_val = bias_rd.data
+                else:
+                    b_val = Const(0, signed(cb))
+                u_prev = Mux(sweep_fresh, 0, sw_state.u)
+                s_prev = Mux(sweep_fresh, 0, sw_state.s)
+                u_next, s_next = neuron_update(neuron, u_prev, s_prev,
+                                               (sw_cur + b_val)[:cb + 1].as_signed())
+                spike = Signal(name=f"spike{k}_{sb}")
+                m.d.comb += spike.eq(s_next & (index < layer.n_out))
+                spike_bits[sb][k] = spike
+                with m.If(sw2_valid):
+                    m.d.comb += [
+                        st_wr[sb].addr.eq(sw2_j), st_wr[sb].data.u.eq(u_next),
+                        st_wr[sb].data.s.eq(spike), st_wr[sb].en.eq(1),
+                    ]
+                with m.If(clearing):
+                    m.d.comb += [st_wr[sb].addr.eq(j), st_wr[sb].data.eq(0), st_wr[sb].en.eq(1)]
 
         all_ready = Cat(*lane_ready).all()
         all_idle = Cat(*lane_idle).all()
@@ -387,12 +423,11 @@ class LinearEngine(wiring.Component):
         # Sweep pipeline bookkeeping and the spike-word queue.
         m.d.sync += [sw1_valid.eq(issue_sweep), sw1_j.eq(j),
                      sw2_valid.eq(sw1_valid), sw2_j.eq(sw1_j)]
-        word = SpikeWord(lanes, bank)
         wdata = Signal(word)
         m.d.comb += [
-            wdata.bits.eq(Cat(*spike_bits)),
+            wdata.bits.eq(Cat(*(bit for row in spike_bits for bit in row))),
             wdata.index.eq(sw2_j),
-            wdata.end.eq(sw2_j == bank - 1),
+            wdata.end.eq(sw2_j == sdepth - 1),
             wdata.first.eq(sweep_fresh & (sw2_j == 0)),
             words.w_data.eq(wdata),
             words.w_en.eq(sw2_valid),
@@ -421,7 +456,7 @@ class LinearEngine(wiring.Component):
             with m.State("Clear"):
                 m.d.comb += clearing.eq(1)
                 m.d.sync += j.eq(j + 1)
-                with m.If(j == bank - 1):
+                with m.If(j == sdepth - 1):
                     m.d.sync += j.eq(0)
                     m.next = "Accumulate"
 
@@ -475,7 +510,7 @@ class LinearEngine(wiring.Component):
 
         # The sweep: L neurons per cycle, as long as the spike-word queue has room.
         with m.If(sweep_busy & ~start_sweep):
-            with m.If(j < bank):
+            with m.If(j < sdepth):
                 with m.If(credit):
                     m.d.comb += issue_sweep.eq(1)
                     m.d.sync += j.eq(j + 1)

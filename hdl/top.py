@@ -46,6 +46,9 @@ class Accelerator(wiring.Component):
         Weight format of linear layers (``None``: fewest stored bits per layer).
     dense : :class:`bool`
         Build the dense baseline (every input and every weight visited each step).
+    updates : :class:`int` or ``None``
+        Neuron updates per cycle of each linear layer's sweep, as a multiple of its lanes (a
+        power of two; default 1: ``U = L``).
     status : :class:`bool`
         Add the ``status`` port (:class:`Status`). Off by default: the contract's top has
         exactly the ``i`` and ``o`` streams.
@@ -56,7 +59,8 @@ class Accelerator(wiring.Component):
     o : ``Out(stream.Signature(SpikeLayout(n_out)))``
     status : ``Out(Status)``, only with ``status=True``
     """
-    def __init__(self, bundle, *, lanes=1, fmt=None, dense=False, fifo_depth=8, status=False):
+    def __init__(self, bundle, *, lanes=1, fmt=None, dense=False, fifo_depth=8, status=False,
+                 updates=None):
         if not isinstance(bundle, Bundle):
             raise TypeError(f"Bundle must be a models.bundle.Bundle, not {bundle!r:.80}")
         neuron_layers = bundle.neuron_layers
@@ -73,8 +77,10 @@ class Accelerator(wiring.Component):
         it = iter(lane_list)
         for layer in bundle.layers:
             if layer.kind == "linear":
-                engine = LinearEngine(layer, value_shape=value_shape, lanes=next(it), fmt=fmt,
-                                      dense=dense, fifo_depth=fifo_depth)
+                n_lanes = next(it)
+                engine = LinearEngine(layer, value_shape=value_shape, lanes=n_lanes, fmt=fmt,
+                                      dense=dense, fifo_depth=fifo_depth,
+                                      updates=None if updates is None else updates * n_lanes)
             elif layer.kind == "conv2d":
                 from .conv import Conv2dEngine
                 engine = Conv2dEngine(layer, value_shape=value_shape, lanes=next(it),

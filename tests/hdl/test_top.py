@@ -13,9 +13,9 @@ from tests.sim import run_sim, stream_get, stream_put
 
 
 def rtl_top(bundle, stream_in, n_out_events, *, lanes=1, fmt=None, dense=False, stall=0.3,
-            gap=0.3, seed=0):
+            gap=0.3, seed=0, updates=None):
     """Drive ``stream_in`` into the top; return ``n_out_events`` output events."""
-    dut = Accelerator(bundle, lanes=lanes, fmt=fmt, dense=dense)
+    dut = Accelerator(bundle, lanes=lanes, fmt=fmt, dense=dense, updates=updates)
     results = []
 
     async def producer(ctx):
@@ -65,6 +65,16 @@ def test_bitmap_chunks(lanes, sparsity, fmt):
     b = random_linear_bundle(n_in=24, n_out=70 * lanes, sparsity=sparsity, seed=11, steps=3)
     ev = random_events(np.random.default_rng(12), samples=2, steps=3, n_in=24, density=0.4)
     assert check(b, ev, 2, lanes=lanes, fmt=fmt) > 0
+
+
+@pytest.mark.parametrize("lanes, updates", [(1, 2), (3, 4), (2, 1)])
+@pytest.mark.parametrize("fmt", ["csr", "bitmap"])
+def test_sub_banked_sweep(lanes, updates, fmt):
+    # U = updates * L neurons per sweep cycle; 37 neurons leave partial rows in the sub-banks.
+    b = random_linear_bundle(n_in=20, n_out=37, sparsity=0.6, seed=21, steps=4, layers=2,
+                             hidden=29)
+    ev = random_events(np.random.default_rng(22), samples=2, steps=4, n_in=20, density=0.3)
+    assert check(b, ev, 2, lanes=lanes, fmt=fmt, updates=updates) > 0
 
 
 @pytest.mark.parametrize("lanes", [1, 2])
