@@ -97,7 +97,11 @@ def _write_json(path, obj):
 async def top_matches_golden(dut):
     """Every output event of every step of every sample equals the golden model."""
     cfg = CosimConfig.from_env()
-    result = {"passed": False, "timeout": False, "error": None, "config": vars(cfg)}
+    result = {"passed": False, "timeout": False, "error": None, "config": vars(cfg),
+              "stimulus": None, "samples": 0, "steps_per_sample": 0, "input_events": 0,
+              "steps": 0, "steps_checked": 0, "spikes_expected": 0, "spikes_compared": 0,
+              "events_received": 0, "mismatches": 0, "first_mismatch": None,
+              "pending_inputs": 0, "cycles": {}}
     try:
         await _run(dut, cfg, result)
     except Exception:

@@ -105,8 +105,13 @@ def test_multilayer(cosim, layers, lanes):
     assert_exact(cosim(bundle, events, 2, lanes=lanes, seed=6, **STALL))
 
 
-@pytest.mark.parametrize("lanes, options", [(2, {}), (4, {}), (3, {"fmt": "dense"}),
-                                            (2, {"dense": True})])
+@pytest.mark.parametrize("lanes, options", [
+    (2, {}),
+    (4, {"updates": 2}),
+    (3, {"fmt": "dense"}),
+    (2, {"fmt": "bitmap", "status": True}),
+    (2, {"dense": True}),
+])
 def test_lanes_and_formats(cosim, lanes, options):
     bundle = random_linear_bundle(n_in=40, n_out=22, sparsity=0.7, seed=13, steps=5)
     events = events_for(bundle, samples=2, density=0.3, seed=13)

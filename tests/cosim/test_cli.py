@@ -1,0 +1,52 @@
+"""``python -m verif``: emit, cosimulate and report a user's bundle."""
+import json
+
+import numpy as np
+import pytest
+
+from models import bundle as bundle_io
+from models import golden
+from models.synth import random_events, random_linear_bundle
+from verif.__main__ import main
+
+
+def _bundle_with_vectors(path, *, stale=False):
+    bundle = random_linear_bundle(n_in=24, n_out=12, sparsity=0.5, seed=41, steps=5)
+    events = random_events(np.random.default_rng(41), samples=2, steps=5, n_in=24, density=0.3)
+    bundle.vectors = golden.make_vectors(bundle, events, 2)
+    if stale:                     # golden spikes that the network does not produce
+        bundle.vectors.spikes = bundle.vectors.spikes[1:]
+    return bundle_io.save(bundle, path)
+
+
+def test_cli_passes_on_bundle_vectors(tmp_path, capsys):
+    path = _bundle_with_vectors(tmp_path / "b")
+    out_json = tmp_path / "result.json"
+    assert main(["--bundle", str(path), "--lanes", "2", "--shuffle", "--json",
+                 str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert "PASS: bit-exact" in text and "mismatches      0" in text
+    result = json.loads(out_json.read_text())
+    assert result["stimulus"] == "vectors"
+    assert result["mismatches"] == 0 and result["spikes_compared"] > 0
+    assert result["spikes_compared"] == len(bundle_io.load(path).vectors.spikes)
+
+
+def test_cli_fails_on_stale_vectors(tmp_path, capsys):
+    path = _bundle_with_vectors(tmp_path / "b", stale=True)
+    assert main(["--bundle", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "FAIL" in captured.out
+    assert "disagree with models.golden" in captured.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bundle", "/nonexistent/bundle"], "is not a bundle folder"),
+    (["--bundle", ".", "--in-gap", "1.5"], r"--in-gap must be in \[0, 1\), not 1.5"),
+    (["--bundle", ".", "--lanes", "0"], "--lanes must be a positive integer, not 0"),
+])
+def test_cli_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message.replace("\\", "") in capsys.readouterr().err
