@@ -146,6 +146,16 @@ class HostLink(wiring.Component):
         })
 
     @property
+    def divisor(self):
+        """Clock cycles per UART bit."""
+        return self._divisor
+
+    @property
+    def capacity(self):
+        """Events the buffer holds."""
+        return self._capacity
+
+    @property
     def event_bytes(self):
         """Bytes per packed input event."""
         return (Shape.cast(self._ev_layout).width + 7) // 8
@@ -166,7 +176,8 @@ class HostLink(wiring.Component):
         # register is the accelerator's input register (its enable holds it under
         # backpressure), and output spikes are counted in a memory with a read-modify-write
         # pipeline whose read is transparent to the write one cycle ahead, so back-to-back
-        # spikes of one neuron (end of one step, start of the next) add up.
+        # spikes of one neuron (end of one step, start of the next) add up; the running argmax
+        # follows one stage behind.
         m = Module()
         m.submodules.uart_rx = urx = UARTRx(divisor=self._divisor)
         m.submodules.uart_tx = utx = UARTTx(divisor=self._divisor)
@@ -217,6 +228,9 @@ class HostLink(wiring.Component):
         steps_out = Signal(COUNT_BITS)
         s1_valid = Signal()
         s1_addr = Signal(len(acc.o.p.addr))
+        s2_valid = Signal()
+        s2_addr = Signal(len(acc.o.p.addr))
+        s2_count = Signal(COUNT_BITS)
         best = Signal(COUNT_BITS)
         best_idx = Signal(COUNT_BITS)
         have_result = Signal()
@@ -420,9 +434,12 @@ class HostLink(wiring.Component):
                 with m.If(s1_valid):
                     m.d.comb += [cnt_wr.addr.eq(s1_addr), cnt_wr.data.eq(count),
                                  cnt_wr.en.eq(1)]
+                # The argmax runs one stage later, on registered counts, off the RAM's path.
+                m.d.sync += [s2_valid.eq(s1_valid), s2_count.eq(count), s2_addr.eq(s1_addr)]
+                with m.If(s2_valid):
                     # Ties go to the lowest index, as models.golden.predict.
-                    with m.If((count > best) | ((count == best) & (s1_addr < best_idx))):
-                        m.d.sync += [best.eq(count), best_idx.eq(s1_addr)]
+                    with m.If((s2_count > best) | ((s2_count == best) & (s2_addr < best_idx))):
+                        m.d.sync += [best.eq(s2_count), best_idx.eq(s2_addr)]
                 final = fire_out & acc.o.p.last & (steps_out + 1 == total_steps)
                 with m.If(fire_out & acc.o.p.last):
                     m.d.sync += steps_out.eq(steps_out + 1)
@@ -431,7 +448,7 @@ class HostLink(wiring.Component):
                 m.d.sync += started.eq(started | fire_in)
                 with m.If(final):
                     m.d.sync += stopped.eq(1)
-                with m.If(stopped & ~s1_valid):
+                with m.If(stopped & ~s1_valid & ~s2_valid):
                     m.d.sync += [have_result.eq(1), committed.eq(0), wptr.eq(0),
                                  total_steps.eq(0), first_ok.eq(0), last_ok.eq(0)]
                     reply(ReplyKind.RESULT, RESULT_HEAD + 2 * n_out)

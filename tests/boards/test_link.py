@@ -301,3 +301,27 @@ def test_rejects_component_without_ports():
             return Module()
     with pytest.raises(TypeError, match=r"^Accelerator must have an In stream member 'i'"):
         HostLink(Other(), n_in=4, n_out=4, divisor=4, capacity=4, timeout=10, clock_hz=1)
+
+
+def test_argmax_ties_go_to_lowest_index():
+    """Neurons 1, 3 and 4 are copies of each other and fire most: the class must be 1."""
+    bundle = small_bundle(seed=9)
+    layer = bundle.layers[0]
+    layer.weight[:] = -layer.weight.__abs__()          # the others hardly fire
+    strong = np.abs(np.random.default_rng(9).integers(20, 100, size=12))
+    for j in (1, 3, 4):
+        layer.weight[j] = strong
+        layer.bias[j] = layer.bias[1]
+    rng = np.random.default_rng(9)
+    events = random_events(rng, samples=1, steps=4, n_in=12, density=0.5)
+    trace = golden.run(bundle, golden.events_to_dense(events, 1, 4, 12))
+    counts = golden.spike_counts(trace.output)[0]
+    assert counts[1] == counts[3] == counts[4] == counts.max() > 0
+    link = make_link(bundle)
+    replies = rtl_link(link, [
+        (encode_frame(Command.LOAD, EventFormat.from_bundle(bundle).pack(
+            sample_stream(events[:, 1:], 4))), 0, 1),
+        (encode_frame(Command.RUN), 0, 1)])
+    result = protocol.Result.unpack(replies[1][1], 5)
+    assert result.counts == tuple(counts)
+    assert result.predicted == 1

@@ -1,0 +1,246 @@
+"""Command line: ``python -m boards build|run|program``.
+
+``build``   bitstream for iCEBreaker or ULX3S from a bundle (or a random layer), report.json
+``run``     stream a bundle's test samples through a board on a serial port, compare with golden
+``program`` load a built bitstream into the board with openFPGALoader
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .top import BOARDS
+
+__all__ = ["main"]
+
+
+def _int_arg(lo, hi):
+    def parse(text):
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], not {value}")
+        return value
+    return parse
+
+
+def _float_arg(lo, hi, *, hi_open=False):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+        if value != value or not (lo <= value < hi if hi_open else lo <= value <= hi):
+            interval = f"[{lo}, {hi})" if hi_open else f"[{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"must be in {interval}, not {text}")
+        return value
+    return parse
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr and exit status 2 (no usage dump, no traceback)."""
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser():
+    p = OneLineParser(prog="python -m boards",
+                      description="bitstreams, programming and a host driver for iCEBreaker "
+                                  "(iCE40 UP5K) and ULX3S (ECP5) boards")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+
+    b = sub.add_parser("build", help="build a bitstream and its resource/clock report")
+    b.add_argument("--board", choices=sorted(BOARDS), default="icebreaker",
+                   help="target board (default: %(default)s)")
+    b.add_argument("--variant", choices=BOARDS["ulx3s"].variants, default=None,
+                   help="ULX3S FPGA size (default: 85F)")
+    src = b.add_argument_group("network (a bundle, or a random pruned layer as python -m gen)")
+    src.add_argument("--bundle", type=Path, metavar="DIR", help="bundle folder")
+    src.add_argument("--neurons", type=_int_arg(1, 4096), metavar="N",
+                     help="output neurons of a random layer")
+    src.add_argument("--sparsity", type=_float_arg(0.0, 1.0, hi_open=True), metavar="S",
+                     help="fraction of zero weights of the random layer (default: 0.75)")
+    src.add_argument("--inputs", type=_int_arg(1, 4096), metavar="N",
+                     help="inputs of the random layer (default: as --neurons)")
+    src.add_argument("--steps", type=_int_arg(1, 65535), default=16, metavar="T",
+                     help="timesteps of the random layer (default: %(default)s)")
+    src.add_argument("--seed", type=_int_arg(0, 2 ** 32 - 1), default=1, metavar="K",
+                     help="seed of the random layer and of place and route "
+                          "(default: %(default)s)")
+    hw = b.add_argument_group("hardware")
+    hw.add_argument("--lanes", type=_int_arg(1, 16), default=1, metavar="L",
+                    help="accumulate lanes (default: %(default)s)")
+    hw.add_argument("--clock", type=_float_arg(1.0, 400.0), metavar="MHZ",
+                    help="clock to build for; a PLL makes it from the oscillator (default: the "
+                         "fastest that meets timing, tried from 48 MHz on iCE40, 125 on ECP5)")
+    hw.add_argument("--baud", type=_int_arg(1200, 12_000_000), default=1_000_000,
+                    help="UART baud rate (default: %(default)s)")
+    hw.add_argument("--capacity", type=_int_arg(1, 65535), metavar="N",
+                    help="event buffer, events per sample (default: the largest test sample)")
+    b.add_argument("-o", "--output", type=Path, default=Path("build/board"), metavar="DIR",
+                   help="build folder (default: %(default)s)")
+    b.add_argument("--program", action="store_true", help="program the board after the build")
+    b.add_argument("--flash", action="store_true",
+                   help="ULX3S: write the SPI flash instead of loading SRAM")
+    b.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+
+    r = sub.add_parser("run", help="run test samples on a board and compare with golden")
+    r.add_argument("--port", required=True, metavar="PORT",
+                   help="serial port (device path or pyserial URL)")
+    r.add_argument("--bundle", type=Path, required=True, metavar="DIR",
+                   help="the bundle the bitstream was built from (with vectors.npz)")
+    r.add_argument("--baud", type=_int_arg(1200, 12_000_000), default=1_000_000,
+                   help="UART baud rate (default: %(default)s)")
+    r.add_argument("--samples", type=_int_arg(1, 10 ** 9), metavar="N",
+                   help="run the first N samples (default: all)")
+    r.add_argument("--timeout", type=_float_arg(0.01, 3600.0), default=5.0, metavar="S",
+                   help="seconds to wait for a reply (default: %(default)s)")
+    r.add_argument("--json", type=Path, metavar="FILE", help="write per-sample results here")
+    r.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+
+    g = sub.add_parser("program", help="load a built bitstream into a board")
+    g.add_argument("--board", choices=sorted(BOARDS), default="icebreaker",
+                   help="target board (default: %(default)s)")
+    g.add_argument("-o", "--output", type=Path, default=Path("build/board"), metavar="DIR",
+                   help="build folder holding the bitstream (default: %(default)s)")
+    g.add_argument("--bitstream", type=Path, metavar="FILE",
+                   help="bitstream file (default: the one in the build folder)")
+    g.add_argument("--flash", action="store_true",
+                   help="ULX3S: write the SPI flash instead of loading SRAM")
+    return p
+
+
+def _load_bundle(path, parser):
+    from models.bundle import BundleError, load
+    try:
+        return load(path)
+    except BundleError as exc:
+        parser.error(str(exc))
+
+
+def _random_bundle(args):
+    import numpy as np
+
+    from models import golden
+    from models.synth import random_events, random_linear_bundle
+    n_in = args.inputs or args.neurons
+    bundle = random_linear_bundle(n_in=n_in, n_out=args.neurons, sparsity=args.sparsity,
+                                  seed=args.seed, steps=args.steps)
+    samples = 8
+    events = random_events(np.random.default_rng(args.seed), samples=samples, steps=args.steps,
+                           n_in=n_in, density=0.1)
+    bundle.vectors = golden.make_vectors(bundle, events, samples)
+    return bundle
+
+
+def _bitstream(board_name, folder):
+    ext = "bin" if BOARDS[board_name].family == "ice40" else "bit"
+    report = folder / "report.json"
+    if report.is_file():
+        try:
+            path = json.loads(report.read_text()).get("bitstream")
+            if path:
+                return Path(path)
+        except (json.JSONDecodeError, OSError):
+            pass
+    return folder / f"snn_board.{ext}"
+
+
+def _cmd_build(args, parser):
+    from .build import BuildError, ProgramError, build, program, summary
+    if args.bundle is not None:
+        if args.neurons is not None or args.sparsity is not None or args.inputs is not None:
+            parser.error("--bundle cannot be combined with --neurons, --sparsity or --inputs")
+        bundle = _load_bundle(args.bundle, parser)
+    elif args.neurons is None:
+        parser.error("give --bundle DIR or --neurons N (with --sparsity S)")
+    else:
+        if args.sparsity is None:
+            args.sparsity = 0.75
+        bundle = _random_bundle(args)
+    if args.variant is not None and args.board != "ulx3s":
+        parser.error(f"--variant applies to ulx3s, not {args.board}")
+    if args.flash and not args.program:
+        parser.error("--flash needs --program")
+    if args.bundle is None:
+        from models.bundle import save
+        save(bundle, args.output / "bundle")
+    log = (lambda *a: None) if args.quiet else (lambda text: print(text, flush=True))
+    try:
+        report = build(bundle, board_name=args.board, variant=args.variant, lanes=args.lanes,
+                       clock_mhz=args.clock, baud=args.baud, capacity=args.capacity,
+                       build_dir=args.output, seed=args.seed, log=log)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    except BuildError as exc:
+        print(f"python -m boards build: error: {exc}", file=sys.stderr)
+        return 1
+    print(summary(report))
+    print(f"report      {args.output / 'report.json'}")
+    if not report["timing_met"]:
+        print(f"python -m boards build: error: timing not met at {report['clock_mhz']:.2f} MHz "
+              f"(Fmax {report['fmax_mhz']} MHz)", file=sys.stderr)
+        return 1
+    if args.program:
+        try:
+            program(report["bitstream"], args.board, flash=args.flash)
+        except ProgramError as exc:
+            print(f"python -m boards build: error: {exc}", file=sys.stderr)
+            return 1
+        print(f"programmed  {args.board}")
+    return 0
+
+
+def _cmd_run(args, parser):
+    from .host import BoardLink, HostError, format_report, open_port, run_samples
+    from .protocol import ProtocolError
+    bundle = _load_bundle(args.bundle, parser)
+    if bundle.vectors is None:
+        parser.error(f"{args.bundle}: has no vectors.npz, so there are no test samples to run")
+    log = None if args.quiet else (lambda text: print(text, flush=True))
+    try:
+        port = open_port(str(args.port), baud=args.baud, timeout=args.timeout)
+        with port:
+            report = run_samples(BoardLink(port), bundle, samples=args.samples, log=log)
+    except (HostError, ProtocolError) as exc:
+        print(f"python -m boards run: error: {exc}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if not report.all_equal:
+        print("python -m boards run: error: the board disagrees with the golden model",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_program(args, parser):
+    from .build import ProgramError, program
+    if args.flash and args.board != "ulx3s":
+        parser.error(f"--flash applies to ulx3s, not {args.board}")
+    bitstream = args.bitstream or _bitstream(args.board, args.output)
+    try:
+        program(bitstream, args.board, flash=args.flash)
+    except ProgramError as exc:
+        print(f"python -m boards program: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"programmed {args.board} with {bitstream}")
+    return 0
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sub = parser._subparsers._group_actions[0].choices[args.command]
+    return {"build": _cmd_build, "run": _cmd_run, "program": _cmd_program}[args.command](
+        args, sub)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
