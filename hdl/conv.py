@@ -68,21 +68,22 @@ def taps(kernel, stride, phase):
 class ConvPlan:
     """A conv2d layer's weights as laid out in the engine's lane memories.
 
-    Lane ``j`` owns output channels ``channels[j]`` (its *local* channels ``0, 1, ...``); each
-    lane keeps, per input channel ``c``, stride phase ``(ry, rx)`` and kernel row ``qy`` (the
-    offsets ``dy = ry + stride * qy``, ``dx = rx + stride * qx``), a *row record* of ``taps + 1``
-    pointers into its *entries*: entries ``[row[qx], row[qx + 1])`` are the weights of column
-    ``qx``, one ``(weight, local, qx)`` per non-zero weight (every weight in the dense baseline).
-    A spike reads only the rows and the column range that land inside the output.
+    Lane ``j`` owns output channels ``channels[j]`` (its *local* channels ``0, 1, ...``). A
+    kernel offset ``(dy, dx)`` is written ``(ry + stride * qy, rx + stride * qx)``: a spike whose
+    padded position has phase ``(ry, rx)`` modulo the stride uses exactly the offsets of that
+    phase. Per input channel ``c`` and phase, each lane keeps a *record* of ``taps`` rows of
+    ``taps + 1`` pointers into its *entries*: entries ``[row[qx], row[qx + 1])`` of row ``qy``
+    are the weights of offset ``(qy, qx)``, one ``(weight, local, qx)`` per non-zero weight
+    (every weight in the dense baseline). One record read gives a spike all its rows; it visits
+    only the rows and the column range that land inside the output.
     """
     lanes: int
     dense: bool
     weight_bits: int
     channels: list          # per lane: its output channels, ascending
     taps: int               # kernel rows (and columns) of phase 0: ceil(kernel / stride)
-    row_offset: dict        # (ry, rx) -> first row of the phase inside an input channel
-    rows_per_channel: int
-    rows: list              # per lane: [taps + 1 pointers] per row, c * rows_per_channel + ...
+    phases: list            # [(ry, rx)] with at least one kernel offset, in record order
+    records: list           # per lane: record c * len(phases) + phase = [taps rows of pointers]
     entries: list           # per lane: [(weight, local, qx)]
 
     @property
@@ -107,8 +108,8 @@ class ConvPlan:
         return self.weight_bits + self.local_bits + self.qx_bits
 
     @property
-    def row_width(self):
-        return (self.taps + 1) * self.pointer_bits
+    def record_width(self):
+        return self.taps * (self.taps + 1) * self.pointer_bits
 
     @property
     def stored_entries(self):
@@ -120,13 +121,13 @@ class ConvPlan:
         return self.stored_entries * self.entry_width
 
     @property
-    def row_bits(self):
-        """Bits of the row-record memories (the index)."""
-        return sum(len(r) for r in self.rows) * self.row_width
+    def record_bits(self):
+        """Bits of the record memories (the index)."""
+        return sum(len(r) for r in self.records) * self.record_width
 
     @property
     def stored_bits(self):
-        return self.entry_bits + self.row_bits
+        return self.entry_bits + self.record_bits
 
 
 def _assign_channels(weight, lanes, dense):
@@ -156,31 +157,29 @@ def plan_conv(layer, *, lanes, dense=False):
     cin = layer.in_shape[0]
     channels = _assign_channels(weight, lanes, dense)
     kq = taps(k, s, 0)
-    row_offset, rows_per_channel = {}, 0
-    for ry in range(s):
-        for rx in range(s):
-            if taps(k, s, ry) and taps(k, s, rx):
-                row_offset[ry, rx] = rows_per_channel
-                rows_per_channel += taps(k, s, ry)
-    rows, entries = [], []
+    phases = [(ry, rx) for ry in range(s) for rx in range(s) if taps(k, s, ry) and taps(k, s, rx)]
+    records, entries = [], []
     for chans in channels:
-        lane_rows, lane_entries = [], []
+        lane_records, lane_entries = [], []
         for c in range(cin):
-            for (ry, rx) in row_offset:
-                for qy in range(taps(k, s, ry)):
-                    ptr = []
-                    for qx in range(taps(k, s, rx)):
-                        ptr.append(len(lane_entries))
+            for ry, rx in phases:
+                record = []
+                for qy in range(kq):
+                    row = []
+                    for qx in range(kq):
+                        row.append(len(lane_entries))
+                        if qy >= taps(k, s, ry) or qx >= taps(k, s, rx):
+                            continue
                         for local, o in enumerate(chans):
                             w = int(weight[o, c, ry + s * qy, rx + s * qx])
                             if w or dense:
                                 lane_entries.append((w, local, qx))
-                    ptr += [len(lane_entries)] * (kq + 1 - len(ptr))
-                    lane_rows.append(ptr)
-        rows.append(lane_rows)
+                    record.append(row + [len(lane_entries)])
+                lane_records.append(record)
+        records.append(lane_records)
         entries.append(lane_entries)
-    return ConvPlan(lanes, bool(dense), layer.weight_bits, channels, kq, row_offset,
-                    rows_per_channel, rows, entries)
+    return ConvPlan(lanes, bool(dense), layer.weight_bits, channels, kq, phases, records,
+                    entries)
 
 
 def conv_work(layer, *, dense=False):
@@ -211,7 +210,8 @@ class ConvStats(data.StructLayout):
 
     ``spikes`` input positions handed to the lanes (non-zero after summing; every position in the
     dense baseline), ``sops`` synaptic operations done by the lanes, ``compress_cycles`` cycles
-    the input compressor and spike decoder were busy, ``accumulate_cycles`` cycles from a step's
+    the input compressor worked on a step (from the step's start to its last event, less the
+    cycles the lanes held it back), ``accumulate_cycles`` cycles from a step's
     start until its last sum was written, ``sweep_cycles`` cycles of neuron sweeps, ``steps``
     steps swept. ``accumulated`` and ``swept`` pulse when a step's accumulation or sweep ends.
     """
@@ -344,7 +344,7 @@ class Conv2dEngine(wiring.Component):
 
     @property
     def weight_bits_stored(self):
-        """Bits of the weight memories: entries (weight, local channel, column) and row records."""
+        """Bits of the weight memories: entries (weight, local channel, column) and records."""
         return self._plan.stored_bits
 
     @property
@@ -369,28 +369,29 @@ class Conv2dEngine(wiring.Component):
         depth_cur = local * howo                     # neurons per lane
         words_out = -(-howo // CHUNK)                # spike words per output channel
         words_lane = local * words_out               # spike words per lane and step
-        kq, rpc = plan.taps, plan.rows_per_channel
+        kq, n_phases = plan.taps, len(plan.phases)
         qd = self._queue_depth
         bias = layer.bias_vector().reshape(kout, howo)[:, 0] if layer.bias is not None \
             else np.zeros(kout, dtype=np.int64)
 
+        tgt_shape = unsigned(bits_for((ho + kq) * wo + kq))
         spike_layout = data.StructLayout({
-            "row": unsigned(bits_for(cin * rpc - 1)),
-            "rows": unsigned(bits_for(kq - 1)),      # rows - 1
-            "tgt": unsigned(bits_for(howo + kq)),    # target of (first row, column 0)
-            "qx0": unsigned(bits_for(kq - 1)),
-            "qx1": unsigned(bits_for(kq - 1)),
+            "rec": unsigned(bits_for(cin * n_phases - 1)),   # record: c * phases + phase
+            "qy0": unsigned(bits_for(kq - 1)), "qy1": unsigned(bits_for(kq - 1)),
+            "qx0": unsigned(bits_for(kq - 1)), "qx1": unsigned(bits_for(kq - 1)),
+            "tgt": tgt_shape,                        # by * Wo + bx: target of offset (0, 0)
             "value": vshape,
         })
         seg_layout = data.StructLayout({
             "start": unsigned(plan.pointer_bits), "end": unsigned(plan.pointer_bits),
-            "tgt": spike_layout["tgt"].shape, "value": vshape,
+            "tgt": tgt_shape, "value": vshape,
         })
         entry_layout = data.StructLayout({
             "weight": signed(plan.weight_bits), "local": unsigned(plan.local_bits),
             "qx": unsigned(plan.qx_bits),
         })
-        row_layout = data.ArrayLayout(unsigned(plan.pointer_bits), kq + 1)
+        record_layout = data.ArrayLayout(data.ArrayLayout(unsigned(plan.pointer_bits), kq + 1),
+                                         kq)
         state_layout = data.StructLayout({"u": signed(neuron.potential_bits), "s": unsigned(1)})
         cur_addr_bits = bits_for(depth_cur - 1)
 
@@ -449,6 +450,7 @@ class Conv2dEngine(wiring.Component):
         rb = Signal()                                # next buffer to accumulate
         acc_busy, acc_buf, acc_first, owned = Signal(), Signal(), Signal(), Signal()
         decoded = Signal()                           # the step's last spike left the decoder
+        compressed = Signal()                        # the compressor emitted the step's last
         ab = Signal()                                # current bank accumulated into
         cur_full = [Signal(name=f"cur_full{b}") for b in range(2)]
         cur_first = [Signal(name=f"cur_first{b}") for b in range(2)]
@@ -537,24 +539,24 @@ class Conv2dEngine(wiring.Component):
 
         qy0, qy1, y_none = qrange(d3_by, d3_ry, ho)
         qx0, qx1, x_none = qrange(d3_bx, d3_rx, wo)
-        off_tab = Array(Const(plan.row_offset.get((ry, rx), 0), range(rpc + 1))
-                        for ry in range(s) for rx in range(s))
+        phase_tab = Array(Const(plan.phases.index((ry, rx)) if (ry, rx) in plan.phases else 0,
+                                range(n_phases)) for ry in range(s) for rx in range(s))
         d4 = Signal(spike_layout)
         d4_last = Signal()
         with m.If(adv):
             m.d.sync += [
                 d4_valid.eq(d3_valid), d4_push.eq(d3_spike & ~y_none & ~x_none),
                 d4_last.eq(d3_last),
-                d4.row.eq(d3_c * rpc + off_tab[d3_ry * s + d3_rx] + qy0),
-                d4.rows.eq(qy1 - qy0),
-                d4.tgt.eq((d3_by - qy0) * wo + d3_bx),
-                d4.qx0.eq(qx0), d4.qx1.eq(qx1), d4.value.eq(d3_value),
+                d4.rec.eq(d3_c * n_phases + phase_tab[d3_ry * s + d3_rx]),
+                d4.qy0.eq(qy0), d4.qy1.eq(qy1), d4.qx0.eq(qx0), d4.qx1.eq(qx1),
+                d4.tgt.eq(d3_by * wo + d3_bx), d4.value.eq(d3_value),
             ]
 
         # The input buffer is free once the step's last spike has had its value read (and
         # cleared); the accumulation ends when the decoder is empty and every lane is idle.
         with m.If(start_acc):
             m.d.sync += [acc_busy.eq(1), acc_buf.eq(rb), owned.eq(1), decoded.eq(0),
+                         compressed.eq(0),
                          acc_first.eq(Mux(rb, in_first[1], in_first[0])), fetching.eq(1),
                          fetch_w.eq(0)]
         with m.If(adv & v_valid & v_last):
@@ -564,6 +566,8 @@ class Conv2dEngine(wiring.Component):
                     m.d.sync += in_full[b].eq(0)
         with m.If(adv & d4_valid & d4_last):
             m.d.sync += decoded.eq(1)
+        with m.If(ev.valid & ev.ready & ev.p.last):
+            m.d.sync += compressed.eq(1)
         acc_done = acc_busy & decoded & lanes_idle
         with m.If(acc_done):
             m.d.sync += [acc_busy.eq(0), ab.eq(~ab)]
@@ -721,43 +725,52 @@ class Conv2dEngine(wiring.Component):
             def sig(name, shape=1):
                 return Signal(shape, name=f"l{j}_{name}")
 
-            # Row stage: one row record read per cycle for the spike at the queue head.
-            rows = memory.Memory(shape=row_layout, depth=len(plan.rows[j]), init=plan.rows[j])
-            m.submodules[f"rows{j}"] = rows
-            rows_rd = rows.read_port()
+            # Record stage (g1): one read per spike gives the pointers of all its kernel rows.
+            recs = memory.Memory(shape=record_layout, depth=len(plan.records[j]),
+                                 init=plan.records[j])
+            m.submodules[f"records{j}"] = recs
+            rec_rd = recs.read_port()
             rp = q_rps[j]
             has = rp != q_wp
             head = spike_layout(Array(q_data)[rp[:qa]])
-            sp_valid, sp_row = sig("sp_valid"), sig("sp_row", spike_layout["row"].shape)
-            sp_left = sig("sp_left", spike_layout["rows"].shape)
-            sp_tgt = sig("sp_tgt", spike_layout["tgt"].shape)
-            sp_qx0, sp_qx1 = sig("sp_qx0", range(kq)), sig("sp_qx1", range(kq))
-            sp_value = sig("sp_value", vshape)
-            rr_valid, rr_tgt = sig("rr_valid"), sig("rr_tgt", spike_layout["tgt"].shape)
-            rr_qx0, rr_qx1 = sig("rr_qx0", range(kq)), sig("rr_qx1", range(kq))
-            rr_value = sig("rr_value", vshape)
+            g1_valid, g1 = sig("g1_valid"), Signal(spike_layout, name=f"l{j}_g1")
+            # Segment stage (g2): each row's entry range for the spike's valid columns; one
+            # non-empty row per cycle goes to the segment queue, empty rows cost nothing.
+            pw = plan.pointer_bits
+            g2_valid, g2_rows = sig("g2_valid"), sig("g2_rows", kq)
+            g2_start = [sig(f"g2_start{q}", pw) for q in range(kq)]
+            g2_end = [sig(f"g2_end{q}", pw) for q in range(kq)]
+            g2_tgt, g2_value = sig("g2_tgt", tgt_shape), sig("g2_value", vshape)
             seg_data = [Signal(seg_layout.size, name=f"l{j}_seg{n}") for n in range(sd)]
             seg_head, seg_count = sig("seg_head", range(sd)), sig("seg_count", range(sd + 1))
-            row_issue = sp_valid & (seg_count + rr_valid < sd)
-            row_last = sp_left == 0
-            load = has & (~sp_valid | (row_issue & row_last))
-            m.d.comb += rows_rd.addr.eq(sp_row)
-            m.d.sync += rr_valid.eq(row_issue)
-            with m.If(row_issue):
-                m.d.sync += [rr_tgt.eq(sp_tgt), rr_qx0.eq(sp_qx0), rr_qx1.eq(sp_qx1),
-                             rr_value.eq(sp_value), sp_row.eq(sp_row + 1),
-                             sp_left.eq(sp_left - 1), sp_tgt.eq(sp_tgt - wo)]
-                with m.If(row_last):
-                    m.d.sync += sp_valid.eq(0)
-            with m.If(load):
-                m.d.sync += [sp_valid.eq(1), sp_row.eq(head.row), sp_left.eq(head.rows),
-                             sp_tgt.eq(head.tgt), sp_qx0.eq(head.qx0), sp_qx1.eq(head.qx1),
-                             sp_value.eq(head.value), rp.eq(rp + 1)]
-
-            # The row record gives the entry range of the spike's valid columns.
-            ptrs = rows_rd.data
-            seg_start, seg_end = ptrs[rr_qx0], ptrs[rr_qx1 + 1]
-            seg_push = rr_valid & (seg_start != seg_end)
+            pick = sig("pick", range(kq))
+            for q in reversed(range(kq)):
+                with m.If(g2_rows[q]):
+                    m.d.comb += pick.eq(q)
+            rest = g2_rows & (g2_rows - 1)
+            seg_push = g2_valid & (g2_rows != 0) & (seg_count < sd)
+            g2_free = ~g2_valid | (g2_rows == 0) | (seg_push & (rest == 0))
+            g2_load = g1_valid & g2_free
+            g1_advance = ~g1_valid | g2_load
+            m.d.comb += [rec_rd.addr.eq(head.rec), rec_rd.en.eq(g1_advance)]
+            with m.If(g1_advance):
+                m.d.sync += [g1_valid.eq(has), g1.eq(head)]
+                with m.If(has):
+                    m.d.sync += rp.eq(rp + 1)
+            rec = rec_rd.data
+            with m.If(seg_push):
+                m.d.sync += g2_rows.eq(rest)
+            with m.If(g2_load):
+                m.d.sync += [
+                    g2_valid.eq(1), g2_tgt.eq(g1.tgt), g2_value.eq(g1.value),
+                    g2_rows.eq(Cat((rec[q][g1.qx0] != rec[q][g1.qx1 + 1])
+                                   & (g1.qy0 <= q) & (g1.qy1 >= q) for q in range(kq))),
+                ]
+                m.d.sync += [g2_start[q].eq(rec[q][g1.qx0]) for q in range(kq)]
+                m.d.sync += [g2_end[q].eq(rec[q][g1.qx1 + 1]) for q in range(kq)]
+            with m.Elif(g2_free):
+                m.d.sync += g2_valid.eq(0)
+            row_tgt = Array(Const(q * wo, tgt_shape) for q in range(kq))
 
             # Entry stage: one weight per cycle, segment after segment without a bubble.
             entries = memory.Memory(
@@ -767,12 +780,12 @@ class Conv2dEngine(wiring.Component):
             ent_rd = entries.read_port()
             es_valid, es_e = sig("es_valid"), sig("es_e", unsigned(plan.pointer_bits))
             es_end = sig("es_end", unsigned(plan.pointer_bits))
-            es_tgt, es_value = sig("es_tgt", spike_layout["tgt"].shape), sig("es_value", vshape)
+            es_tgt, es_value = sig("es_tgt", tgt_shape), sig("es_value", vshape)
             es_last = es_e + 1 == es_end
             seg_pop = (seg_count != 0) & (~es_valid | es_last)
             seg_head_data = seg_layout(Array(seg_data)[seg_head])
             m.d.comb += ent_rd.addr.eq(es_e)
-            er_valid, er_tgt = sig("er_valid"), sig("er_tgt", spike_layout["tgt"].shape)
+            er_valid, er_tgt = sig("er_valid"), sig("er_tgt", tgt_shape)
             er_value = sig("er_value", vshape)
             m.d.sync += [er_valid.eq(es_valid), er_tgt.eq(es_tgt), er_value.eq(es_value)]
             with m.If(es_valid):
@@ -785,8 +798,8 @@ class Conv2dEngine(wiring.Component):
                              es_value.eq(seg_head_data.value), seg_head.eq(seg_head + 1)]
             with m.If(seg_push):
                 new = Signal(seg_layout, name=f"l{j}_seg_new")
-                m.d.comb += [new.start.eq(seg_start), new.end.eq(seg_end), new.tgt.eq(rr_tgt),
-                             new.value.eq(rr_value)]
+                m.d.comb += [new.start.eq(Array(g2_start)[pick]), new.end.eq(Array(g2_end)[pick]),
+                             new.tgt.eq(g2_tgt - row_tgt[pick]), new.value.eq(g2_value)]
                 m.d.sync += Array(seg_data)[(seg_head + seg_count)[:ceil_log2(sd)]].eq(new)
             m.d.sync += seg_count.eq(seg_count + seg_push - seg_pop)
 
@@ -839,8 +852,8 @@ class Conv2dEngine(wiring.Component):
                 with m.Elif(ab == b):
                     m.d.comb += [cur_wr[b].addr.eq(a2_addr), cur_wr[b].data.eq(total),
                                  cur_wr[b].en.eq(a2_valid)]
-            lane_busy.append(has | sp_valid | rr_valid | (seg_count != 0) | es_valid | er_valid
-                             | a0_valid | a1_valid | a2_valid | w1_valid | w2_valid)
+            lane_busy.append(has | g1_valid | g2_valid | (seg_count != 0) | es_valid | er_valid
+                             | a0_valid | a1_valid | a2_valid)
             lane_sops.append(a2_valid)
 
             # Sweep: read current and state -> add bias -> neuron update -> write back.
@@ -893,7 +906,9 @@ class Conv2dEngine(wiring.Component):
         m.d.sync += [
             st.sops.eq(st.sops + sum(lane_sops)),
             st.spikes.eq(st.spikes + (adv & d2_valid & d2_spike)),
-            st.compress_cycles.eq(st.compress_cycles + (acc_busy & ~decoded)),
+            # The compressor's own cycles: not those the lanes hold it back.
+            st.compress_cycles.eq(st.compress_cycles
+                                  + (acc_busy & ~compressed & ~(ev.valid & ~ev.ready))),
             st.accumulate_cycles.eq(st.accumulate_cycles + acc_busy),
             st.sweep_cycles.eq(st.sweep_cycles + sw_active),
             st.steps.eq(st.steps + sweep_done),

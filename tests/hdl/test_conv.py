@@ -318,10 +318,10 @@ def test_plan_stores_each_weight_once(lanes, stride, dense):
     assert sorted(o for ch in plan.channels for o in ch) == list(range(7))
     assert max(map(len, plan.channels)) - min(map(len, plan.channels)) <= 1
     for j in range(lanes):
-        for c, (ry, rx) in itertools.product(range(3), plan.row_offset):
-            for qy in range(len(range(ry, k, s))):
-                row = plan.rows[j][c * plan.rows_per_channel + plan.row_offset[ry, rx] + qy]
-                for qx in range(len(range(rx, k, s))):
+        for c, (ry, rx) in itertools.product(range(3), plan.phases):
+            record = plan.records[j][c * len(plan.phases) + plan.phases.index((ry, rx))]
+            for qy, row in enumerate(record):
+                for qx in range(len(row) - 1):
                     for wt, lc, eqx in plan.entries[j][row[qx]:row[qx + 1]]:
                         assert eqx == qx
                         o = plan.channels[j][lc]
@@ -339,7 +339,7 @@ def test_stored_bits_properties():
     layer = conv_layer(3, cin=4, cout=8, size=(8, 8), kernel=3, padding=1, sparsity=0.75)
     engine = Conv2dEngine(layer, lanes=4)
     assert engine.weight_bits_dense == 8 * 4 * 9 * 6
-    assert engine.weight_bits_stored == engine.plan.entry_bits + engine.plan.row_bits
+    assert engine.weight_bits_stored == engine.plan.entry_bits + engine.plan.record_bits
     assert engine.weight_bits_stored < engine.weight_bits_dense
 
 
