@@ -8,6 +8,7 @@ timing is rebuilt once or twice at a PLL clock just under the Fmax it reached.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -20,9 +21,10 @@ from pathlib import Path
 from .link import HostLink
 from .protocol import EventFormat, bundle_ident, sample_stream
 from .top import BoardTop, board
-from .uart import baud_divisor
+from .uart import MIN_DIVISOR, baud_divisor
 
-__all__ = ["BuildError", "ProgramError", "tool_env", "default_capacity", "parse_nextpnr",
+__all__ = ["BuildError", "ProgramError", "tool_env", "default_capacity", "clock_for",
+           "parse_nextpnr",
            "parse_yosys", "build", "program", "summary"]
 
 NAME = "snn_board"
@@ -164,11 +166,27 @@ def _clock_of(clocks, pll):
     return min(clocks.values(), key=lambda c: c["fmax_mhz"] / c["target_mhz"])
 
 
+def clock_for(b, f_target, baud):
+    """``(pll, clock_hz, divisor)``: the fastest clock <= ``f_target`` that the board makes
+    and that divides into ``baud`` within the UART's tolerance."""
+    for _ in range(16):
+        pll = b.pll(f_target)
+        clock_hz = pll.f_out if pll else b.oscillator
+        try:
+            return pll, clock_hz, baud_divisor(clock_hz, baud)
+        except ValueError:
+            if clock_hz / baud < MIN_DIVISOR + 1:
+                raise
+            # Try the largest whole multiple of the baud rate below this clock.
+            f_target = baud * math.floor(clock_hz / baud)
+            if f_target >= clock_hz:
+                f_target -= baud
+    return pll, clock_hz, baud_divisor(clock_hz, baud)
+
+
 def _build_once(bundle, b, variant, *, f_target, baud, capacity, lanes, accelerator, out,
                 seed, env, log):
-    pll = b.pll(f_target)
-    clock_hz = pll.f_out if pll else b.oscillator
-    divisor = baud_divisor(clock_hz, baud)
+    pll, clock_hz, divisor = clock_for(b, f_target, baud)
     acc = accelerator(bundle, lanes)
     link = HostLink(acc, n_in=bundle.input.size, n_out=bundle.n_out, divisor=divisor,
                     capacity=capacity, timeout=int(clock_hz // 10), clock_hz=int(round(clock_hz)),

@@ -117,8 +117,11 @@ class BoardTop(Elaboratable):
         platform.add_clock_constraint(clk, self._clock_hz)
 
         m.submodules.link = link = self._link
-        uart = platform.request("uart", 0)
-        m.d.comb += [link.rx.eq(uart.rx.i), uart.tx.o.eq(link.tx)]
-        m.d.comb += [platform.request("led", 0).o.eq(link.busy),
-                     platform.request("led", 1).o.eq(link.error)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.submodules.busy_buf = busy_buf = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.submodules.error_buf = error_buf = io.Buffer("o", platform.request("led", 1, dir="-"))
+        m.d.comb += [link.rx.eq(rx_buf.i), tx_buf.o.eq(link.tx),
+                     busy_buf.o.eq(link.busy), error_buf.o.eq(link.error)]
         return m

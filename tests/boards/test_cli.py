@@ -1,0 +1,103 @@
+"""python -m boards: usage errors, programming without a board, host errors."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from boards.__main__ import main
+from models import golden
+from models.bundle import save
+from models.synth import random_events, random_linear_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "boards", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=timeout)
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    bundle = random_linear_bundle(n_in=8, n_out=4, sparsity=0.5, seed=2, steps=3)
+    events = random_events(np.random.default_rng(2), samples=2, steps=3, n_in=8, density=0.3)
+    bundle.vectors = golden.make_vectors(bundle, events, 2)
+    return save(bundle, tmp_path / "bundle")
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], r"the following arguments are required: COMMAND"),
+    (["build", "--board", "arty"], r"argument --board: invalid choice: 'arty'"),
+    (["build"], r"give --bundle DIR or --neurons N \(with --sparsity S\)"),
+    (["build", "--neurons", "8", "--sparsity", "1.5"],
+     r"argument --sparsity: must be in \[0\.0, 1\.0\), not 1\.5"),
+    (["build", "--neurons", "0"], r"argument --neurons: must be in \[1, 4096\], not 0"),
+    (["build", "--neurons", "8", "--lanes", "x"], r"argument --lanes: must be an integer, not 'x'"),
+    (["build", "--neurons", "8", "--variant", "85F"], r"--variant applies to ulx3s, not icebreaker"),
+    (["build", "--neurons", "8", "--flash"], r"--flash needs --program"),
+    (["build", "--bundle", "/nonexistent"], r"/nonexistent: is not a bundle folder"),
+    (["build", "--neurons", "8", "--clock", "500"], r"argument --clock: must be in \[1\.0, 400\.0\]"),
+    (["build", "--neurons", "8", "--clock", "12", "--baud", "4000000"],
+     r"Baud rate 4000000 needs at least 4 clock cycles per bit, but the clock of 12 MHz"),
+    (["run", "--bundle", "x"], r"the following arguments are required: --port"),
+    (["run", "--port", "/dev/null", "--bundle", "/nonexistent"],
+     r"/nonexistent: is not a bundle folder"),
+    (["program", "--board", "ulx3x"], r"argument --board: invalid choice: 'ulx3x'"),
+    (["program", "--flash"], r"--flash applies to ulx3s, not icebreaker"),
+])
+def test_usage_errors_are_one_line_exit_2(args, message, capsys, tmp_path):
+    if args[:1] == ["build"] and "--bundle" not in args:
+        args = args + ["-o", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("python -m boards")
+    assert __import__("re").search(message, err), err
+
+
+def test_baud_check_happens_before_any_build(tmp_path, capsys):
+    # At 12 MHz (--clock 12: the oscillator, no PLL) 4 Mbaud would be 3 cycles per bit.
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--neurons", "8", "--clock", "12", "--baud", "4000000",
+              "-o", str(tmp_path)])
+    assert exc.value.code == 2
+    assert not list(tmp_path.glob("**/*.bin"))
+
+
+def test_program_without_board_fails_in_one_line(tmp_path):
+    fake = tmp_path / "snn_board.bin"
+    fake.write_bytes(bytes(range(256)) * 64)
+    proc = run_cli("program", "--board", "icebreaker", "--bitstream", str(fake))
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("python -m boards program: error: No icebreaker board found "
+                                  "(openFPGALoader: "), proc.stderr
+
+
+def test_program_without_bitstream(tmp_path):
+    proc = run_cli("program", "--board", "ulx3s", "-o", str(tmp_path))
+    assert proc.returncode == 1
+    assert proc.stderr == (f"python -m boards program: error: No bitstream at "
+                           f"{tmp_path / 'snn_board.bit'}: build first\n")
+
+
+def test_run_with_missing_port_fails_in_one_line(bundle_dir):
+    proc = run_cli("run", "--port", "/dev/does-not-exist", "--bundle", str(bundle_dir))
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("python -m boards run: error: Cannot open serial port "
+                                  "'/dev/does-not-exist'")
+
+
+def test_run_against_silent_port_times_out_in_one_line(bundle_dir):
+    """A port where nothing answers (pyserial's loopback with nothing behind it answers with
+    the request itself, which is no reply frame): a clear timeout, no hang."""
+    proc = run_cli("run", "--port", "loop://", "--bundle", str(bundle_dir), "--timeout", "0.2")
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("python -m boards run: error: Timed out waiting for "), \
+        proc.stderr
