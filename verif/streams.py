@@ -63,10 +63,21 @@ def _ports(dut, name):
 class _Clocked:
     def __init__(self, clk, period_ns):
         self.clk, self._period = clk, period_ns
+        self.error = None
+        self.on_error = None
 
     def cycle(self):
         """The index of the current clock cycle (rising edges since time 0)."""
         return int(get_sim_time("ns") // self._period)
+
+    def _fail(self, message):
+        # An X/Z on a handshake or on a transferred payload: stop driving and report it; the
+        # owner (``on_error``) ends the test with this message instead of a bare traceback.
+        self.error = f"{self.name}: {message} at cycle {self.cycle()}"
+        if self.on_error is not None:
+            self.on_error(self.error)
+        else:
+            raise ValueError(self.error)
 
 
 class StreamSource(_Clocked):
@@ -90,6 +101,11 @@ class StreamSource(_Clocked):
     -------
     transfers : :class:`list` of :class:`Transfer`
         Every accepted payload, in order.
+    on_transfer : callable or ``None``
+        Called with each :class:`Transfer` as it is accepted.
+    on_error : callable or ``None``
+        Called with a message if ``ready`` is X/Z while a payload is offered; the source then
+        stops. Without it the source raises :exc:`ValueError`.
     """
     def __init__(self, dut, name, layout, *, clk=None, pause=None, period_ns=10):
         super().__init__(clk if clk is not None else dut.clk, period_ns)
@@ -135,7 +151,12 @@ class StreamSource(_Clocked):
         current = None
         while True:
             await RisingEdge(self.clk)
-            if current is not None and self.ready.value:     # valid was 1 at this edge
+            try:
+                ready = current is not None and bool(self.ready.value)
+            except ValueError:
+                self._fail(f"{self.name}__ready is {self.ready.value} while valid")
+                return
+            if ready:                                        # valid was 1 at this edge
                 transfer = Transfer(self.cycle(), current)
                 self.transfers.append(transfer)
                 if self.on_transfer is not None:
@@ -163,6 +184,9 @@ class StreamSink(_Clocked):
         Every accepted payload, in order.
     on_transfer : callable or ``None``
         Called with each :class:`Transfer` as it is accepted (e.g. a scoreboard).
+    on_error : callable or ``None``
+        Called with a message if ``valid`` is X/Z, or the payload of a transfer is; the sink
+        then stops. Without it the sink raises :exc:`ValueError`.
     """
     def __init__(self, dut, name, layout, *, clk=None, pause=None, period_ns=10):
         super().__init__(clk if clk is not None else dut.clk, period_ns)
@@ -198,8 +222,18 @@ class StreamSink(_Clocked):
             ready = not next(self.pause)
             self.ready.value = int(ready)
             await RisingEdge(self.clk)
-            if ready and self.valid.value:
-                transfer = Transfer(self.cycle(), self.unpack(self.payload.value.to_unsigned()))
+            try:
+                valid = bool(self.valid.value)
+            except ValueError:
+                self._fail(f"{self.name}__valid is {self.valid.value}")
+                return
+            if ready and valid:
+                try:
+                    bits = self.payload.value.to_unsigned()
+                except ValueError:
+                    self._fail(f"{self.name}__payload is {self.payload.value} in a transfer")
+                    return
+                transfer = Transfer(self.cycle(), self.unpack(bits))
                 self.transfers.append(transfer)
                 self._arrived.set()
                 if self.on_transfer is not None:

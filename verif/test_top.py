@@ -111,6 +111,7 @@ async def top_matches_golden(dut):
         if cfg.result:
             _write_json(cfg.result, result)
     assert not result["timeout"], result["error"]
+    assert result["error"] is None, result["error"]
     assert result["pending_inputs"] == 0, f"{result['pending_inputs']} input events never taken"
     assert result["mismatches"] == 0, (
         f"{result['mismatches']} mismatches, first at {result['first_mismatch']}")
@@ -148,6 +149,13 @@ async def _run(dut, cfg, result):
             finished.set()
 
     sink.on_transfer = on_output
+    driver_errors = []
+
+    def on_error(message):
+        driver_errors.append(message)
+        finished.set()
+
+    source.on_error = sink.on_error = on_error
     await ClockCycles(dut.clk, cfg.reset_cycles)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
@@ -172,7 +180,7 @@ async def _run(dut, cfg, result):
     dog = cocotb.start_soon(watchdog())
     await finished.wait()
     dog.cancel()
-    if not state["timeout"]:
+    if not state["timeout"] and not driver_errors:
         await ClockCycles(dut.clk, cfg.tail_cycles)   # extra events after the end are errors
     end_cycle = source.cycle()
     source.kill()
@@ -189,11 +197,13 @@ async def _run(dut, cfg, result):
                            f"{len(source.transfers)}/{len(payloads)} input events taken, "
                            f"{sb.steps_checked}/{sb.total_steps} output steps closed, "
                            f"waiting for sample/step {pos}")
+    if driver_errors:
+        result["error"] = "; ".join(driver_errors)
     in_cycles = [t.cycle for t in source.transfers]
     closes = [c for c in sb.step_close_cycles if c is not None]
     total = closes[-1] - in_cycles[0] if closes and in_cycles else None
     result["cycles"] = {"total": total, "simulated": end_cycle - start_cycle,
                         **measure_cycles(in_cycles, index, sb.step_close_cycles, samples, steps)}
-    result["passed"] = (not result["timeout"] and result["mismatches"] == 0
+    result["passed"] = (not result["timeout"] and not driver_errors and result["mismatches"] == 0
                         and result["pending_inputs"] == 0
                         and result["steps_checked"] == result["steps"])

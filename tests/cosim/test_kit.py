@@ -59,6 +59,17 @@ def test_broken_standin_fails(cosim, bug, failure):
         assert result["timeout"] and "watchdog" in result["error"]
 
 
+def test_x_valid_fails(cosim):
+    # An undriven (X) `valid` must end the run with a clear error, not a guess.
+    text = _forwarder()
+    assert text.count("assign o__valid = r_rdy;") == 1
+    text = text.replace("assign o__valid = r_rdy;", "assign o__valid = 1'bx;")
+    result = cosim(identity_bundle(N, steps=STEPS), _stimulus(), SAMPLES, verilog=text, seed=2,
+                   expect_pass=False)
+    assert not result["passed"]
+    assert "o__valid is x" in result["error"].lower()
+
+
 def test_wrong_golden_fails(cosim):
     # The correct stand-in checked against another network (threshold 1: nothing fires).
     bundle = identity_bundle(N, steps=STEPS)
