@@ -30,7 +30,7 @@ from amaranth import unsigned
 from amaranth.sim import Simulator
 
 from hdl import cycles
-from hdl.conv import CHUNK, Conv2dEngine, conv_work
+from hdl.conv import CHUNK, Conv2dEngine, conv_work, plan_conv
 from models import bundle as bundle_io
 from models import golden
 from models.bundle import Bundle, InputSpec, Layer, Leak, Neuron
@@ -75,8 +75,9 @@ def csnn_layers():
 def measure(layer, steps, *, lanes, dense=False):
     """Run ``steps`` (``[S_in-long 0/1 vectors]``, one sample) through the engine.
 
-    Returns per step: spikes, sops, compress and accumulate cycles, and the cycle each sweep
-    ended, after checking every output event against the golden model.
+    Returns per step: spikes, sops, compressor cycles, the running total of accumulate-stage
+    busy cycles and the cycles at which the step's accumulation and sweep ended, after checking
+    every output event against the golden model.
     """
     dut = Conv2dEngine(layer, lanes=lanes, dense=dense)
     events = [[(int(a), 1) for a in np.flatnonzero(x)] or [(0, 0)] for x in steps]
@@ -101,20 +102,18 @@ def measure(layer, steps, *, lanes, dense=False):
             closed += p.last
 
     async def monitor(ctx):
-        cycle, last = 0, {}
-        acc = None
+        cycle, swept = 0, 0
         while True:
             await ctx.tick()
             cycle += 1
             st = ctx.get(dut.stats)
             if st.accumulated:
-                now = {k: int(getattr(st, k)) for k in
-                       ("spikes", "sops", "compress_cycles", "accumulate_cycles")}
-                acc = {k: now[k] - last.get(k, 0) for k in now}
-                last.update(now)
-                stats.append(acc)
+                stats.append({"spikes": int(st.step_spikes), "sops": int(st.step_sops),
+                              "compress_cycles": int(st.step_compress_cycles),
+                              "busy_total": int(st.accumulate_cycles), "accumulated_at": cycle})
             if st.swept:
-                stats[len([s for s in stats if "swept_at" in s])]["swept_at"] = cycle
+                stats[swept]["swept_at"] = cycle
+                swept += 1
 
     async def watchdog(ctx):
         budget = 50 * (sum(conv_work(layer, dense=True)) + layer.n_out) * len(steps) + 5000
@@ -153,6 +152,8 @@ def summarise(layer, steps, *, lanes):
         s, d = sparse[t], dense[t]
         interval = s["swept_at"] - sparse[t - 1]["swept_at"]
         dense_interval = d["swept_at"] - dense[t - 1]["swept_at"]
+        # The accumulate stage's busy cycles between this step's completion and the last one's.
+        s["accumulate_cycles"] = s["busy_total"] - sparse[t - 1]["busy_total"]
         bound = cycles.lower_bound(s["sops"], s["spikes"], n, lanes=lanes)
         rows.append({
             "spikes": s["spikes"], "sops": s["sops"],
@@ -211,9 +212,11 @@ def main(argv=None):
                  "out_shape": list(layer.out_shape), "kernel": layer.kernel,
                  "stride": layer.stride, "padding": layer.padding, "lanes": lanes,
                  "weight_sparsity": float(np.mean(layer.weight == 0)), "points": []}
-        engine = Conv2dEngine(layer, lanes=lanes)
-        entry["weight_bits_stored"] = engine.weight_bits_stored
-        entry["weight_bits_dense"] = engine.weight_bits_dense
+        plan = plan_conv(layer, lanes=lanes)
+        entry["weight_bits_stored"] = plan.stored_bits
+        entry["weight_entry_bits"] = plan.entry_bits
+        entry["weight_index_bits"] = plan.record_bits
+        entry["weight_bits_dense"] = int(layer.weight.size) * layer.weight_bits
         for density in densities:
             t0 = time.time()
             point = summarise(layer, random_steps(rng, layer.n_in, density, steps), lanes=lanes)

@@ -206,20 +206,26 @@ def conv_work(layer, *, dense=False):
 
 
 class ConvStats(data.StructLayout):
-    """Work counters of a :class:`Conv2dEngine` (running totals; strobes for one cycle).
+    """Work counters of a :class:`Conv2dEngine`.
 
-    ``spikes`` input positions handed to the lanes (non-zero after summing; every position in the
-    dense baseline), ``sops`` synaptic operations done by the lanes, ``compress_cycles`` cycles
-    the input compressor worked on a step (from the step's start to its last event, less the
-    cycles the lanes held it back), ``accumulate_cycles`` cycles from a step's
-    start until its last sum was written, ``sweep_cycles`` cycles of neuron sweeps, ``steps``
-    steps swept. ``accumulated`` and ``swept`` pulse when a step's accumulation or sweep ends.
+    Running totals: ``spikes`` input positions handed to the lanes (non-zero after summing;
+    every position in the dense baseline), ``sops`` synaptic operations done by the lanes,
+    ``compress_cycles`` cycles the input compressor worked (from a step's start to its last
+    event, less the cycles the lanes held it back), ``accumulate_cycles`` cycles the compressor
+    or any lane had work, ``sweep_cycles`` cycles of neuron sweeps, ``steps`` steps swept.
+
+    ``accumulated`` is high for one cycle when a step's accumulation is complete; in that cycle
+    ``step_spikes``, ``step_sops`` and ``step_compress_cycles`` are that step's own figures
+    (steps overlap in the lanes, so differences of the totals would mix two steps). ``swept``
+    is high for one cycle when a sweep ends.
     """
     def __init__(self):
         super().__init__({
             "steps": unsigned(32), "spikes": unsigned(32), "sops": unsigned(32),
             "compress_cycles": unsigned(32), "accumulate_cycles": unsigned(32),
-            "sweep_cycles": unsigned(32), "accumulated": unsigned(1), "swept": unsigned(1),
+            "sweep_cycles": unsigned(32), "step_spikes": unsigned(32),
+            "step_sops": unsigned(32), "step_compress_cycles": unsigned(32),
+            "accumulated": unsigned(1), "swept": unsigned(1),
         })
 
 
@@ -381,10 +387,12 @@ class Conv2dEngine(wiring.Component):
             "qx0": unsigned(bits_for(kq - 1)), "qx1": unsigned(bits_for(kq - 1)),
             "tgt": tgt_shape,                        # by * Wo + bx: target of offset (0, 0)
             "value": vshape,
+            "bank": unsigned(1),                     # current bank of the spike's step
+            "end": unsigned(1),                      # no spike: the end marker of a step
         })
         seg_layout = data.StructLayout({
             "start": unsigned(plan.pointer_bits), "end": unsigned(plan.pointer_bits),
-            "tgt": tgt_shape, "value": vshape,
+            "tgt": tgt_shape, "value": vshape, "bank": unsigned(1), "mark": unsigned(1),
         })
         entry_layout = data.StructLayout({
             "weight": signed(plan.weight_bits), "local": unsigned(plan.local_bits),
@@ -447,16 +455,22 @@ class Conv2dEngine(wiring.Component):
                 m.d.sync += in_full[b].eq(1)
 
         # ---- Stage 2, accumulate: compressor, spike decoder, queue, lanes. --------------------
-        rb = Signal()                                # next buffer to accumulate
-        acc_busy, acc_buf, acc_first, owned = Signal(), Signal(), Signal(), Signal()
-        decoded = Signal()                           # the step's last spike left the decoder
+        # Two current banks, used by steps in turn. A bank is accumulating from the start of
+        # its step's compression until every lane has passed the step's end marker, then full
+        # until swept. The compressor moves on to the next step as soon as the bank is free, so
+        # the lanes work on the tail of one step and the head of the next at once.
+        rb = Signal()                                # next input buffer to compress
+        cmp_busy, acc_buf, owned = Signal(), Signal(), Signal()
+        cmp_bank = Signal()                          # bank of the step being compressed
+        nb = Signal()                                # bank of the next step to compress
         compressed = Signal()                        # the compressor emitted the step's last
-        ab = Signal()                                # current bank accumulated into
+        ab = Signal()                                # bank of the oldest accumulating step
+        acc_count = Signal(2)                        # steps accumulated, modulo 4
+        accumulating = [Signal(name=f"accumulating{b}") for b in range(2)]
         cur_full = [Signal(name=f"cur_full{b}") for b in range(2)]
         cur_first = [Signal(name=f"cur_first{b}") for b in range(2)]
-        lanes_idle = Signal()
-        start_acc = (~acc_busy & ~clearing & Mux(rb, in_full[1], in_full[0])
-                     & ~Mux(ab, cur_full[1], cur_full[0]))
+        start_acc = (~cmp_busy & ~clearing & Mux(rb, in_full[1], in_full[0])
+                     & ~Mux(nb, accumulating[1] | cur_full[1], accumulating[0] | cur_full[0]))
 
         # Fetch the bitmap words (every position's mask in the dense baseline) into the
         # compressor, clearing each word a cycle after its read (the read port is transparent).
@@ -491,7 +505,8 @@ class Conv2dEngine(wiring.Component):
         ev = icomp.o
         d4_valid, d4_push = Signal(), Signal()
         queue_full = Signal()
-        adv = ~d4_valid | ~d4_push | ~queue_full
+        marking = Signal()                           # the step's end marker is due
+        adv = ~marking & (~d4_valid | ~d4_push | ~queue_full)
         m.d.comb += ev.ready.eq(adv)
 
         v_valid, v_spike, v_last = Signal(), Signal(), Signal()
@@ -549,31 +564,27 @@ class Conv2dEngine(wiring.Component):
                 d4_last.eq(d3_last),
                 d4.rec.eq(d3_c * n_phases + phase_tab[d3_ry * s + d3_rx]),
                 d4.qy0.eq(qy0), d4.qy1.eq(qy1), d4.qx0.eq(qx0), d4.qx1.eq(qx1),
-                d4.tgt.eq(d3_by * wo + d3_bx), d4.value.eq(d3_value),
+                d4.tgt.eq(d3_by * wo + d3_bx), d4.value.eq(d3_value), d4.bank.eq(cmp_bank),
             ]
 
         # The input buffer is free once the step's last spike has had its value read (and
         # cleared); the accumulation ends when the decoder is empty and every lane is idle.
         with m.If(start_acc):
-            m.d.sync += [acc_busy.eq(1), acc_buf.eq(rb), owned.eq(1), decoded.eq(0),
-                         compressed.eq(0),
-                         acc_first.eq(Mux(rb, in_first[1], in_first[0])), fetching.eq(1),
-                         fetch_w.eq(0)]
+            m.d.sync += [cmp_busy.eq(1), acc_buf.eq(rb), owned.eq(1), compressed.eq(0),
+                         cmp_bank.eq(nb), nb.eq(~nb), fetching.eq(1), fetch_w.eq(0)]
+            for b in range(2):
+                with m.If(nb == b):
+                    m.d.sync += [accumulating[b].eq(1),
+                                 cur_first[b].eq(Mux(rb, in_first[1], in_first[0]))]
         with m.If(adv & v_valid & v_last):
             m.d.sync += [owned.eq(0), rb.eq(~rb)]
             for b in range(2):
                 with m.If(acc_buf == b):
                     m.d.sync += in_full[b].eq(0)
         with m.If(adv & d4_valid & d4_last):
-            m.d.sync += decoded.eq(1)
+            m.d.sync += marking.eq(1)
         with m.If(ev.valid & ev.ready & ev.p.last):
             m.d.sync += compressed.eq(1)
-        acc_done = acc_busy & decoded & lanes_idle
-        with m.If(acc_done):
-            m.d.sync += [acc_busy.eq(0), ab.eq(~ab)]
-            for b in range(2):
-                with m.If(ab == b):
-                    m.d.sync += [cur_full[b].eq(1), cur_first[b].eq(acc_first)]
 
         # Input buffer ports: the receiver's, except while the accumulate stage owns a buffer.
         for b in range(2):
@@ -608,9 +619,15 @@ class Conv2dEngine(wiring.Component):
         q_wp = Signal(qa + 1)
         q_rps = [Signal(qa + 1, name=f"queue_rp{j}") for j in range(lanes)]
         m.d.comb += queue_full.eq(Cat(((q_wp - rp)[:qa + 1] == qd) for rp in q_rps).any())
-        push = d4_valid & d4_push & ~queue_full
+        # A step's spikes, then its end marker, each tagged with the step's bank.
+        push = (marking | (d4_valid & d4_push)) & ~queue_full
+        marker = Signal(spike_layout)
+        m.d.comb += [marker.bank.eq(cmp_bank), marker.end.eq(1)]
         with m.If(push):
-            m.d.sync += [Array(q_data)[q_wp[:qa]].eq(d4), q_wp.eq(q_wp + 1)]
+            m.d.sync += [Array(q_data)[q_wp[:qa]].eq(Mux(marking, marker, d4)),
+                         q_wp.eq(q_wp + 1)]
+        with m.If(marking & ~queue_full):
+            m.d.sync += [marking.eq(0), cmp_busy.eq(0)]
 
         # ---- Stage 3 and 4 shared control: sweep and output. ----------------------------------
         sb = Signal()                                # current bank swept
@@ -717,7 +734,7 @@ class Conv2dEngine(wiring.Component):
             ]
 
         # ---- Lanes. ----------------------------------------------------------------------------
-        lane_busy, lane_sops, lane_bm_data = [], [], []
+        lane_busy, lane_done, lane_sops, lane_bm_data = [], [], [], []
         sd = 4                                       # segment queue depth per lane
         for j in range(lanes):
             chans = plan.channels[j]
@@ -735,16 +752,18 @@ class Conv2dEngine(wiring.Component):
             head = spike_layout(Array(q_data)[rp[:qa]])
             g1_valid, g1 = sig("g1_valid"), Signal(spike_layout, name=f"l{j}_g1")
             # Segment stage (g2): each row's entry range for the spike's valid columns; one
-            # non-empty row per cycle goes to the segment queue, empty rows cost nothing.
+            # non-empty row per cycle goes to the segment queue, empty rows cost nothing. An end
+            # marker is one more "row" (bit kq) that becomes a marker segment.
             pw = plan.pointer_bits
-            g2_valid, g2_rows = sig("g2_valid"), sig("g2_rows", kq)
+            g2_valid, g2_rows = sig("g2_valid"), sig("g2_rows", kq + 1)
             g2_start = [sig(f"g2_start{q}", pw) for q in range(kq)]
             g2_end = [sig(f"g2_end{q}", pw) for q in range(kq)]
             g2_tgt, g2_value = sig("g2_tgt", tgt_shape), sig("g2_value", vshape)
+            g2_bank = sig("g2_bank")
             seg_data = [Signal(seg_layout.size, name=f"l{j}_seg{n}") for n in range(sd)]
             seg_head, seg_count = sig("seg_head", range(sd)), sig("seg_count", range(sd + 1))
-            pick = sig("pick", range(kq))
-            for q in reversed(range(kq)):
+            pick = sig("pick", range(kq + 1))
+            for q in reversed(range(kq + 1)):
                 with m.If(g2_rows[q]):
                     m.d.comb += pick.eq(q)
             rest = g2_rows & (g2_rows - 1)
@@ -761,10 +780,12 @@ class Conv2dEngine(wiring.Component):
             with m.If(seg_push):
                 m.d.sync += g2_rows.eq(rest)
             with m.If(g2_load):
+                rows_ok = Cat((rec[q][g1.qx0] != rec[q][g1.qx1 + 1]) & (g1.qy0 <= q)
+                              & (g1.qy1 >= q) for q in range(kq))
                 m.d.sync += [
                     g2_valid.eq(1), g2_tgt.eq(g1.tgt), g2_value.eq(g1.value),
-                    g2_rows.eq(Cat((rec[q][g1.qx0] != rec[q][g1.qx1 + 1])
-                                   & (g1.qy0 <= q) & (g1.qy1 >= q) for q in range(kq))),
+                    g2_bank.eq(g1.bank),
+                    g2_rows.eq(Mux(g1.end, 1 << kq, rows_ok)),
                 ]
                 m.d.sync += [g2_start[q].eq(rec[q][g1.qx0]) for q in range(kq)]
                 m.d.sync += [g2_end[q].eq(rec[q][g1.qx1 + 1]) for q in range(kq)]
@@ -781,48 +802,61 @@ class Conv2dEngine(wiring.Component):
             es_valid, es_e = sig("es_valid"), sig("es_e", unsigned(plan.pointer_bits))
             es_end = sig("es_end", unsigned(plan.pointer_bits))
             es_tgt, es_value = sig("es_tgt", tgt_shape), sig("es_value", vshape)
+            es_bank = sig("es_bank")
             es_last = es_e + 1 == es_end
             seg_pop = (seg_count != 0) & (~es_valid | es_last)
             seg_head_data = seg_layout(Array(seg_data)[seg_head])
             m.d.comb += ent_rd.addr.eq(es_e)
             er_valid, er_tgt = sig("er_valid"), sig("er_tgt", tgt_shape)
-            er_value = sig("er_value", vshape)
-            m.d.sync += [er_valid.eq(es_valid), er_tgt.eq(es_tgt), er_value.eq(es_value)]
+            er_value, er_bank, er_mark = sig("er_value", vshape), sig("er_bank"), sig("er_mark")
+            m.d.sync += [er_valid.eq(es_valid), er_tgt.eq(es_tgt), er_value.eq(es_value),
+                         er_bank.eq(es_bank), er_mark.eq(seg_pop & seg_head_data.mark)]
             with m.If(es_valid):
                 m.d.sync += es_e.eq(es_e + 1)
                 with m.If(es_last):
                     m.d.sync += es_valid.eq(0)
             with m.If(seg_pop):
-                m.d.sync += [es_valid.eq(1), es_e.eq(seg_head_data.start),
-                             es_end.eq(seg_head_data.end), es_tgt.eq(seg_head_data.tgt),
-                             es_value.eq(seg_head_data.value), seg_head.eq(seg_head + 1)]
+                m.d.sync += seg_head.eq(seg_head + 1)
+                with m.If(~seg_head_data.mark):
+                    m.d.sync += [es_valid.eq(1), es_e.eq(seg_head_data.start),
+                                 es_end.eq(seg_head_data.end), es_tgt.eq(seg_head_data.tgt),
+                                 es_value.eq(seg_head_data.value),
+                                 es_bank.eq(seg_head_data.bank)]
             with m.If(seg_push):
                 new = Signal(seg_layout, name=f"l{j}_seg_new")
-                m.d.comb += [new.start.eq(Array(g2_start)[pick]), new.end.eq(Array(g2_end)[pick]),
-                             new.tgt.eq(g2_tgt - row_tgt[pick]), new.value.eq(g2_value)]
+                m.d.comb += [new.start.eq(Array(g2_start)[pick[:ceil_log2(kq + 1)]]),
+                             new.end.eq(Array(g2_end)[pick[:ceil_log2(kq + 1)]]),
+                             new.tgt.eq(g2_tgt - row_tgt[pick]), new.value.eq(g2_value),
+                             new.bank.eq(g2_bank), new.mark.eq(pick == kq)]
                 m.d.sync += Array(seg_data)[(seg_head + seg_count)[:ceil_log2(sd)]].eq(new)
             m.d.sync += seg_count.eq(seg_count + seg_push - seg_pop)
 
-            # Target and product; then read, register, add (with forwarding), write.
+            # Target and product; then read, register, add (with forwarding), write. The end
+            # marker travels beside the last entry of its step; when it leaves, so has the step.
             entry = ent_rd.data
             if binary:
                 product = Mux(er_value, entry.weight, 0)
             else:
                 product = entry.weight * er_value
             a0_valid, a0_addr = sig("a0_valid"), sig("a0_addr", cur_addr_bits)
-            a0_delta = sig("a0_delta", signed(cb))
+            a0_delta, a0_bank, a0_mark = sig("a0_delta", signed(cb)), sig("a0_bank"), \
+                sig("a0_mark")
             m.d.sync += [a0_valid.eq(er_valid),
                          a0_addr.eq((er_tgt + entry.local * howo - entry.qx)[:cur_addr_bits]),
-                         a0_delta.eq(product)]
+                         a0_delta.eq(product), a0_bank.eq(er_bank), a0_mark.eq(er_mark)]
             a1_valid, a1_addr, a1_delta = sig("a1_valid"), Signal.like(a0_addr), \
                 Signal.like(a0_delta)
+            a1_bank, a1_mark = sig("a1_bank"), sig("a1_mark")
             a2_valid, a2_addr, a2_delta = sig("a2_valid"), Signal.like(a0_addr), \
                 Signal.like(a0_delta)
+            a2_bank, a2_mark = sig("a2_bank"), sig("a2_mark")
             a2_read, fwd1, fwd2 = sig("a2_read", signed(cb)), sig("fwd1"), sig("fwd2")
             w1_valid, w1_addr, w1_sum = sig("w1_valid"), Signal.like(a0_addr), \
                 sig("w1_sum", signed(cb))
             w2_valid, w2_addr, w2_sum = sig("w2_valid"), Signal.like(a0_addr), \
                 sig("w2_sum", signed(cb))
+            w1_bank, w2_bank = sig("w1_bank"), sig("w2_bank")
+            done = sig("done", 2)                    # steps this lane has finished, modulo 4
 
             cur_wr, cur_rd = [], []
             for b in range(2):
@@ -834,13 +868,18 @@ class Conv2dEngine(wiring.Component):
             m.d.comb += total.eq(Mux(fwd1, w1_sum, Mux(fwd2, w2_sum, a2_read)) + a2_delta)
             m.d.sync += [
                 a1_valid.eq(a0_valid), a1_addr.eq(a0_addr), a1_delta.eq(a0_delta),
+                a1_bank.eq(a0_bank), a1_mark.eq(a0_mark),
                 a2_valid.eq(a1_valid), a2_addr.eq(a1_addr), a2_delta.eq(a1_delta),
-                a2_read.eq(Mux(ab, cur_rd[1].data, cur_rd[0].data)),
+                a2_bank.eq(a1_bank), a2_mark.eq(a1_mark),
+                a2_read.eq(Mux(a1_bank, cur_rd[1].data, cur_rd[0].data)),
                 # a1's read missed the sums written now (a2) and a cycle ago (w1).
-                fwd1.eq(a2_valid & (a2_addr == a1_addr)),
-                fwd2.eq(w1_valid & (w1_addr == a1_addr)),
+                fwd1.eq(a2_valid & (a2_addr == a1_addr) & (a2_bank == a1_bank)),
+                fwd2.eq(w1_valid & (w1_addr == a1_addr) & (w1_bank == a1_bank)),
                 w1_valid.eq(a2_valid), w1_addr.eq(a2_addr), w1_sum.eq(total),
+                w1_bank.eq(a2_bank),
                 w2_valid.eq(w1_valid), w2_addr.eq(w1_addr), w2_sum.eq(w1_sum),
+                w2_bank.eq(w1_bank),
+                done.eq(done + a2_mark),
             ]
             for b in range(2):
                 swept = sw_active & (sb == b)
@@ -849,12 +888,13 @@ class Conv2dEngine(wiring.Component):
                     m.d.comb += [cur_wr[b].addr.eq(clr), cur_wr[b].en.eq(clr < depth_cur)]
                 with m.Elif(swept):
                     m.d.comb += [cur_wr[b].addr.eq(sw_i), cur_wr[b].en.eq(sw_issue)]
-                with m.Elif(ab == b):
+                with m.Else():
                     m.d.comb += [cur_wr[b].addr.eq(a2_addr), cur_wr[b].data.eq(total),
-                                 cur_wr[b].en.eq(a2_valid)]
+                                 cur_wr[b].en.eq(a2_valid & (a2_bank == b))]
+            lane_done.append(done != acc_count)
             lane_busy.append(has | g1_valid | g2_valid | (seg_count != 0) | es_valid | er_valid
                              | a0_valid | a1_valid | a2_valid)
-            lane_sops.append(a2_valid)
+            lane_sops.append((a2_valid, a2_bank))
 
             # Sweep: read current and state -> add bias -> neuron update -> write back.
             state = memory.Memory(shape=state_layout, depth=depth_cur, init=[])
@@ -892,7 +932,14 @@ class Conv2dEngine(wiring.Component):
                          bm_r.addr.eq(oc_addr), bm_r.en.eq(o_advance)]
             lane_bm_data.append(bm_r.data)
 
-        m.d.comb += [lanes_idle.eq(~Cat(*lane_busy).any()),
+        # The oldest accumulating step is complete once every lane has passed its marker.
+        acc_done = Mux(ab, accumulating[1], accumulating[0]) & Cat(*lane_done).all()
+        with m.If(acc_done):
+            m.d.sync += [ab.eq(~ab), acc_count.eq(acc_count + 1)]
+            for b in range(2):
+                with m.If(ab == b):
+                    m.d.sync += [accumulating[b].eq(0), cur_full[b].eq(1)]
+        m.d.comb += [
                      ocomp.i.valid.eq(of_valid),
                      ocomp.i.p.bits.eq(Array(lane_bm_data)[of_lane]),
                      ocomp.i.p.index.eq(of_index),
@@ -901,15 +948,31 @@ class Conv2dEngine(wiring.Component):
 
         # ---- Work counters. -------------------------------------------------------------------
         st = self.stats
+        spike_in = adv & d2_valid & d2_spike
+        comp_work = cmp_busy & ~compressed & ~(ev.valid & ~ev.ready)
+        bank_sops = [sum(v & (bk == b) for v, bk in lane_sops) for b in range(2)]
+        per_bank = {name: [Signal(32, name=f"{name}{b}") for b in range(2)]
+                    for name in ("step_spikes", "step_sops", "step_compress_cycles")}
+        for b in range(2):
+            with m.If(start_acc & (nb == b)):
+                m.d.sync += [per_bank[name][b].eq(0) for name in per_bank]
+            with m.Else():
+                m.d.sync += per_bank["step_sops"][b].eq(per_bank["step_sops"][b] + bank_sops[b])
+                with m.If(cmp_bank == b):
+                    m.d.sync += [
+                        per_bank["step_spikes"][b].eq(per_bank["step_spikes"][b] + spike_in),
+                        per_bank["step_compress_cycles"][b].eq(
+                            per_bank["step_compress_cycles"][b] + comp_work)]
         m.d.comb += [st.accumulated.eq(acc_done), st.swept.eq(sweep_done),
                      self.sop_count.eq(st.sops)]
+        m.d.comb += [getattr(st, name).eq(Mux(ab, regs[1], regs[0]))
+                     for name, regs in per_bank.items()]
         m.d.sync += [
-            st.sops.eq(st.sops + sum(lane_sops)),
-            st.spikes.eq(st.spikes + (adv & d2_valid & d2_spike)),
-            # The compressor's own cycles: not those the lanes hold it back.
-            st.compress_cycles.eq(st.compress_cycles
-                                  + (acc_busy & ~compressed & ~(ev.valid & ~ev.ready))),
-            st.accumulate_cycles.eq(st.accumulate_cycles + acc_busy),
+            st.sops.eq(st.sops + sum(v for v, _ in lane_sops)),
+            st.spikes.eq(st.spikes + spike_in),
+            st.compress_cycles.eq(st.compress_cycles + comp_work),
+            st.accumulate_cycles.eq(st.accumulate_cycles
+                                    + (cmp_busy | Cat(*lane_busy).any())),
             st.sweep_cycles.eq(st.sweep_cycles + sw_active),
             st.steps.eq(st.steps + sweep_done),
         ]

@@ -245,16 +245,14 @@ def test_work_counters(dense):
     layer = conv_layer(9, cin=2, cout=4, size=(6, 6), kernel=3, stride=1, padding=1,
                        neuron=LIF)
     inputs = random_steps(9, layer, samples=1, steps=4, value_shape=unsigned(1))
-    dut, per_step = Conv2dEngine(layer, lanes=2, dense=dense), []
+    dut, per_step, totals = Conv2dEngine(layer, lanes=2, dense=dense), [], []
 
     async def monitor(ctx):
-        last = (0, 0)
         while True:
             await ctx.tick()
             if ctx.get(dut.stats.accumulated):
-                now = (ctx.get(dut.stats.spikes), ctx.get(dut.stats.sops))
-                per_step.append((now[0] - last[0], now[1] - last[1]))
-                last = now
+                per_step.append((ctx.get(dut.stats.step_spikes), ctx.get(dut.stats.step_sops)))
+                totals.append((ctx.get(dut.stats.spikes), ctx.get(dut.stats.sops)))
 
     results = []
     sim = Simulator(dut)
@@ -280,6 +278,7 @@ def test_work_counters(dense):
         expect.append((int(active.sum()), int(work[active].sum())))
     assert per_step == expect
     assert results == ref_conv(layer, inputs, value_shape=unsigned(1), steps=4)
+    assert totals[-1] == (sum(e[0] for e in expect), sum(e[1] for e in expect))
 
 
 @pytest.mark.parametrize("kernel, stride, padding, size", [
