@@ -19,11 +19,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from boards.build import BuildError, build, default_capacity  # noqa: E402
-from boards.cosim import cosimulate  # noqa: E402
-from boards.link import HostLink  # noqa: E402
-from boards.protocol import EventFormat, bundle_ident, sample_stream  # noqa: E402
-from models.bundle import load  # noqa: E402
+from boards.build import BuildError, build, default_capacity
+from boards.cosim import cosimulate
+from boards.link import HostLink
+from boards.protocol import EventFormat, bundle_ident, sample_stream
+from models.bundle import load
 
 
 def measure_cycles(bundle, bundle_dir, lanes, samples, folder):

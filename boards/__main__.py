@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def _float_arg(lo, hi, *, hi_open=False):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
-        if value != value or not (lo <= value < hi if hi_open else lo <= value <= hi):
+        if math.isnan(value) or not (lo <= value < hi if hi_open else lo <= value <= hi):
             interval = f"[{lo}, {hi})" if hi_open else f"[{lo}, {hi}]"
             raise argparse.ArgumentTypeError(f"must be in {interval}, not {text}")
         return value

@@ -17,15 +17,23 @@ import sys
 import time
 from pathlib import Path
 
-
 from .link import HostLink
 from .protocol import EventFormat, bundle_ident, sample_stream
 from .top import BoardTop, board
 from .uart import MIN_DIVISOR, baud_divisor
 
-__all__ = ["BuildError", "ProgramError", "tool_env", "default_capacity", "clock_for",
-           "parse_nextpnr",
-           "parse_yosys", "build", "program", "summary"]
+__all__ = [
+    "BuildError",
+    "ProgramError",
+    "build",
+    "clock_for",
+    "default_capacity",
+    "parse_nextpnr",
+    "parse_yosys",
+    "program",
+    "summary",
+    "tool_env",
+]
 
 NAME = "snn_board"
 TOOLS = {
@@ -319,7 +327,7 @@ def program(bitstream, board_name, *, flash=False, timeout=120):
     else:
         cmd = [tool, "-b", "ulx3s"] + (["-f"] if flash else ["-m"]) + [str(bitstream)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except OSError as exc:
         raise ProgramError(f"Cannot run {tool}: {exc.strerror}") from None
     except subprocess.TimeoutExpired:
@@ -327,8 +335,9 @@ def program(bitstream, board_name, *, flash=False, timeout=120):
     if proc.returncode != 0:
         lines = [line.strip() for line in (proc.stderr + "\n" + proc.stdout).splitlines()
                  if line.strip()]
-        why = next((line for line in lines if re.search(r"unable|not found|fail|error", line,
-                                                         re.I)), lines[-1] if lines else "")
-        if re.search(r"ftdi|cable|device not found|usb", why, re.I):
+        failures = [line for line in lines
+                    if re.search(r"unable|not found|fail|error", line, re.IGNORECASE)]
+        why = failures[0] if failures else (lines[-1] if lines else "")
+        if re.search(r"ftdi|cable|device not found|usb", why, re.IGNORECASE):
             raise ProgramError(f"No {b.name} board found (openFPGALoader: {why})")
         raise ProgramError(f"Programming the {b.name} failed (openFPGALoader: {why})")

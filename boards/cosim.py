@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["CosimError", "emit_verilog", "cosimulate"]
+__all__ = ["CosimError", "cosimulate", "emit_verilog"]
 
 REPO = Path(__file__).resolve().parent.parent
 TOPLEVEL = "board_link"

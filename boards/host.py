@@ -16,10 +16,22 @@ import numpy as np
 from models import golden
 
 from . import protocol
-from .protocol import (MAX_PAYLOAD, Command, Error, EventFormat, FrameReader, Info,
-                       ProtocolError, Reply, Result, bundle_ident, encode_frame, sample_stream)
+from .protocol import (
+    MAX_PAYLOAD,
+    Command,
+    Error,
+    EventFormat,
+    FrameReader,
+    Info,
+    ProtocolError,
+    Reply,
+    Result,
+    bundle_ident,
+    encode_frame,
+    sample_stream,
+)
 
-__all__ = ["HostError", "BoardLink", "open_port", "RunReport", "run_samples", "format_report"]
+__all__ = ["BoardLink", "HostError", "RunReport", "format_report", "open_port", "run_samples"]
 
 
 class HostError(Exception):

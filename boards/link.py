@@ -12,7 +12,7 @@ from . import protocol
 from .protocol import COUNT_BITS, RESULT_HEAD, Command, Error, Reply
 from .uart import MIN_DIVISOR, UARTRx, UARTTx
 
-__all__ = ["crc8_next", "check_accelerator", "HostLink"]
+__all__ = ["HostLink", "check_accelerator", "crc8_next"]
 
 
 def crc8_next(crc, byte):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from amaranth import *
 
-__all__ = ["PLL", "ice40_pll", "ecp5_pll"]
+__all__ = ["PLL", "ecp5_pll", "ice40_pll"]
 
 # iCE40 sysCLOCK PLL: phase detector 10..133 MHz, VCO 533..1066 MHz, output 16..275 MHz.
 ICE40_PFD = (10e6, 133e6)

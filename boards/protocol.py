@@ -21,9 +21,25 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "VERSION", "SYNC_REQUEST", "SYNC_REPLY", "MAX_PAYLOAD", "COUNT_BITS", "RESULT_HEAD",
-    "INFO_LENGTH", "Command", "Reply", "Error", "ProtocolError", "crc8", "encode_frame",
-    "FrameReader", "EventFormat", "sample_stream", "Info", "Result", "bundle_ident",
+    "COUNT_BITS",
+    "INFO_LENGTH",
+    "MAX_PAYLOAD",
+    "RESULT_HEAD",
+    "SYNC_REPLY",
+    "SYNC_REQUEST",
+    "VERSION",
+    "Command",
+    "Error",
+    "EventFormat",
+    "FrameReader",
+    "Info",
+    "ProtocolError",
+    "Reply",
+    "Result",
+    "bundle_ident",
+    "crc8",
+    "encode_frame",
+    "sample_stream",
 ]
 
 VERSION = 1

@@ -14,7 +14,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from .pll import PLL, ecp5_pll, ice40_pll
 
-__all__ = ["Board", "BOARDS", "board", "BoardTop"]
+__all__ = ["BOARDS", "Board", "BoardTop", "board"]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from boards.build import RETRY_FLOOR, clock_for, default_capacity, parse_nextpnr, parse_yosys
+
+from boards.build import (
+    RETRY_FLOOR,
+    clock_for,
+    default_capacity,
+    parse_nextpnr,
+    parse_yosys,
+)
 from boards.pll import ICE40_OUT, ICE40_PFD, ICE40_VCO, ecp5_pll, ice40_pll
 from boards.top import BOARDS, BoardTop, board
 from models.synth import random_linear_bundle
@@ -155,7 +162,7 @@ def test_icebreaker_build_end_to_end(tmp_path):
     r = report["resources"]
     assert 0 < r["logic_cells"] <= r["logic_cells_total"] == 5280
     assert r["ffs"] > 0 and r["luts"] > 0 and r["bram_total"] == 30 and r["pll"] == 1
-    assert re.search(r"^timing      met$", proc.stdout, re.M)
+    assert re.search(r"^timing      met$", proc.stdout, re.MULTILINE)
     assert (tmp_path / "bundle" / "vectors.npz").exists()
 
 

@@ -1,4 +1,5 @@
 """python -m boards: usage errors, programming without a board, host errors."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,10 +36,12 @@ def bundle_dir(tmp_path):
      r"argument --sparsity: must be in \[0\.0, 1\.0\), not 1\.5"),
     (["build", "--neurons", "0"], r"argument --neurons: must be in \[1, 4096\], not 0"),
     (["build", "--neurons", "8", "--lanes", "x"], r"argument --lanes: must be an integer, not 'x'"),
-    (["build", "--neurons", "8", "--variant", "85F"], r"--variant applies to ulx3s, not icebreaker"),
+    (["build", "--neurons", "8", "--variant", "85F"],
+     r"--variant applies to ulx3s, not icebreaker"),
     (["build", "--neurons", "8", "--flash"], r"--flash needs --program"),
     (["build", "--bundle", "/nonexistent"], r"/nonexistent: is not a bundle folder"),
-    (["build", "--neurons", "8", "--clock", "500"], r"argument --clock: must be in \[1\.0, 400\.0\]"),
+    (["build", "--neurons", "8", "--clock", "500"],
+     r"argument --clock: must be in \[1\.0, 400\.0\]"),
     (["build", "--neurons", "8", "--clock", "12", "--baud", "4000000"],
      r"Baud rate 4000000 needs at least 4 clock cycles per bit, but the clock of 12 MHz"),
     (["run", "--bundle", "x"], r"the following arguments are required: --port"),
@@ -56,7 +59,7 @@ def test_usage_errors_are_one_line_exit_2(args, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("python -m boards")
-    assert __import__("re").search(message, err), err
+    assert re.search(message, err), err
 
 
 def test_baud_check_happens_before_any_build(tmp_path, capsys):

@@ -10,7 +10,14 @@ from amaranth.sim import Simulator
 
 from boards import protocol
 from boards.link import HostLink, crc8_next
-from boards.protocol import Command, Error, EventFormat, Reply, encode_frame, sample_stream
+from boards.protocol import (
+    Command,
+    Error,
+    EventFormat,
+    Reply,
+    encode_frame,
+    sample_stream,
+)
 from models import golden
 from models.synth import random_events, random_linear_bundle
 from tests.boards.standin import StandIn
