@@ -159,7 +159,10 @@ class LinearEngine(wiring.Component):
         sdepth = -(-bank // sub)
         width = lanes * sub
 
-        event_layout = data.StructLayout({"addr": self.i.p.addr.shape(), "value": vshape})
+        # Queued work carries the current bank it accumulates into, so the next step can enter
+        # the lanes while the previous one is still draining.
+        event_layout = data.StructLayout({"addr": self.i.p.addr.shape(), "value": vshape,
+                                          "bank": unsigned(1)})
         row_fields = {"start": unsigned(pw.start_bits), "count": unsigned(pw.count_bits)}
         if pw.fmt == "bitmap":
             row_fields["chunk0"] = unsigned(pw.chunk_width)
@@ -175,10 +178,16 @@ class LinearEngine(wiring.Component):
         j = Signal(range(sdepth + 1))               # sweep / clear row of the sub-banks
         clearing = Signal()
         fresh = Signal()                            # the step being accumulated opens a sample
-        sel = Signal()                              # current bank the lanes accumulate into
-        sweep_busy = Signal()                       # the sweep runs on bank ~sel
+        sel = Signal()                              # current bank new events accumulate into
+        pend = Signal(2)                            # per bank: a closed step waits for the sweep
+        pend_fresh = Signal(2)                      # per bank: that step opens a sample
+        next_sweep = Signal()                       # bank of the oldest closed step
+        sweep_busy = Signal()
+        sweep_bank = Signal()                       # the bank the sweep reads and clears
         sweep_fresh = Signal()                      # the step being swept opens a sample
         start_sweep = Signal()
+        # New events may go into bank `sel` only once its previous step has been swept.
+        bank_free = ~pend.bit_select(sel, 1) & ~(sweep_busy & (sweep_bank == sel))
         sw1_valid, sw2_valid = Signal(), Signal()
         sw1_j, sw2_j = Signal.like(j), Signal.like(j)
         issue_sweep = Signal()
@@ -198,7 +207,7 @@ class LinearEngine(wiring.Component):
         push = Signal()                              # broadcast an event to the lanes
         push_data = Signal(event_layout)
         lane_ready = []
-        lane_idle = []
+        lane_drained = []
         lane_sops = []
         spike_bits = [[None] * lanes for _ in range(sub)]
 
@@ -216,12 +225,13 @@ class LinearEngine(wiring.Component):
             p_valid = Signal(name=f"p_valid{k}")
             p_value = Signal(vshape, name=f"p_value{k}")
             p_addr = Signal.like(q_data.addr, name=f"p_addr{k}")
+            p_bank = Signal(name=f"p_bank{k}")
             take = Signal(name=f"take{k}")
             advance = ~p_valid | take
             m.d.comb += q.r_en.eq(advance)
             with m.If(advance):
                 m.d.sync += [p_valid.eq(q.r_rdy), p_value.eq(q_data.value),
-                             p_addr.eq(q_data.addr)]
+                             p_addr.eq(q_data.addr), p_bank.eq(q_data.bank)]
             if pw.fmt == "dense":
                 start = (p_addr * bank)[:pw.start_bits]
                 count = Const(bank, pw.count_bits)
@@ -249,6 +259,7 @@ class LinearEngine(wiring.Component):
             f_valid = Signal(name=f"f_valid{k}")
             f_value = Signal(vshape, name=f"f_value{k}")
             f_idx = Signal(range(bank + 1), name=f"f_idx{k}")
+            it_bank, f_bank = Signal(name=f"it_bank{k}"), Signal(name=f"f_bank{k}")
             if pw.fmt == "bitmap":
                 # The bank's posts of the current row come from its bitmap, one set bit per
                 # cycle (lowest first); the next chunk is always fetched one ahead.
@@ -285,7 +296,8 @@ class LinearEngine(wiring.Component):
             with m.If(can_emit):
                 m.d.comb += ent_rd.addr.eq(cur)
                 m.d.sync += [cur.eq(cur + 1), rem.eq(rem - 1), f_valid.eq(1),
-                             f_value.eq(it_value), f_idx.eq(it_idx), it_idx.eq(it_idx + 1)]
+                             f_value.eq(it_value), f_idx.eq(it_idx), it_idx.eq(it_idx + 1),
+                             f_bank.eq(it_bank)]
                 if pw.fmt == "bitmap":
                     rest = bm & (bm - 1)                        # clear the lowest set bit
                     m.d.sync += [f_idx.eq(ci * cw + lsb), bm.eq(rest)]
@@ -300,18 +312,19 @@ class LinearEngine(wiring.Component):
                         fetch(cur_row, ci + 2)
                 with m.If(take):
                     m.d.sync += [cur.eq(start), rem.eq(count), it_value.eq(p_value),
-                                 bm.eq(rows_rd.data.chunk0), ci.eq(0), cur_row.eq(p_addr)]
+                                 bm.eq(rows_rd.data.chunk0), ci.eq(0), cur_row.eq(p_addr),
+                                 it_bank.eq(p_bank)]
                     if nchunks > 1:
                         fetch(p_addr, 1)
             else:
                 with m.If(take & (rem != 0)):
                     m.d.sync += [cur.eq(start), rem.eq(count), it_value.eq(p_value),
-                                 it_idx.eq(0)]
+                                 it_idx.eq(0), it_bank.eq(p_bank)]
                 with m.Elif(take & (count != 0)):
                     m.d.comb += ent_rd.addr.eq(start)
                     m.d.sync += [cur.eq(start + 1), rem.eq(count - 1), f_valid.eq(1),
                                  f_value.eq(p_value), f_idx.eq(0), it_value.eq(p_value),
-                                 it_idx.eq(1)]
+                                 it_idx.eq(1), it_bank.eq(p_bank), f_bank.eq(p_bank)]
 
             # Accumulate: F (read current) -> R (register RAM output) -> W (add, write back).
             # Two current banks: the lanes accumulate step t + 1 into one while the sweep
@@ -345,34 +358,39 @@ class LinearEngine(wiring.Component):
             s_prod = Signal(signed(cb), name=f"s_prod{k}")
             s_data = Signal(signed(cb), name=f"s_data{k}")
             s_fwd1, s_fwd2 = Signal(name=f"s_fwd1_{k}"), Signal(name=f"s_fwd2_{k}")
+            r_bank, s_bank = Signal(name=f"r_bank{k}"), Signal(name=f"s_bank{k}")
+            w1_bank, w2_bank = Signal(name=f"w1_bank{k}"), Signal(name=f"w2_bank{k}")
             w1_valid, w1_post = Signal(name=f"w1_valid{k}"), Signal(pw.post_bits)
             w1_data = Signal(signed(cb), name=f"w1_data{k}")
             w2_valid, w2_post = Signal(name=f"w2_valid{k}"), Signal(pw.post_bits)
             w2_data = Signal(signed(cb), name=f"w2_data{k}")
             m.d.sync += [
-                r_valid.eq(f_valid), r_post.eq(f_post), r_prod.eq(f_prod),
-                s_valid.eq(r_valid), s_post.eq(r_post), s_prod.eq(r_prod),
-                s_data.eq(Mux(sel, pick(cur_rd[1], r_post), pick(cur_rd[0], r_post))),
+                r_valid.eq(f_valid), r_post.eq(f_post), r_prod.eq(f_prod), r_bank.eq(f_bank),
+                s_valid.eq(r_valid), s_post.eq(r_post), s_prod.eq(r_prod), s_bank.eq(r_bank),
+                s_data.eq(Mux(r_bank, pick(cur_rd[1], r_post), pick(cur_rd[0], r_post))),
                 # The current read for R was issued a cycle before W's write and two before
                 # the write now held in w1: forward whichever is newest.
-                s_fwd1.eq(s_valid & (s_post == r_post)),
-                s_fwd2.eq(w1_valid & (w1_post == r_post)),
+                s_fwd1.eq(s_valid & (s_post == r_post) & (s_bank == r_bank)),
+                s_fwd2.eq(w1_valid & (w1_post == r_post) & (w1_bank == r_bank)),
             ]
             total = Mux(s_fwd1, w1_data, Mux(s_fwd2, w2_data, s_data)) + s_prod
             m.d.sync += [
                 w1_valid.eq(s_valid), w1_post.eq(s_post), w1_data.eq(total),
+                w1_bank.eq(s_bank),
                 w2_valid.eq(w1_valid), w2_post.eq(w1_post), w2_data.eq(w1_data),
+                w2_bank.eq(w1_bank),
             ]
+            # A bank is never accumulated into and swept at once (see `bank_free`), so its
+            # ports go to whichever of the two uses it.
             for b in range(2):
-                acc_owner = sel == b
                 for sb in range(sub):
                     rd, wr = cur_rd[b][sb], cur_wr[b][sb]
-                    m.d.comb += rd.addr.eq(Mux(acc_owner, f_post >> sub_bits, j))
-                    with m.If(acc_owner & s_valid & (s_post[:sub_bits] == sb if sub_bits
-                                                     else 1)):
+                    m.d.comb += rd.addr.eq(Mux(f_valid & (f_bank == b), f_post >> sub_bits, j))
+                    with m.If(s_valid & (s_bank == b) & (s_post[:sub_bits] == sb if sub_bits
+                                                         else 1)):
                         m.d.comb += [wr.addr.eq(s_post >> sub_bits), wr.data.eq(total),
                                      wr.en.eq(1)]
-                    with m.If(~acc_owner & sw2_valid):
+                    with m.If((sweep_bank == b) & sw2_valid):
                         m.d.comb += [wr.addr.eq(sw2_j), wr.data.eq(0), wr.en.eq(1)]
                     with m.If(clearing):
                         m.d.comb += [wr.addr.eq(j), wr.data.eq(0), wr.en.eq(1)]
@@ -380,14 +398,19 @@ class LinearEngine(wiring.Component):
                 m.d.comb += st_rd[sb].addr.eq(j)
 
             lane_sops.append(f_valid)
-            lane_idle.append((q.level == 0) & ~p_valid & (rem == 0) & ~f_valid & ~r_valid
-                             & ~s_valid)
+            # Nothing of bank `next_sweep` left in this lane (its queue is in order).
+            x = next_sweep
+            lane_drained.append(((q.level == 0) | (q.r_rdy & (q_data.bank != x)))
+                                & (~p_valid | (p_bank != x)) & ((rem == 0) | (it_bank != x))
+                                & (~f_valid | (f_bank != x)) & (~r_valid | (r_bank != x))
+                                & (~s_valid | (s_bank != x)))
 
             # Neuron sweep: issue (read I, u, s) -> sw1 (register) -> sw2 (update, write).
             for sb in range(sub):
                 sw_cur = Signal(signed(cb), name=f"sw_cur{k}_{sb}")
                 sw_state = Signal(state_layout, name=f"sw_state{k}_{sb}")
-                m.d.sync += [sw_cur.eq(Mux(sel, cur_rd[0][sb].data, cur_rd[1][sb].data)),
+                m.d.sync += [sw_cur.eq(Mux(sweep_bank, cur_rd[1][sb].data,
+                                           cur_rd[0][sb].data)),
                              sw_state.eq(st_rd[sb].data)]
                 # Neuron of lane k, sub-bank sb, row r: ((r * sub) + sb) * L + k.
                 index = (sw2_j * sub + sb) * lanes + k
@@ -417,7 +440,7 @@ class LinearEngine(wiring.Component):
                     m.d.comb += [st_wr[sb].addr.eq(j), st_wr[sb].data.eq(0), st_wr[sb].en.eq(1)]
 
         all_ready = Cat(*lane_ready).all()
-        all_idle = Cat(*lane_idle).all()
+        all_drained = Cat(*lane_drained).all()
         m.d.sync += self.sop_count.eq(self.sop_count + sum(lane_sops))
 
         # Sweep pipeline bookkeeping and the spike-word queue.
@@ -452,6 +475,15 @@ class LinearEngine(wiring.Component):
             scan_pend = Signal()
             scan_addr = Signal.like(self.i.p.addr)
 
+        def close_step(opens_sample):
+            # The step accumulated in bank `sel` is complete once its work drains; new events
+            # go to the other bank.
+            m.d.sync += [
+                pend.bit_select(sel, 1).eq(1),
+                pend_fresh.bit_select(sel, 1).eq(opens_sample),
+                fresh.eq(0), sel.eq(~sel),
+            ]
+
         with m.FSM(name="step"):
             with m.State("Clear"):
                 m.d.comb += clearing.eq(1)
@@ -464,9 +496,10 @@ class LinearEngine(wiring.Component):
                 if self._dense:
                     m.d.comb += [self.i.ready.eq(1), x_rd.addr.eq(self.i.p.addr)]
                 else:
-                    m.d.comb += [self.i.ready.eq(all_ready),
+                    m.d.comb += [self.i.ready.eq(all_ready & bank_free),
                                  push_data.addr.eq(self.i.p.addr),
-                                 push_data.value.eq(self.i.p.value)]
+                                 push_data.value.eq(self.i.p.value),
+                                 push_data.bank.eq(sel)]
                 with m.If(self.i.valid & self.i.ready):
                     if self._dense:
                         m.d.sync += [acc_valid.eq(self.i.p.value != 0),
@@ -476,16 +509,21 @@ class LinearEngine(wiring.Component):
                     with m.If(self.i.p.first):
                         m.d.sync += fresh.eq(1)
                     with m.If(self.i.p.last):
-                        m.next = "Scan Inputs" if self._dense else "Drain"
+                        if self._dense:
+                            m.next = "Scan Inputs"
+                        else:
+                            close_step(fresh | self.i.p.first)
 
             if self._dense:
                 with m.State("Scan Inputs"):
                     # Visit every input, zeros included: the dense baseline's work.
-                    issue = ~acc_valid & (scan_i < layer.n_in) & (~scan_pend | all_ready)
+                    can_push = all_ready & bank_free
+                    issue = ~acc_valid & (scan_i < layer.n_in) & (~scan_pend | can_push)
                     m.d.comb += [
                         x_rd.addr.eq(scan_i), x_rd.en.eq(issue | ~scan_pend),
-                        push.eq(scan_pend & all_ready),
+                        push.eq(scan_pend & can_push),
                         push_data.addr.eq(scan_addr), push_data.value.eq(x_rd.data),
+                        push_data.bank.eq(sel),
                     ]
                     with m.If(push):
                         # Clear the input once it is on its way (the read port is
@@ -497,16 +535,19 @@ class LinearEngine(wiring.Component):
                                      scan_i.eq(scan_i + 1)]
                     with m.If((scan_i == layer.n_in) & ~scan_pend):
                         m.d.sync += scan_i.eq(0)
-                        m.next = "Drain"
+                        close_step(fresh)
+                        m.next = "Accumulate"
 
-            with m.State("Drain"):
-                # Hand the step to the sweep once its accumulation is complete and the sweep
-                # of the previous step is done; then accumulate the next step in the other bank.
-                with m.If(all_idle & ~sweep_busy):
-                    m.d.comb += start_sweep.eq(1)
-                    m.d.sync += [sel.eq(~sel), fresh.eq(0), sweep_fresh.eq(fresh),
-                                 sweep_busy.eq(1), j.eq(0)]
-                    m.next = "Accumulate"
+        # Hand the oldest closed step to the sweep once its work has left every lane and the
+        # sweep of the step before it is done.
+        with m.If(pend.bit_select(next_sweep, 1) & all_drained & ~sweep_busy & ~clearing):
+            m.d.comb += start_sweep.eq(1)
+            m.d.sync += [
+                pend.bit_select(next_sweep, 1).eq(0),
+                sweep_busy.eq(1), sweep_bank.eq(next_sweep),
+                sweep_fresh.eq(pend_fresh.bit_select(next_sweep, 1)),
+                next_sweep.eq(~next_sweep), j.eq(0),
+            ]
 
         # The sweep: L neurons per cycle, as long as the spike-word queue has room.
         with m.If(sweep_busy & ~start_sweep):
