@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from models import golden
-from models.bundle import Leak, Neuron
-from models.synth import random_events, random_linear_bundle
+from models.bundle import Bundle, InputSpec, Layer, Leak, Neuron
+from models.synth import random_events, random_linear_bundle, random_weights
 from tests.cosim.conftest import assert_exact
 
 STALL = {"in_gap": 0.3, "out_stall": 0.4}
@@ -116,6 +116,56 @@ def test_lanes_and_formats(cosim, lanes, options):
     bundle = random_linear_bundle(n_in=40, n_out=22, sparsity=0.7, seed=13, steps=5)
     events = events_for(bundle, samples=2, density=0.3, seed=13)
     assert_exact(cosim(bundle, events, 2, lanes=lanes, options=options, seed=7, **STALL))
+
+
+def conv_bundle(seed, *, in_shape, channels, kernel, stride, padding, pool, classes, steps,
+                input_bits=1, input_signed=False, density=0.3):
+    """A random conv2d -> [spike_pool] -> flatten -> [linear] network.
+
+    Thresholds are set from the weights so that a fair share of neurons fire at ``density``.
+    """
+    rng = np.random.default_rng(seed)
+    spec = InputSpec(tuple(in_shape), input_bits, input_signed, "raw", steps)
+    max_x = spec.value_range[1] if not input_signed else -spec.value_range[0]
+    c, h, w = in_shape
+    ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    weight = random_weights(rng, (channels, c, kernel, kernel), sparsity=0.3, weight_bits=6)
+    typical = np.abs(weight).reshape(channels, -1).sum(axis=1).mean() * density * max_x
+    threshold = max(1, int(typical * 0.4))
+    neuron = Neuron("lif", "subtract", threshold, 12, Leak("shift", shift=2))
+    bias = rng.integers(-(threshold // 3), threshold // 3 + 1, size=channels)
+    layers = [Layer("conv1", "conv2d", (c, h, w), (channels, ho, wo), weight, bias, 6, neuron,
+                    kernel, stride, padding)]
+    shape = (channels, ho, wo)
+    if pool:
+        layers.append(Layer("pool1", "spike_pool", shape,
+                            (channels, ho // pool, wo // pool), kernel=pool))
+        shape = layers[-1].out_shape
+    n = int(np.prod(shape))
+    layers.append(Layer("flat", "flatten", shape, (n,)))
+    if classes:
+        fc = random_weights(rng, (classes, n), sparsity=0.5, weight_bits=6)
+        fc_threshold = max(1, int(np.abs(fc).sum(axis=1).mean() * 0.1))
+        layers.append(Layer("fc", "linear", (n,), (classes,), fc, None, 6,
+                            Neuron("lif", "subtract", fc_threshold, 12, Leak("shift", shift=3))))
+    return Bundle(spec, layers, provenance={"source": "random conv", "seed": seed}).validate()
+
+
+@pytest.mark.parametrize("case", ["conv-pool-linear", "conv-stride-signed"])
+def test_conv_network(cosim, case):
+    if case == "conv-pool-linear":
+        bundle = conv_bundle(43, in_shape=(1, 8, 8), channels=4, kernel=3, stride=1, padding=1,
+                             pool=2, classes=10, steps=5)
+        lanes = 2
+    else:
+        bundle = conv_bundle(47, in_shape=(2, 7, 7), channels=3, kernel=3, stride=2, padding=0,
+                             pool=0, classes=0, steps=5, input_bits=3, input_signed=True)
+        lanes = 1
+    events = events_for(bundle, samples=2, density=0.3, seed=43)
+    trace = golden_trace(bundle, events, 2)
+    assert all(s.any() for s in trace.spikes)            # every layer produces spikes
+    assert_exact(cosim(bundle, events, 2, lanes=lanes, seed=13, shuffle=True, zero_events=0.2,
+                       **STALL))
 
 
 @pytest.mark.parametrize("in_gap, out_stall", [(0.0, 0.0), (0.7, 0.8)])
