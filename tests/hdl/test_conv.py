@@ -245,13 +245,14 @@ def test_work_counters(dense):
     layer = conv_layer(9, cin=2, cout=4, size=(6, 6), kernel=3, stride=1, padding=1,
                        neuron=LIF)
     inputs = random_steps(9, layer, samples=1, steps=4, value_shape=unsigned(1))
-    dut, per_step, totals = Conv2dEngine(layer, lanes=2, dense=dense), [], []
+    dut, per_step, totals, compress = Conv2dEngine(layer, lanes=2, dense=dense), [], [], []
 
     async def monitor(ctx):
         while True:
             await ctx.tick()
             if ctx.get(dut.stats.accumulated):
                 per_step.append((ctx.get(dut.stats.step_spikes), ctx.get(dut.stats.step_sops)))
+                compress.append(ctx.get(dut.stats.step_compress_cycles))
                 totals.append((ctx.get(dut.stats.spikes), ctx.get(dut.stats.sops)))
 
     results = []
@@ -279,6 +280,10 @@ def test_work_counters(dense):
     assert per_step == expect
     assert results == ref_conv(layer, inputs, value_shape=unsigned(1), steps=4)
     assert totals[-1] == (sum(e[0] for e in expect), sum(e[1] for e in expect))
+    # The compressor: one cycle per active input, one per 16-position word, a fill of three.
+    words = -(-layer.n_in // 16)
+    assert all(c <= spikes + words + 3 for c, (spikes, _) in zip(compress, expect))
+    assert all(c >= spikes for c, (spikes, _) in zip(compress, expect))
 
 
 @pytest.mark.parametrize("kernel, stride, padding, size", [
