@@ -41,7 +41,8 @@ class Accelerator(wiring.Component):
     ----------
     bundle : :class:`models.bundle.Bundle`
     lanes : :class:`int` or :class:`list` of :class:`int`
-        Accumulate lanes, for every neuron layer or one per neuron layer.
+        Accumulate lanes, for every neuron layer or one per neuron layer. A single number is
+        capped at a convolution's output channels (its lanes run across channels).
     fmt : :class:`str` or ``None``
         Weight format of linear layers (``None``: fewest stored bits per layer).
     dense : :class:`bool`
@@ -83,7 +84,11 @@ class Accelerator(wiring.Component):
                                       updates=None if updates is None else updates * n_lanes)
             elif layer.kind == "conv2d":
                 from .conv import Conv2dEngine
-                engine = Conv2dEngine(layer, value_shape=value_shape, lanes=next(it),
+                n_lanes = next(it)
+                if not isinstance(lanes, (list, tuple)):
+                    # Convolution lanes run across output channels: at most one per channel.
+                    n_lanes = min(n_lanes, layer.out_shape[0])
+                engine = Conv2dEngine(layer, value_shape=value_shape, lanes=n_lanes,
                                       dense=dense)
             elif layer.kind == "spike_pool":
                 from .pool import SpikePool

@@ -5,7 +5,7 @@ import numpy as np
 
 from .bundle import Bundle, InputSpec, Layer, Leak, Neuron
 
-__all__ = ["random_weights", "random_linear_bundle", "random_events"]
+__all__ = ["random_weights", "random_linear_bundle", "random_csnn_bundle", "random_events"]
 
 
 def random_weights(rng, shape, *, sparsity, weight_bits):
@@ -65,3 +65,39 @@ def random_events(rng, *, samples, steps, n_in, density, bits=1, signed=False,
                 a = int(active[0])
                 rows.append((s, t, a, 0))
     return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def random_csnn_bundle(*, in_shape=(1, 8, 8), channels=(4, 6), kernel=3, stride=1, padding=1,
+                       pool=2, n_out=10, sparsity=0.5, seed=0, weight_bits=6,
+                       potential_bits=12, input_bits=1, input_signed=False, steps=4,
+                       neuron=None):
+    """A random pruned conv -> pool -> ... -> flatten -> linear network."""
+    rng = np.random.default_rng(seed)
+    layers, shape = [], tuple(in_shape)
+    max_x = 2 ** (input_bits - 1) if input_signed else 2 ** input_bits - 1
+    for index, ch in enumerate(channels):
+        c, h, w = shape
+        ho = (h + 2 * padding - kernel) // stride + 1
+        wo = (w + 2 * padding - kernel) // stride + 1
+        wt = random_weights(rng, (ch, c, kernel, kernel), sparsity=sparsity,
+                            weight_bits=weight_bits)
+        nrn = neuron or Neuron("lif", "subtract", max(1, int(
+            np.abs(wt).reshape(ch, -1).sum(axis=1).mean() * 0.1 * max(1, max_x))),
+            potential_bits, Leak("shift", shift=2))
+        bias = rng.integers(-nrn.threshold // 4, nrn.threshold // 4 + 1, size=ch)
+        layers.append(Layer(f"conv{index + 1}", "conv2d", shape, (ch, ho, wo), wt, bias,
+                            weight_bits, nrn, kernel, stride, padding))
+        shape = (ch, ho, wo)
+        max_x = 1
+        if pool and ho // pool >= 1 and wo // pool >= 1:
+            out = (ch, ho // pool, wo // pool)
+            layers.append(Layer(f"pool{index + 1}", "spike_pool", shape, out, kernel=pool))
+            shape = out
+    flat = int(np.prod(shape))
+    layers.append(Layer("flat", "flatten", shape, (flat,)))
+    wt = random_weights(rng, (n_out, flat), sparsity=sparsity, weight_bits=weight_bits)
+    nrn = neuron or Neuron("lif", "subtract", max(1, int(np.abs(wt).sum(axis=1).mean() * 0.05)),
+                           potential_bits, Leak("shift", shift=2))
+    layers.append(Layer("fc", "linear", (flat,), (n_out,), wt, None, weight_bits, nrn))
+    return Bundle(InputSpec(tuple(in_shape), input_bits, input_signed, "raw", steps), layers,
+                  provenance={"source": "random", "seed": seed, "sparsity": sparsity})

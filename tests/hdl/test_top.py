@@ -8,7 +8,7 @@ import pytest
 from hdl.top import Accelerator
 from models import golden
 from models.bundle import Leak, Neuron
-from models.synth import random_events, random_linear_bundle
+from models.synth import random_csnn_bundle, random_events, random_linear_bundle
 from tests.sim import run_sim, stream_get, stream_put
 
 
@@ -134,3 +134,19 @@ def test_status_port_counts():
     assert sample_cycles == seen[2] - first_in        # clock edges between the transfers
     assert sops == sum(cycles.step_work(b.layers[0].weight, ev[ev[:, 1] == t][:, 2])
                        for t in range(3))
+
+
+@pytest.mark.parametrize("lanes, kernel, stride, padding, pool", [
+    (1, 3, 1, 1, 2), (2, 3, 2, 0, 0), (4, 5, 1, 2, 2)])
+def test_conv_pool_flatten_linear(lanes, kernel, stride, padding, pool):
+    import tempfile
+
+    from models.bundle import load, save
+    b = random_csnn_bundle(in_shape=(2, 9, 9), channels=(4, 3), kernel=kernel, stride=stride,
+                           padding=padding, pool=pool, seed=lanes, steps=3, sparsity=0.5)
+    with tempfile.TemporaryDirectory() as tmp:          # the bundle survives the contract check
+        save(b, tmp)
+        b = load(tmp)
+    ev = random_events(np.random.default_rng(lanes), samples=2, steps=3, n_in=b.input.size,
+                       density=0.3)
+    assert check(b, ev, 2, lanes=lanes) > 0
