@@ -49,7 +49,8 @@ def _add_net_options(p):
     from .bundle import RESETS
     g = p.add_argument_group("network")
     g.add_argument("--arch", choices=ARCHS, default="mlp",
-                   help="mlp: 64-HIDDEN-10; csnn: conv-pool-conv-pool-linear (default: %(default)s)")
+                   help="mlp: 64-HIDDEN-10; csnn: conv-pool-conv-pool-linear "
+                        "(default: %(default)s)")
     g.add_argument("--neuron", choices=NEURONS, default="lif",
                    help="snn.Leaky (lif) or snn.Lapicque (default: %(default)s)")
     g.add_argument("--beta", type=float, default=0.9, metavar="BETA",
@@ -147,10 +148,10 @@ def _train(args):
 
 def _export(args):
     from .export import export_checkpoint
-    bundle, metrics = export_checkpoint(args.checkpoint, args.output,
-                                        weight_bits=args.weight_bits,
-                                        potential_bits=args.potential_bits,
-                                        samples=args.samples, progress=_progress)
+    _, metrics = export_checkpoint(args.checkpoint, args.output,
+                                   weight_bits=args.weight_bits,
+                                   potential_bits=args.potential_bits,
+                                   samples=args.samples, progress=_progress)
     print(f"float accuracy {100 * metrics['float_accuracy']:.2f}%, golden accuracy "
           f"{100 * metrics['golden_accuracy']:.2f}% (drop {metrics['accuracy_drop_points']:.2f} "
           f"points), agreement {100 * metrics['agreement']:.2f}% on {metrics['samples']} samples")

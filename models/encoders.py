@@ -28,7 +28,7 @@ from snntorch import spikegen
 
 from .bundle import InputSpec
 
-__all__ = ["ENCODINGS", "SACCADE", "input_spec", "encode", "to_events", "check_options"]
+__all__ = ["ENCODINGS", "SACCADE", "check_options", "encode", "input_spec", "to_events"]
 
 ENCODINGS = ("rate", "delta", "direct", "latency")
 
@@ -42,12 +42,11 @@ def check_options(encoding, *, steps, bits=None, threshold=None):
         raise ValueError(f"Encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
         raise ValueError(f"Steps must be an integer in [1, 1000], not {steps!r}")
-    if encoding == "direct" and bits is not None:
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-            raise ValueError(f"Direct input bits must be an integer in [1, 8], not {bits!r}")
-    if encoding == "delta" and threshold is not None:
-        if not 0 < threshold <= 1:
-            raise ValueError(f"Delta threshold must be in (0, 1], not {threshold!r}")
+    if encoding == "direct" and bits is not None and (
+            isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8):
+        raise ValueError(f"Direct input bits must be an integer in [1, 8], not {bits!r}")
+    if encoding == "delta" and threshold is not None and not 0 < threshold <= 1:
+        raise ValueError(f"Delta threshold must be in (0, 1], not {threshold!r}")
 
 
 def input_spec(encoding, shape, *, steps, bits=4):

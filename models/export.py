@@ -20,7 +20,7 @@ import numpy as np
 from . import bundle as bundle_io
 from . import golden
 
-__all__ = ["golden_report", "export_checkpoint", "write_metrics"]
+__all__ = ["build_bundle", "export_checkpoint", "golden_report", "write_metrics"]
 
 
 def golden_report(bundle, vectors=None):
@@ -68,21 +68,22 @@ def _round(obj, digits=6):
     return obj
 
 
-def export_checkpoint(checkpoint, out, *, weight_bits=8, potential_bits=None, samples=None,
-                      name=None, progress=None):
-    """Quantize ``checkpoint`` into the bundle folder ``out``; return ``(bundle, metrics)``.
+def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
+                 train_metrics=None, name="bundle"):
+    """Quantize a trained ``net`` and make its vectors; return ``(bundle, metrics)``.
 
-    ``samples`` limits the vectors to the first ``samples`` test samples (default: all 360).
-    ``potential_bits`` defaults to the checkpoint's.
+    The digits test split is encoded with ``tcfg``'s encoder and ``test_seed``; the float
+    network and the golden model both run on those events. ``samples`` keeps the first
+    ``samples`` test samples (default: all 360); ``potential_bits`` defaults to ``tcfg``'s.
     """
     import snntorch
     import torch
 
     from .encoders import input_spec, to_events
     from .quantize import check_options, quantize
-    from .train import encode_split, evaluate, load_checkpoint, load_digits_split
+    from .train import encode_split, evaluate, load_digits_split
 
-    net, tcfg, train_metrics = load_checkpoint(checkpoint)
+    train_metrics = train_metrics or {}
     potential_bits = tcfg.potential_bits if potential_bits is None else potential_bits
     check_options(weight_bits=weight_bits, potential_bits=potential_bits, leak=tcfg.leak,
                   frac_bits=tcfg.frac_bits)
@@ -92,7 +93,6 @@ def export_checkpoint(checkpoint, out, *, weight_bits=8, potential_bits=None, sa
     if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= len(
             y_test):
         raise ValueError(f"Samples must be an integer in [1, {len(y_test)}], not {samples!r}")
-    torch.set_num_threads(tcfg.threads)
     spec = input_spec(tcfg.encoding, net.input_shape, steps=tcfg.steps, bits=tcfg.direct_bits)
     x_enc = encode_split(x_test, tcfg, tcfg.test_seed)[:, :samples]
     labels = y_test[:samples]
@@ -110,7 +110,7 @@ def export_checkpoint(checkpoint, out, *, weight_bits=8, potential_bits=None, sa
     agreement = float((report["predictions"] == floatm["predictions"]).mean())
     sparsity = {layer.name: float((layer.weight == 0).mean()) for layer in bundle.neuron_layers}
     metrics = {
-        "name": name or Path(out).name,
+        "name": name,
         "dataset": "sklearn load_digits, test split of train_test_split(test_size=0.2, "
                    "random_state=0, stratify=labels)",
         "arch": net.cfg.arch, "neuron": net.cfg.neuron, "reset": net.cfg.reset,
@@ -133,7 +133,7 @@ def export_checkpoint(checkpoint, out, *, weight_bits=8, potential_bits=None, sa
                                        "golden": report["spikes_total_per_inference"]},
         "input_events_per_inference": report["input_events_per_inference"],
         "train_seconds": train_metrics.get("train_seconds"),
-        "train": {k: v for k, v in tcfg.__dict__.items()},
+        "train": dict(tcfg.__dict__),
         "versions": {"torch": torch.__version__, "snntorch": snntorch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
     }
@@ -144,10 +144,29 @@ def export_checkpoint(checkpoint, out, *, weight_bits=8, potential_bits=None, sa
         "note": f"{tcfg.encoding} input, {tcfg.steps} steps, {weight_bits}-bit weights, "
                 f"sparsity {min(sparsity.values()):.3f}",
     }
+    return bundle, metrics
+
+
+def export_checkpoint(checkpoint, out, *, weight_bits=8, potential_bits=None, samples=None,
+                      name=None, progress=None):
+    """Quantize ``checkpoint`` into the bundle folder ``out``; return ``(bundle, metrics)``.
+
+    Writes ``bundle.json``, ``weights.npz``, ``vectors.npz`` and ``metrics.json``.
+    """
+    import torch
+
+    from .train import load_checkpoint
+
+    net, tcfg, train_metrics = load_checkpoint(checkpoint)
+    torch.set_num_threads(tcfg.threads)
+    bundle, metrics = build_bundle(net, tcfg, weight_bits=weight_bits,
+                                   potential_bits=potential_bits, samples=samples,
+                                   train_metrics=train_metrics, name=name or Path(out).name)
     out = bundle_io.save(bundle, out)
     write_metrics(out / "metrics.json", _round(metrics))
     if progress:
-        progress(f"float {100 * floatm['accuracy']:.2f}%, golden {100 * report['accuracy']:.2f}%"
-                 f", agreement {100 * agreement:.2f}%, golden spikes/inference "
-                 f"{report['spikes_total_per_inference']:.1f}")
+        progress(f"float {100 * metrics['float_accuracy']:.2f}%, golden "
+                 f"{100 * metrics['golden_accuracy']:.2f}%, agreement "
+                 f"{100 * metrics['agreement']:.2f}%, golden spikes/inference "
+                 f"{metrics['spikes_total_per_inference']['golden']:.1f}")
     return bundle, metrics

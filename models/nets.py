@@ -21,10 +21,10 @@ import torch
 from snntorch import surrogate
 from torch import nn
 
-__all__ = ["NetConfig", "SpikingNet", "ARCHS", "NEURONS", "RESETS", "SURROGATES", "check_config"]
-
 from .bundle import MODELS as NEURONS
 from .bundle import RESETS
+
+__all__ = ["ARCHS", "NEURONS", "RESETS", "SURROGATES", "NetConfig", "SpikingNet", "check_config"]
 
 ARCHS = ("mlp", "csnn")
 SURROGATES = ("fast_sigmoid", "atan")
@@ -148,8 +148,8 @@ class SpikingNet(nn.Module):
         else:
             for index, channels in enumerate(cfg.channels):
                 c, h, w = shape
-                size = lambda n: n + 2 * cfg.padding - cfg.kernel + 1  # noqa: E731
-                out = (channels, size(h), size(w))
+                grow = 2 * cfg.padding - cfg.kernel + 1             # stride 1
+                out = (channels, h + grow, w + grow)
                 name = f"conv{index + 1}"
                 self.stages.append(Stage(name, "conv2d", shape, out))
                 self.synapses[name] = nn.Conv2d(c, channels, cfg.kernel, padding=cfg.padding,

@@ -25,8 +25,17 @@ from torch.nn.utils import prune
 from .bundle import LEAKS, Bundle, InputSpec, Layer, Leak, Neuron
 from .nets import SpikingNet
 
-__all__ = ["gain_and_decay", "leak_for", "snap_leak", "prune_step", "finish_pruning",
-           "weight_sparsity", "quantize", "check_options", "LEAK_MODES"]
+__all__ = [
+    "LEAK_MODES",
+    "check_options",
+    "finish_pruning",
+    "gain_and_decay",
+    "leak_for",
+    "prune_step",
+    "quantize",
+    "snap_leak",
+    "weight_sparsity",
+]
 
 LEAK_MODES = LEAKS
 

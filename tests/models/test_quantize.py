@@ -1,0 +1,175 @@
+"""Networks, leak snapping, pruning and quantization into bundles."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.bundle import Leak
+from models.encoders import input_spec
+from models.nets import NetConfig, SpikingNet, check_config
+from models.quantize import (
+    finish_pruning,
+    gain_and_decay,
+    leak_for,
+    prune_step,
+    quantize,
+    snap_leak,
+    weight_sparsity,
+)
+
+
+def test_stages_follow_the_bundle_layout():
+    mlp = SpikingNet(NetConfig(arch="mlp"))
+    assert [(s.name, s.kind, s.in_shape, s.out_shape) for s in mlp.stages] == [
+        ("fc1", "linear", (64,), (128,)), ("fc2", "linear", (128,), (10,))]
+    csnn = SpikingNet(NetConfig(arch="csnn"))
+    assert [(s.name, s.kind, s.out_shape) for s in csnn.stages] == [
+        ("conv1", "conv2d", (8, 8, 8)), ("pool1", "spike_pool", (8, 4, 4)),
+        ("conv2", "conv2d", (16, 4, 4)), ("pool2", "spike_pool", (16, 2, 2)),
+        ("flat", "flatten", (64,)), ("fc1", "linear", (10,))]
+    bundle = quantize(csnn, input_spec("rate", csnn.input_shape, steps=5))
+    assert [(layer.name, layer.kind, layer.out_shape) for layer in bundle.layers] == [
+        (s.name, s.kind, s.out_shape) for s in csnn.stages]
+    out = csnn(torch.zeros(5, 3, 1, 8, 8))
+    assert tuple(out.shape) == (5, 3, 10)
+
+
+def test_snntorch_modules_carry_the_options():
+    import snntorch as snn
+    net = SpikingNet(NetConfig(neuron="lapicque", beta=0.8, threshold=2.0, reset="zero",
+                               surrogate="atan"))
+    neuron = net.neurons["fc1"]
+    assert isinstance(neuron, snn.Lapicque)
+    assert neuron.reset_mechanism == "zero" and float(neuron.threshold) == 2.0
+    assert isinstance(SpikingNet(NetConfig()).neurons["fc2"], snn.Leaky)
+
+
+def test_lapicque_gain_and_decay():
+    net = SpikingNet(NetConfig(neuron="lapicque", beta=0.8))
+    gain, decay = gain_and_decay(net.neurons["fc1"])
+    # snnTorch: R = 1, C = 1 / ln(1 / beta): gain T/C = ln(1/0.8), decay 1 - ln(1/0.8)
+    assert math.isclose(gain, math.log(1 / 0.8), rel_tol=1e-6)
+    assert math.isclose(decay, 1 - math.log(1 / 0.8), rel_tol=1e-6)
+
+
+def test_snap_leak():
+    net = SpikingNet(NetConfig(beta=0.9))
+    leaks = snap_leak(net, "mul", 8)
+    assert leaks["fc1"] == Leak("mul", beta=230, frac_bits=8)       # round(0.9 * 256)
+    assert float(net.neurons["fc1"].beta) == 230 / 256
+    lap = SpikingNet(NetConfig(neuron="lapicque", beta=0.9))
+    leaks = snap_leak(lap, "shift")
+    # decay 1 - ln(1/0.9) = 0.8946 -> nearest 1 - 2^-shift: shift 3 (0.875)
+    assert leaks["fc2"] == Leak("shift", shift=3)
+    gain, decay = gain_and_decay(lap.neurons["fc2"])
+    assert math.isclose(decay, 0.875) and math.isclose(gain, 0.125)   # R (1 - decay), R = 1
+
+
+@pytest.mark.parametrize("decay, mode, expect", [
+    (0.95, "mul", Leak("mul", beta=243, frac_bits=8)),
+    (1.0, "mul", Leak("mul", beta=256, frac_bits=8)),
+    (0.5, "shift", Leak("shift", shift=1)),
+    (0.97, "shift", Leak("shift", shift=5)),                          # 1 - 1/32 = 0.969
+])
+def test_leak_for(decay, mode, expect):
+    assert leak_for(decay, mode, 8) == expect
+
+
+def test_leak_for_refuses_decay_one_as_shift():
+    with pytest.raises(ValueError, match=r"^Decay 1\.0 has no shift leak"):
+        leak_for(1.0, "shift")
+
+
+def test_quantize_by_hand():
+    net = SpikingNet(NetConfig(hidden=(2,), classes=2, threshold=1.0))
+    with torch.no_grad():
+        w1 = torch.zeros(2, 64)
+        w1[0, :3] = torch.tensor([0.5, -0.2, 0.1])
+        w1[1, 5] = -0.3
+        net.synapses["fc1"].weight.copy_(w1)
+        net.synapses["fc1"].bias.copy_(torch.tensor([0.03, -0.05]))
+        net.synapses["fc2"].weight.copy_(torch.tensor([[2.0, -1.0], [0.7, 0.0]]))
+        net.synapses["fc2"].bias.zero_()
+    snap_leak(net)
+    bundle = quantize(net, input_spec("rate", (64,), steps=4), weight_bits=8)
+    fc1, fc2 = bundle.layers
+    # fc1: max|w| 0.5 -> threshold floor(127 / 0.5) = 254, scale 254
+    assert fc1.neuron.threshold == 254
+    assert fc1.weight[0, :3].tolist() == [127, -51, 25]              # 127, -50.8, 25.4
+    assert fc1.weight[1, 5] == -76 and fc1.bias.tolist() == [8, -13]  # -76.2; 7.62, -12.7
+    # fc2: max|w| 2 -> threshold floor(127 / 2) = 63
+    assert fc2.neuron.threshold == 63
+    assert fc2.weight.tolist() == [[126, -63], [44, 0]]               # scale 63: 0.7*63 = 44.1
+    assert fc1.neuron.leak == Leak("mul", beta=230, frac_bits=8)
+
+
+def test_quantize_folds_the_lapicque_gain():
+    net = SpikingNet(NetConfig(hidden=(2,), classes=2, neuron="lapicque", beta=0.6))
+    for neuron in net.neurons.values():
+        neuron.R, neuron.C = torch.tensor(1.0), torch.tensor(4.0)       # gain 1/4, decay 3/4
+    with torch.no_grad():
+        for synapse in net.synapses.values():
+            synapse.weight.zero_()
+            synapse.bias.zero_()
+        net.synapses["fc1"].weight[0, 0] = 8.0
+        net.synapses["fc1"].weight[1, 1] = -2.0
+        net.synapses["fc2"].weight.fill_(1.0)
+    bundle = quantize(net, input_spec("rate", (64,), steps=4), weight_bits=8, leak="mul",
+                      frac_bits=2)
+    fc1 = bundle.layers[0]
+    # effective weights 2.0 and -0.5 -> threshold floor(127 / 2) = 63, scale 63
+    assert fc1.neuron.threshold == 63 and fc1.neuron.model == "lapicque"
+    assert fc1.weight[0, 0] == 126 and fc1.weight[1, 1] == -32           # -31.5 -> -32 (even)
+    assert fc1.neuron.leak == Leak("mul", beta=3, frac_bits=2)
+
+
+def test_pruning_hits_the_target_exactly():
+    torch.manual_seed(0)
+    net = SpikingNet(NetConfig(arch="csnn"))
+    prune_step(net, 0.3)
+    prune_step(net, 0.75)
+    for name, module in net.synapses.items():
+        assert int((module.weight == 0).sum()) == round(0.75 * module.weight.numel()), name
+    kept = net.synapses["fc1"].weight_orig.detach().abs()[net.synapses["fc1"].weight_mask.bool()]
+    dropped = net.synapses["fc1"].weight_orig.detach().abs()[~net.synapses["fc1"].weight_mask.bool()]
+    assert float(kept.min()) >= float(dropped.max())                  # by magnitude
+    finish_pruning(net)
+    assert not hasattr(net.synapses["fc1"], "weight_mask")
+    assert all(abs(s - 0.75) < 1e-3 for s in weight_sparsity(net).values())
+    bundle = quantize(net, input_spec("rate", net.input_shape, steps=3))
+    for layer in bundle.neuron_layers:
+        assert (layer.weight == 0).mean() >= 0.75 - 1e-3
+        assert np.abs(layer.weight).max() == 127
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"arch": "rnn"}, "Architecture must be one of mlp, csnn, not 'rnn'"),
+    ({"neuron": "izh"}, "Neuron must be one of lif, lapicque, not 'izh'"),
+    ({"reset": "soft"}, "Reset must be one of subtract, zero, none, not 'soft'"),
+    ({"surrogate": "relu"}, "Surrogate must be one of fast_sigmoid, atan, not 'relu'"),
+    ({"beta": 1.5}, "Beta must be in [0, 1] for lif, not 1.5"),
+    ({"neuron": "lapicque", "beta": 0.2}, "Beta must be in [0.3679, 1) for lapicque, not 0.2"),
+    ({"neuron": "lapicque", "beta": 1.0}, "Beta must be in [0.3679, 1) for lapicque, not 1.0"),
+    ({"threshold": 0.0}, "Threshold must be a positive number, not 0.0"),
+    ({"hidden": (128, 0)}, "Hidden widths must be a list of positive integers, not (128, 0)"),
+    ({"arch": "csnn", "channels": (8, 16, 32, 64)},
+     "Channels [8, 16, 32, 64] with kernel 3 and pool 2 shrink input [1, 8, 8] to nothing"),
+])
+def test_bad_config(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        check_config(NetConfig(**kwargs))
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"weight_bits": 1}, "Weight bits must be an integer in [2, 16], not 1"),
+    ({"potential_bits": 33}, "Potential bits must be an integer in [4, 32], not 33"),
+    ({"leak": "exp"}, "Leak must be one of mul, shift, not 'exp'"),
+    ({"frac_bits": 17}, "Frac bits must be an integer in [0, 16], not 17"),
+])
+def test_bad_quantize_options(kwargs, message):
+    net = SpikingNet(NetConfig())
+    with pytest.raises(ValueError) as info:
+        quantize(net, input_spec("rate", (64,), steps=2), **kwargs)
+    assert str(info.value) == message
