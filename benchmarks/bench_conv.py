@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from amaranth import unsigned
 from amaranth.sim import Simulator
 
 from hdl import cycles
@@ -250,7 +249,7 @@ def main(argv=None):
                 (random_conv(2, cin=8, cout=16, size=(4, 4), name="conv2"), 8, None)]
         source = "random weights in the digits CSNN's shapes, 75 % sparse"
     big = [] if args.quick else [
-        (random_conv(3, cin=8, cout=16, size=(16, 16), name="big3x3"), 8, None),
+        (random_conv(3, cin=8, cout=16, size=(12, 12), name="big3x3"), 8, None),
         (random_conv(4, cin=4, cout=8, size=(15, 15), kernel=5, stride=2, padding=2,
                      name="big5x5s2"), 4, None)]
 

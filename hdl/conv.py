@@ -12,7 +12,6 @@ engine does per input address: both are integer Python, beside the component the
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +28,16 @@ from .event import EventLayout
 from .linear import value_max
 from .neuron import check_neuron, neuron_update
 
-__all__ = ["CHUNK", "const_divmod", "taps", "ConvPlan", "plan_conv", "conv_work",
-           "ConvStats", "Conv2dEngine"]
+__all__ = [
+    "CHUNK",
+    "Conv2dEngine",
+    "ConvPlan",
+    "ConvStats",
+    "const_divmod",
+    "conv_work",
+    "plan_conv",
+    "taps",
+]
 
 #: Spike bits scanned per cycle by the compressors (16 keeps the iCE40 find-first-set in one
 #: cycle at the board clock, TOOLCHAIN.md).
@@ -190,7 +197,7 @@ def conv_work(layer, *, dense=False):
     active SOPs ``A`` is the sum over its non-zero inputs (over all inputs when dense).
     """
     weight = np.asarray(layer.weight)
-    cin, h, w = layer.in_shape
+    _, h, w = layer.in_shape
     _, ho, wo = layer.out_shape
     k, s, p = layer.kernel, layer.stride, layer.padding
     per_tap = (np.full(weight.shape[1:], weight.shape[0]) if dense
@@ -739,7 +746,7 @@ class Conv2dEngine(wiring.Component):
         for j in range(lanes):
             chans = plan.channels[j]
 
-            def sig(name, shape=1):
+            def sig(name, shape=1, j=j):
                 return Signal(shape, name=f"l{j}_{name}")
 
             # Record stage (g1): one read per spike gives the pointers of all its kernel rows.

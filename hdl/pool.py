@@ -18,7 +18,7 @@ __all__ = ["SpikePool", "pool_ref"]
 
 def pool_ref(layer, addrs):
     """Reference: the sorted output addresses that the input spike addresses ``addrs`` set."""
-    c_in, h, w = layer.in_shape
+    _, h, w = layer.in_shape
     _, ho, wo = layer.out_shape
     k = layer.kernel
     out = set()

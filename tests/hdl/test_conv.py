@@ -7,7 +7,7 @@ import pytest
 from amaranth import *
 from amaranth.sim import Simulator
 
-from hdl.conv import Conv2dEngine, conv_work, const_divmod, plan_conv
+from hdl.conv import Conv2dEngine, const_divmod, conv_work, plan_conv
 from models import golden
 from models.bundle import Bundle, InputSpec, Layer, Leak, Neuron
 from models.synth import random_weights
@@ -316,7 +316,7 @@ def test_plan_stores_each_weight_once(lanes, stride, dense):
     each output channel in one lane, lanes within one channel of each other."""
     layer = conv_layer(2, cin=3, cout=7, size=(6, 6), kernel=5, stride=stride, sparsity=0.6)
     plan = plan_conv(layer, lanes=lanes, dense=dense)
-    k, s = layer.kernel, layer.stride
+    s = layer.stride
     rebuilt = np.zeros_like(layer.weight)
     seen = np.zeros(layer.weight.shape, dtype=int)
     assert sorted(o for ch in plan.channels for o in ch) == list(range(7))
