@@ -656,13 +656,24 @@ class Conv2dEngine(wiring.Component):
         s1_bit, s2_bit, s3_bit = (Signal(range(CHUNK), name=f"s{n}_bit") for n in (1, 2, 3))
         s1_word, s2_word, s3_word = (Signal.like(sw_word, name=f"s{n}_word") for n in (1, 2, 3))
         s1_end, s2_end, s3_end = Signal(), Signal(), Signal()
+        # What a sweep's last neuron carries to the end of the pipeline: the next sweep may
+        # start while this one drains.
+        s1_bank, s1_zero = Signal(), Signal()
+        s1_half, s2_half, s3_half = Signal(), Signal(), Signal()
+        s1_first, s2_first, s3_first = Signal(), Signal(), Signal()
+        s1_last, s2_last, s3_last = Signal(), Signal(), Signal()
+        sw_final = sw_issue & (sw_i == depth_cur - 1)
         m.d.sync += [
             s1_valid.eq(sw_issue), s1_i.eq(sw_i), s1_lc.eq(sw_lc), s1_bit.eq(sw_bit),
             s1_word.eq(sw_word), s1_end.eq((sw_bit == CHUNK - 1) | (sw_pos == howo - 1)),
+            s1_bank.eq(sb), s1_zero.eq(sw_zero), s1_half.eq(hb), s1_first.eq(sw_first),
+            s1_last.eq(sw_final),
             s2_valid.eq(s1_valid), s2_i.eq(s1_i), s2_lc.eq(s1_lc), s2_bit.eq(s1_bit),
-            s2_word.eq(s1_word), s2_end.eq(s1_end),
+            s2_word.eq(s1_word), s2_end.eq(s1_end), s2_half.eq(s1_half),
+            s2_first.eq(s1_first), s2_last.eq(s1_last),
             s3_valid.eq(s2_valid), s3_i.eq(s2_i), s3_bit.eq(s2_bit), s3_word.eq(s2_word),
-            s3_end.eq(s2_end),
+            s3_end.eq(s2_end), s3_half.eq(s2_half), s3_first.eq(s2_first),
+            s3_last.eq(s2_last),
         ]
         with m.If(sw_issue):
             m.d.sync += sw_i.eq(sw_i + 1)
@@ -678,15 +689,20 @@ class Conv2dEngine(wiring.Component):
         with m.If(start_sweep):
             first = Mux(sb, cur_first[1], cur_first[0])
             m.d.sync += [sw_active.eq(1), sw_zero.eq(first | fresh), sw_first.eq(first),
-                         sw_i.eq(0), sw_lc.eq(0), sw_pos.eq(0), sw_bit.eq(0), sw_word.eq(0)]
-        sweep_done = sw_active & (sw_i == depth_cur) & ~s1_valid & ~s2_valid & ~s3_valid
-        with m.If(sweep_done):
-            m.d.sync += [sw_active.eq(0), sb.eq(~sb), hb.eq(~hb), fresh.eq(0)]
+                         fresh.eq(0), sw_i.eq(0), sw_lc.eq(0), sw_pos.eq(0), sw_bit.eq(0),
+                         sw_word.eq(0)]
+        # The bank is read and cleared once its last neuron is issued; the spike words are
+        # complete once that neuron leaves the pipeline.
+        with m.If(sw_final):
+            m.d.sync += [sw_active.eq(0), sb.eq(~sb), hb.eq(~hb)]
             for b in range(2):
                 with m.If(sb == b):
                     m.d.sync += cur_full[b].eq(0)
-                with m.If(hb == b):
-                    m.d.sync += [bm_full[b].eq(1), bm_first[b].eq(sw_first)]
+        sweep_done = s3_valid & s3_last
+        with m.If(sweep_done):
+            for b in range(2):
+                with m.If(s3_half == b):
+                    m.d.sync += [bm_full[b].eq(1), bm_first[b].eq(s3_first)]
 
         # Output fetcher: spike words in ascending (k, word) from the owning lane's bitmap.
         n_words = kout * words_out
@@ -913,11 +929,11 @@ class Conv2dEngine(wiring.Component):
             live_tab = Array(Const(lc < len(chans), 1) for lc in range(local))
             s2_cur, s2_u = sig("s2_cur", signed(cb)), sig("s2_u", signed(neuron.potential_bits))
             s2_s = sig("s2_s")
-            sw_read = Mux(sb, cur_rd[1].data, cur_rd[0].data)
+            sw_read = Mux(s1_bank, cur_rd[1].data, cur_rd[0].data)
             m.d.sync += [
                 s2_cur.eq(sw_read + bias_tab[s1_lc]),
-                s2_u.eq(Mux(sw_zero, 0, st_rd.data.u)),
-                s2_s.eq(Mux(sw_zero, 0, st_rd.data.s)),
+                s2_u.eq(Mux(s1_zero, 0, st_rd.data.u)),
+                s2_s.eq(Mux(s1_zero, 0, st_rd.data.s)),
             ]
             u_next, s_next = neuron_update(neuron, s2_u, s2_s, s2_cur)
             s3_u, s3_s = sig("s3_u", signed(neuron.potential_bits)), sig("s3_s")
@@ -934,7 +950,8 @@ class Conv2dEngine(wiring.Component):
             word_now = Mux(s3_bit == 0, 0, acc_word) | (s3_s << s3_bit)
             with m.If(s3_valid):
                 m.d.sync += acc_word.eq(word_now)
-            m.d.comb += [bm_w.addr.eq(Mux(hb, words_lane, 0) + s3_word), bm_w.data.eq(word_now),
+            m.d.comb += [bm_w.addr.eq(Mux(s3_half, words_lane, 0) + s3_word),
+                         bm_w.data.eq(word_now),
                          bm_w.en.eq(s3_valid & s3_end),
                          bm_r.addr.eq(oc_addr), bm_r.en.eq(o_advance)]
             lane_bm_data.append(bm_r.data)
@@ -980,7 +997,7 @@ class Conv2dEngine(wiring.Component):
             st.compress_cycles.eq(st.compress_cycles + comp_work),
             st.accumulate_cycles.eq(st.accumulate_cycles
                                     + (cmp_busy | Cat(*lane_busy).any())),
-            st.sweep_cycles.eq(st.sweep_cycles + sw_active),
+            st.sweep_cycles.eq(st.sweep_cycles + (sw_active | s1_valid | s2_valid | s3_valid)),
             st.steps.eq(st.steps + sweep_done),
         ]
         return m
