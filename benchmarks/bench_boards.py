@@ -55,6 +55,8 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=8, help="samples for the cycle count")
     p.add_argument("--baud", type=int, default=1_000_000)
     p.add_argument("-o", "--output", type=Path, default=REPO / "build/bench_boards")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse cycle counts and build reports already in the output folder")
     args = p.parse_args(argv)
     bundle = load(args.bundle)
     out = args.output / args.bundle.name
@@ -63,17 +65,26 @@ def main(argv=None):
     wire = link_bytes(bundle, args.samples)
     for lanes in args.lanes:
         start = time.monotonic()
-        cycles = measure_cycles(bundle, args.bundle, lanes, args.samples,
-                                out / f"cosim_l{lanes}")
+        cache = out / f"cycles_l{lanes}_s{args.samples}.json"
+        if args.reuse and cache.exists():
+            cycles = json.loads(cache.read_text())
+        else:
+            cycles = measure_cycles(bundle, args.bundle, lanes, args.samples,
+                                    out / f"cosim_l{lanes}")
+            cache.write_text(json.dumps(cycles) + "\n")
         mean_cycles = sum(cycles) / len(cycles)
         print(f"lanes {lanes}: {mean_cycles:.0f} cycles per inference "
               f"({time.monotonic() - start:.0f} s)", flush=True)
         for board_name in args.boards:
             row = {"board": board_name, "lanes": lanes, "cycles": mean_cycles}
+            folder = out / f"{board_name}_l{lanes}"
             try:
-                report = build(bundle, board_name=board_name, lanes=lanes, baud=args.baud,
-                               build_dir=out / f"{board_name}_l{lanes}",
-                               log=lambda text: print("  " + text, flush=True))
+                if args.reuse and (folder / "report.json").exists():
+                    report = json.loads((folder / "report.json").read_text())
+                else:
+                    report = build(bundle, board_name=board_name, lanes=lanes, baud=args.baud,
+                                   build_dir=folder,
+                                   log=lambda text: print("  " + text, flush=True))
             except BuildError as exc:
                 row["error"] = str(exc)
                 print(f"  {board_name} lanes {lanes}: {exc}", flush=True)

@@ -204,7 +204,11 @@ def _build_once(bundle, b, variant, *, f_target, baud, capacity, lanes, accelera
     log(f"building {b.name} at {clock_hz / 1e6:.2f} MHz "
         f"({'PLL ' + str(pll.params) if pll else 'oscillator'}) in {out}")
     start = time.monotonic()
-    plan = platform.prepare(top, NAME, nextpnr_opts=f"--timing-allow-fail --seed {seed}")
+    overrides = {"nextpnr_opts": f"--timing-allow-fail --seed {seed}"}
+    if b.family == "ice40":
+        # Multipliers (a "mul" leak) into the UP5K's SB_MAC16 blocks instead of LUTs.
+        overrides["synth_opts"] = "-dsp"
+    plan = platform.prepare(top, NAME, **overrides)
     try:
         products = plan.execute_local(str(out), env=env)
     except subprocess.CalledProcessError as exc:
@@ -338,6 +342,9 @@ def program(bitstream, board_name, *, flash=False, timeout=120):
         failures = [line for line in lines
                     if re.search(r"unable|not found|fail|error", line, re.IGNORECASE)]
         why = failures[0] if failures else (lines[-1] if lines else "")
+        if "shared libraries" in why:
+            raise ProgramError(f"openFPGALoader cannot start: {why} "
+                               f"(apt-get install libftdi1-2 libusb-1.0-0)")
         if re.search(r"ftdi|cable|device not found|usb", why, re.IGNORECASE):
             raise ProgramError(f"No {b.name} board found (openFPGALoader: {why})")
         raise ProgramError(f"Programming the {b.name} failed (openFPGALoader: {why})")

@@ -1,16 +1,21 @@
 # amaranth: UnusedElaboratable=no
 """The whole host chain without a board: host driver -> pty -> UART model -> Verilog -> back."""
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from boards.build import default_capacity
 from boards.cosim import cosimulate
 from boards.link import HostLink
 from boards.protocol import bundle_ident
 from hdl.top import Accelerator
 from models import golden
-from models.bundle import save
+from models.bundle import load, save
 from models.synth import random_events, random_linear_bundle
 
 SAMPLES = 6
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_host_driver_through_cosimulated_board_link(tmp_path):
@@ -34,3 +39,20 @@ def test_host_driver_through_cosimulated_board_link(tmp_path):
     assert result["agreement"] == 1.0 and result["all_equal"]
     assert all(c > 0 for c in result["cycles"])
     assert "agreement    1.0000 with the golden model" in result["output"]
+
+
+@pytest.mark.slow
+def test_digits_mlp_through_cosimulated_board_link(tmp_path):
+    """The trained digits MLP (0.75 sparsity, 8-bit weights): 20 test samples, host to host."""
+    bundle_dir = REPO / "models" / "zoo" / "digits_mlp"
+    bundle = load(bundle_dir)
+    link = HostLink(Accelerator(bundle, lanes=4), n_in=64, n_out=10, divisor=4,
+                    capacity=default_capacity(bundle), timeout=1_000_000,
+                    clock_hz=30_000_000, ident=bundle_ident(bundle))
+    result = cosimulate(link, bundle_dir, tmp_path, samples=20, wall_limit=3000)
+    assert result["returncode"] == 0, result["output"]
+    v = bundle.vectors
+    events = v.events[v.events[:, 0] < 20]
+    trace = golden.run(bundle, golden.events_to_dense(events, 20, v.steps, 64))
+    assert result["predicted"] == golden.predict(trace.output).tolist()
+    assert result["counts"] == golden.spike_counts(trace.output).tolist()
