@@ -167,10 +167,12 @@ class HostLink(wiring.Component):
                              self._capacity, self._clock_hz, self._ident)
 
     def elaborate(self, platform):
-        # One FSM runs the link: parse a frame (Idle .. Checksum), decide (Dispatch), run a
-        # sample if asked (Clear Counts, Run), then send the reply byte by byte (Reply Fetch /
-        # Reply Send: one cycle for the counter memory's registered read, one to offer the
-        # byte). LOAD payload bytes are assembled into events and written to the event buffer
+        # One FSM runs the link: parse a frame (Idle .. Checksum), decide (Decide registers the
+        # verdict, Dispatch acts on it), run a sample if asked (Clear Counts, Run), then send
+        # the reply byte by byte (Reply Fetch / Load / Send: a cycle for the counter memory's
+        # registered read, one to register the byte, then offer it). Decisions and bytes are
+        # registered a cycle ahead because the UART leaves plenty of cycles and the UP5K few
+        # nanoseconds. LOAD payload bytes are assembled into events and written to the event buffer
         # as they arrive; `committed` marks the end of the last good LOAD, so a frame that
         # fails its checksum or length check is rolled back. During Run the buffer's read port
         # register is the accelerator's input register (its enable holds it under
@@ -245,6 +247,8 @@ class HostLink(wiring.Component):
         last_error = Signal()
         m.d.comb += self.error.eq(last_error)
 
+        is_info, is_load, is_run, is_read = Signal(), Signal(), Signal(), Signal()
+        verdict = Signal(8)                 # 0, or the error code of the frame
         parsing = Signal()
         with m.If(parsing & ~got):
             m.d.sync += quiet.eq(quiet + 1)
@@ -274,7 +278,8 @@ class HostLink(wiring.Component):
         with m.Else():
             m.d.comb += payload_byte.eq(head.word_select(p[:3], 8))
         out_byte = Signal(8)
-        last_k = 4 + reply_len
+        last_k = Signal(17)                 # index of the checksum byte: 4 + reply length
+        tx_byte = Signal(8)                 # out_byte, registered a cycle before it is sent
         with m.Switch(k):
             with m.Case(0):
                 m.d.comb += out_byte.eq(protocol.SYNC_REPLY)
@@ -289,12 +294,9 @@ class HostLink(wiring.Component):
 
 
         def reply(what, size):
-            m.d.sync += [kind.eq(what), reply_len.eq(size), k.eq(0), crc.eq(0)]
+            m.d.sync += [kind.eq(what), reply_len.eq(size), last_k.eq(4 + size), k.eq(0),
+                         crc.eq(0)]
             m.next = "Reply Fetch"
-
-        def error(code):
-            m.d.sync += [err_code.eq(code), err_cmd.eq(cmd)]
-            reply(ReplyKind.ERROR, 2)
 
         with m.FSM():
             with m.State("Idle"):
@@ -309,7 +311,10 @@ class HostLink(wiring.Component):
                     with m.If(got):
                         m.d.sync += crc.eq(crc8_next(crc, byte))
                         if state == "Command":
-                            m.d.sync += cmd.eq(byte)
+                            m.d.sync += [cmd.eq(byte), is_info.eq(byte == Command.INFO),
+                                         is_load.eq(byte == Command.LOAD),
+                                         is_run.eq(byte == Command.RUN),
+                                         is_read.eq(byte == Command.READ)]
                         else:
                             m.d.sync += length[:8].eq(byte)
                         m.next = target
@@ -361,7 +366,7 @@ class HostLink(wiring.Component):
                 m.d.comb += [urx.o.ready.eq(1), parsing.eq(1)]
                 with m.If(got):
                     m.d.sync += crc_ok.eq(byte == crc)
-                    m.next = "Dispatch"
+                    m.next = "Decide"
                 with m.Elif(timed_out):
                     m.next = "Timed Out"
 
@@ -370,41 +375,44 @@ class HostLink(wiring.Component):
                 m.d.sync += [err_code.eq(Error.TIMEOUT), err_cmd.eq(cmd)]
                 reply(ReplyKind.ERROR, 2)
 
-            with m.State("Dispatch"):
-                is_load = cmd == Command.LOAD
-                known = (cmd == Command.INFO) | is_load | (cmd == Command.RUN) | \
-                        (cmd == Command.READ)
+            with m.State("Decide"):
+                # The frame's verdict, in order of precedence, registered for Dispatch.
                 length_ok = Mux(is_load, (length != 0) & (lane == 0), length == 0)
-                with m.If(is_load & ~(crc_ok & length_ok & ~overflow)):
-                    m.d.sync += wptr.eq(committed)
                 with m.If(~crc_ok):
-                    error(Error.CRC)
-                with m.Elif(~known):
-                    error(Error.COMMAND)
+                    m.d.sync += verdict.eq(Error.CRC)
+                with m.Elif(~(is_info | is_load | is_run | is_read)):
+                    m.d.sync += verdict.eq(Error.COMMAND)
                 with m.Elif(~length_ok):
-                    error(Error.LENGTH)
-                with m.Elif(cmd == Command.INFO):
+                    m.d.sync += verdict.eq(Error.LENGTH)
+                with m.Elif(is_load & overflow):
+                    m.d.sync += verdict.eq(Error.OVERFLOW)
+                with m.Elif(is_run & ((committed == 0) | ~first_ok | ~last_ok)):
+                    m.d.sync += verdict.eq(Error.SAMPLE)
+                with m.Elif(is_read & ~have_result):
+                    m.d.sync += verdict.eq(Error.NO_RESULT)
+                with m.Else():
+                    m.d.sync += verdict.eq(0)
+                m.next = "Dispatch"
+
+            with m.State("Dispatch"):
+                with m.If(verdict != 0):
+                    with m.If(is_load):
+                        m.d.sync += wptr.eq(committed)
+                    m.d.sync += [err_code.eq(verdict), err_cmd.eq(cmd)]
+                    reply(ReplyKind.ERROR, 2)
+                with m.Elif(is_info):
                     reply(ReplyKind.INFO, protocol.INFO_LENGTH)
                 with m.Elif(is_load):
-                    with m.If(overflow):
-                        error(Error.OVERFLOW)
-                    with m.Else():
-                        m.d.sync += [committed.eq(wptr), last_ok.eq(frame_last),
-                                     total_steps.eq(total_steps + frame_steps)]
-                        reply(ReplyKind.LOADED, 2)
-                with m.Elif(cmd == Command.RUN):
-                    with m.If((committed == 0) | ~first_ok | ~last_ok):
-                        error(Error.SAMPLE)
-                    with m.Else():
-                        m.d.sync += [clear_addr.eq(0), rptr.eq(0), feed_valid.eq(0),
-                                     started.eq(0), stopped.eq(0), cycles.eq(0),
-                                     steps_out.eq(0), best.eq(0), best_idx.eq(0)]
-                        m.next = "Clear Counts"
+                    m.d.sync += [committed.eq(wptr), last_ok.eq(frame_last),
+                                 total_steps.eq(total_steps + frame_steps)]
+                    reply(ReplyKind.LOADED, 2)
+                with m.Elif(is_run):
+                    m.d.sync += [clear_addr.eq(0), rptr.eq(0), feed_valid.eq(0),
+                                 started.eq(0), stopped.eq(0), cycles.eq(0),
+                                 steps_out.eq(0), best.eq(0), best_idx.eq(0)]
+                    m.next = "Clear Counts"
                 with m.Else():
-                    with m.If(~have_result):
-                        error(Error.NO_RESULT)
-                    with m.Else():
-                        reply(ReplyKind.RESULT, RESULT_HEAD + 2 * n_out)
+                    reply(ReplyKind.RESULT, RESULT_HEAD + 2 * n_out)
 
             with m.State("Clear Counts"):
                 m.d.comb += [self.busy.eq(1), cnt_wr.addr.eq(clear_addr), cnt_wr.data.eq(0),
@@ -455,15 +463,19 @@ class HostLink(wiring.Component):
 
             with m.State("Reply Fetch"):
                 m.d.comb += cnt_rd.addr.eq(count_index >> 1)
+                m.next = "Reply Load"
+
+            with m.State("Reply Load"):
+                m.d.comb += cnt_rd.addr.eq(count_index >> 1)
+                m.d.sync += tx_byte.eq(out_byte)
                 m.next = "Reply Send"
 
             with m.State("Reply Send"):
-                m.d.comb += [cnt_rd.addr.eq(count_index >> 1), utx.i.valid.eq(1),
-                             utx.i.payload.eq(out_byte)]
+                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(tx_byte)]
                 with m.If(utx.i.ready):
                     m.d.sync += k.eq(k + 1)
                     with m.If(k != 0):
-                        m.d.sync += crc.eq(crc8_next(crc, out_byte))
+                        m.d.sync += crc.eq(crc8_next(crc, tx_byte))
                     with m.If(k == last_k):
                         m.d.sync += last_error.eq(kind == ReplyKind.ERROR)
                         m.next = "Idle"
