@@ -45,11 +45,11 @@ def test_sparsity(cosim, sparsity):
     assert_exact(cosim(bundle, events, 3, seed=1, **STALL))
 
 
+# Every update formula of DESIGN.md section 3 ("subtract" and "none" do not depend on the
+# model; "zero" does) with both leaks.
 @pytest.mark.parametrize("model, reset, leak", [
     ("lif", "subtract", Leak("mul", beta=200, frac_bits=8)),
     ("lif", "zero", Leak("shift", shift=2)),
-    ("lif", "none", Leak("mul", beta=15, frac_bits=4)),
-    ("lapicque", "subtract", Leak("shift", shift=3)),
     ("lapicque", "zero", Leak("mul", beta=230, frac_bits=8)),
     ("lapicque", "none", Leak("shift", shift=1)),
 ])
@@ -60,7 +60,7 @@ def test_neuron_models(cosim, model, reset, leak):
     assert_exact(cosim(bundle, events, 2, seed=2, **STALL))
 
 
-@pytest.mark.parametrize("bits, signed", [(1, False), (3, False), (4, True)])
+@pytest.mark.parametrize("bits, signed", [(3, False), (4, True)])
 def test_input_values(cosim, bits, signed):
     bundle = random_linear_bundle(n_in=24, n_out=16, sparsity=0.5, seed=5, steps=5,
                                   input_bits=bits, input_signed=signed)
@@ -215,8 +215,8 @@ def test_other_network_fails(cosim):
 @pytest.mark.parametrize("case", ["signed-2layer-lanes", "lapicque-saturating"])
 def test_verilator(cosim, case):
     if case == "signed-2layer-lanes":
-        bundle = random_linear_bundle(n_in=32, n_out=12, sparsity=0.6, seed=29, steps=6,
-                                      layers=2, hidden=20, input_bits=4, input_signed=True)
+        bundle = random_linear_bundle(n_in=24, n_out=10, sparsity=0.6, seed=29, steps=6,
+                                      layers=2, hidden=16, input_bits=4, input_signed=True)
         lanes = 2
     else:
         neuron = Neuron("lapicque", "zero", 24, 7, Leak("mul", beta=200, frac_bits=8))
