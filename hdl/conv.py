@@ -625,9 +625,13 @@ class Conv2dEngine(wiring.Component):
         q_data = [Signal(spike_layout.size, name=f"queue{n}") for n in range(qd)]
         q_wp = Signal(qa + 1)
         q_rps = [Signal(qa + 1, name=f"queue_rp{j}") for j in range(lanes)]
-        m.d.comb += queue_full.eq(Cat(((q_wp - rp)[:qa + 1] == qd) for rp in q_rps).any())
         # A step's spikes, then its end marker, each tagged with the step's bank.
         push = (marking | (d4_valid & d4_push)) & ~queue_full
+        # Registered, so that no combinational path runs from the lanes' pointers through the
+        # decoder into the compressor: full now if the slowest lane's backlog plus this cycle's
+        # push leaves no slot (pops this cycle only make room, so it errs on the safe side).
+        backlog = Cat(((q_wp - rp)[:qa + 1] + push >= qd) for rp in q_rps).any()
+        m.d.sync += queue_full.eq(backlog)
         marker = Signal(spike_layout)
         m.d.comb += [marker.bank.eq(cmp_bank), marker.end.eq(1)]
         with m.If(push):
