@@ -228,6 +228,8 @@ class HostLink(wiring.Component):
         stopped = Signal()
         cycles = Signal(32)
         steps_out = Signal(COUNT_BITS)
+        steps_left = Signal(COUNT_BITS)
+        last_step = Signal()
         s1_valid = Signal()
         s1_addr = Signal(len(acc.o.p.addr))
         s2_valid = Signal()
@@ -243,7 +245,6 @@ class HostLink(wiring.Component):
         reply_len = Signal(16)
         err_code = Signal(8)
         err_cmd = Signal(8)
-        k = Signal(17)
         last_error = Signal()
         m.d.comb += self.error.eq(last_error)
 
@@ -256,8 +257,8 @@ class HostLink(wiring.Component):
             m.d.sync += quiet.eq(0)
         m.d.comb += timed_out.eq(parsing & (quiet == self._timeout))
 
-        # Reply: header, payload, checksum.
-        p = (k - 4)[:16]
+        # Reply: header, payload, checksum. Counters walk the reply instead of one byte index,
+        # so no byte select needs an adder or a wide comparison.
         head = Signal(64)
         with m.Switch(kind):
             with m.Case(ReplyKind.LOADED):
@@ -269,33 +270,36 @@ class HostLink(wiring.Component):
         info_word = Const(int.from_bytes(self.info.pack(), "little"), 8 * protocol.INFO_LENGTH)
         codes = Array([Const(Reply.INFO, 8), Const(Reply.LOADED, 8), Const(Reply.ERROR, 8),
                        Const(Reply.RESULT, 8)])
-        count_index = (p - RESULT_HEAD)[:16]
+        section = Signal(2)                 # 0 header, 1 payload, 2 checksum
+        k = Signal(2)                       # header byte
+        p = Signal(16)                      # payload byte
+        p_left = Signal(16)                 # payload bytes after this one
+        in_counts = Signal()                # RESULT: past the fixed fields, into the counts
+        cnt_addr = Signal(range(n_out))
+        cnt_hi = Signal()
+        tx_crc = Signal(8)
+        tx_byte = Signal(8)                 # the byte, registered a cycle before it is sent
+        header = Array([Const(protocol.SYNC_REPLY, 8), codes[kind.as_value()], reply_len[:8],
+                        reply_len[8:]])
         payload_byte = Signal(8)
         with m.If(kind == ReplyKind.INFO):
             m.d.comb += payload_byte.eq(info_word.word_select(p[:4], 8))
-        with m.Elif((kind == ReplyKind.RESULT) & (p >= RESULT_HEAD)):
-            m.d.comb += payload_byte.eq(Mux(count_index[0], cnt_rd.data[8:], cnt_rd.data[:8]))
+        with m.Elif((kind == ReplyKind.RESULT) & in_counts):
+            m.d.comb += payload_byte.eq(Mux(cnt_hi, cnt_rd.data[8:], cnt_rd.data[:8]))
         with m.Else():
             m.d.comb += payload_byte.eq(head.word_select(p[:3], 8))
         out_byte = Signal(8)
-        last_k = Signal(17)                 # index of the checksum byte: 4 + reply length
-        tx_byte = Signal(8)                 # out_byte, registered a cycle before it is sent
-        with m.Switch(k):
+        with m.Switch(section):
             with m.Case(0):
-                m.d.comb += out_byte.eq(protocol.SYNC_REPLY)
+                m.d.comb += out_byte.eq(header[k])
             with m.Case(1):
-                m.d.comb += out_byte.eq(codes[kind.as_value()])
-            with m.Case(2):
-                m.d.comb += out_byte.eq(reply_len[:8])
-            with m.Case(3):
-                m.d.comb += out_byte.eq(reply_len[8:])
+                m.d.comb += out_byte.eq(payload_byte)
             with m.Default():
-                m.d.comb += out_byte.eq(Mux(k == last_k, crc, payload_byte))
-
+                m.d.comb += out_byte.eq(tx_crc)
 
         def reply(what, size):
-            m.d.sync += [kind.eq(what), reply_len.eq(size), last_k.eq(4 + size), k.eq(0),
-                         crc.eq(0)]
+            # The walk counters and `tx_crc` are zero between replies: Reply Send leaves them so.
+            m.d.sync += [kind.eq(what), reply_len.eq(size), p_left.eq(size - 1)]
             m.next = "Reply Fetch"
 
         with m.FSM():
@@ -409,7 +413,8 @@ class HostLink(wiring.Component):
                 with m.Elif(is_run):
                     m.d.sync += [clear_addr.eq(0), rptr.eq(0), feed_valid.eq(0),
                                  started.eq(0), stopped.eq(0), cycles.eq(0),
-                                 steps_out.eq(0), best.eq(0), best_idx.eq(0)]
+                                 steps_out.eq(0), steps_left.eq(total_steps),
+                                 last_step.eq(total_steps == 1), best.eq(0), best_idx.eq(0)]
                     m.next = "Clear Counts"
                 with m.Else():
                     reply(ReplyKind.RESULT, RESULT_HEAD + 2 * n_out)
@@ -448,9 +453,12 @@ class HostLink(wiring.Component):
                     # Ties go to the lowest index, as models.golden.predict.
                     with m.If((s2_count > best) | ((s2_count == best) & (s2_addr < best_idx))):
                         m.d.sync += [best.eq(s2_count), best_idx.eq(s2_addr)]
-                final = fire_out & acc.o.p.last & (steps_out + 1 == total_steps)
+                # `last_step`: the step now leaving is the sample's last (a down counter keeps
+                # the comparison off the output path).
+                final = fire_out & acc.o.p.last & last_step
                 with m.If(fire_out & acc.o.p.last):
-                    m.d.sync += steps_out.eq(steps_out + 1)
+                    m.d.sync += [steps_out.eq(steps_out + 1), steps_left.eq(steps_left - 1),
+                                 last_step.eq(steps_left == 2)]
                 with m.If((started | fire_in) & ~stopped):
                     m.d.sync += cycles.eq(cycles + 1)
                 m.d.sync += started.eq(started | fire_in)
@@ -462,23 +470,37 @@ class HostLink(wiring.Component):
                     reply(ReplyKind.RESULT, RESULT_HEAD + 2 * n_out)
 
             with m.State("Reply Fetch"):
-                m.d.comb += cnt_rd.addr.eq(count_index >> 1)
+                m.d.comb += cnt_rd.addr.eq(cnt_addr)
                 m.next = "Reply Load"
 
             with m.State("Reply Load"):
-                m.d.comb += cnt_rd.addr.eq(count_index >> 1)
+                m.d.comb += cnt_rd.addr.eq(cnt_addr)
                 m.d.sync += tx_byte.eq(out_byte)
                 m.next = "Reply Send"
 
             with m.State("Reply Send"):
                 m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(tx_byte)]
                 with m.If(utx.i.ready):
-                    m.d.sync += k.eq(k + 1)
-                    with m.If(k != 0):
-                        m.d.sync += crc.eq(crc8_next(crc, tx_byte))
-                    with m.If(k == last_k):
-                        m.d.sync += last_error.eq(kind == ReplyKind.ERROR)
-                        m.next = "Idle"
-                    with m.Else():
-                        m.next = "Reply Fetch"
+                    m.next = "Reply Fetch"
+                    with m.If((section != 0) | (k != 0)):
+                        m.d.sync += tx_crc.eq(crc8_next(tx_crc, tx_byte))
+                    with m.Switch(section):
+                        with m.Case(0):
+                            m.d.sync += k.eq(k + 1)
+                            with m.If(k == 3):
+                                m.d.sync += section.eq(1)      # every reply has a payload
+                        with m.Case(1):
+                            m.d.sync += [p.eq(p + 1), p_left.eq(p_left - 1),
+                                         in_counts.eq(in_counts | (p[:3] == RESULT_HEAD - 1))]
+                            with m.If(in_counts):
+                                m.d.sync += cnt_hi.eq(~cnt_hi)
+                                with m.If(cnt_hi):
+                                    m.d.sync += cnt_addr.eq(cnt_addr + 1)
+                            with m.If(p_left == 0):
+                                m.d.sync += section.eq(2)
+                        with m.Default():
+                            m.d.sync += [section.eq(0), k.eq(0), p.eq(0), in_counts.eq(0),
+                                         cnt_addr.eq(0), cnt_hi.eq(0), tx_crc.eq(0),
+                                         last_error.eq(kind == ReplyKind.ERROR)]
+                            m.next = "Idle"
         return m
