@@ -118,6 +118,22 @@ async def top_matches_golden(dut):
     assert result["steps_checked"] == result["steps"], "not every step was checked"
 
 
+def dut_predictions(outputs, samples, steps, n_out):
+    """The readout of what the DUT sent: per sample, argmax of its output spike counts (ties to
+    the lowest index); ``None`` for a sample whose steps did not all close."""
+    counts = np.zeros((samples, n_out), dtype=np.int64)
+    closed = 0
+    for payload in outputs:
+        sample = closed // steps
+        if sample >= samples:
+            break
+        if payload["spike"] and payload["addr"] < n_out:
+            counts[sample, payload["addr"]] += 1
+        closed += payload["last"]
+    return [int(np.argmax(counts[s])) if (s + 1) * steps <= closed else None
+            for s in range(samples)]
+
+
 async def _run(dut, cfg, result):
     bundle = bundle_io.load(cfg.bundle)
     events, samples, origin = load_stimulus(cfg, bundle)
@@ -188,6 +204,8 @@ async def _run(dut, cfg, result):
     sb.finish()
 
     result.update(sb.counts())
+    result["dut_predictions"] = dut_predictions([t.payload for t in sink.transfers], samples,
+                                                steps, bundle.n_out)
     result["pending_inputs"] = len(payloads) - len(source.transfers)
     result["watchdog_cycles"] = limit
     if state["timeout"]:

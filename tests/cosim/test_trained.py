@@ -1,0 +1,92 @@
+"""Cosimulation of trained bundles from models/zoo and of random whole networks."""
+import dataclasses
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import bundle as bundle_io
+from models import golden
+from models.bundle import Leak, Neuron
+from models.synth import random_events, random_linear_bundle
+from tests.cosim.conftest import assert_exact
+
+ZOO = Path(__file__).resolve().parents[2] / "models" / "zoo"
+
+
+def first_samples(bundle, n):
+    v = bundle.vectors
+    assert v.samples >= n, f"the bundle has {v.samples} samples, not {n}"
+    return v.events[v.events[:, 0] < n]
+
+
+def check_predictions(bundle, result, events, n):
+    x = golden.events_to_dense(events, n, bundle.input.steps, bundle.input.size)
+    expect = [int(p) for p in golden.predict(golden.run(bundle, x).output)]
+    assert result["dut_predictions"] == expect
+    assert expect == [int(p) for p in bundle.vectors.predictions[:n]]
+    return expect
+
+
+@pytest.mark.parametrize("name, lanes", [("digits_mlp", 4)])
+def test_trained_icarus(cosim, name, lanes):
+    b = bundle_io.load(ZOO / name)
+    n = 20
+    ev = first_samples(b, n)
+    result = cosim(b, ev, n, lanes=lanes, in_gap=0.2, out_stall=0.3, seed=5)
+    assert_exact(result)
+    preds = check_predictions(b, result, ev, n)
+    labels = [int(x) for x in b.vectors.labels[:n]]
+    assert sum(p == y for p, y in zip(preds, labels)) >= n // 2     # a trained network
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("name, lanes", [("digits_mlp", 8)])
+def test_trained_verilator(cosim, name, lanes):
+    b = bundle_io.load(ZOO / name)
+    n = 100
+    ev = first_samples(b, n)
+    result = cosim(b, ev, n, sim="verilator", lanes=lanes, in_gap=0.1, out_stall=0.2, seed=6)
+    assert_exact(result)
+    check_predictions(b, result, ev, n)
+
+
+def random_network(seed):
+    """A random multi-layer network: widths, sparsity, bit widths, neuron modes, input kind."""
+    rng = random.Random(seed)
+    pbits = rng.choice([8, 10, 12, 16])
+    wbits = rng.choice([3, 4, 6, 8])
+    leak = (Leak("mul", beta=rng.randrange(0, 2 ** 6 + 1), frac_bits=6) if rng.random() < 0.5
+            else Leak("shift", shift=rng.randrange(1, 5)))
+    model, reset = rng.choice([("lif", "subtract"), ("lif", "zero"), ("lapicque", "zero"),
+                               ("lif", "none"), ("lapicque", "subtract")])
+    threshold = rng.randrange(2 ** (wbits + 1), 2 ** (wbits + 3))
+    neuron = Neuron(model, reset, min(threshold, 2 ** (pbits - 1) - 1), pbits, leak)
+    bits, signed = rng.choice([(1, False), (2, False), (3, True), (4, True)])
+    layers = rng.randrange(1, 4)
+    b = random_linear_bundle(
+        n_in=rng.randrange(6, 40), n_out=rng.randrange(3, 24), hidden=rng.randrange(8, 40),
+        layers=layers, sparsity=rng.choice([0.0, 0.5, 0.75, 0.9, 0.95]), seed=seed,
+        weight_bits=wbits, potential_bits=pbits, neuron=neuron, input_bits=bits,
+        input_signed=signed, steps=rng.randrange(3, 7), bias=rng.random() < 0.7)
+    hw = {"lanes": rng.randrange(1, 5), "options": {"updates": rng.choice([1, 2]),
+                                                    "fmt": rng.choice([None, "csr", "bitmap"])}}
+    ev = random_events(np.random.default_rng(seed), samples=3, steps=b.input.steps,
+                       n_in=b.input.size, density=rng.uniform(0.1, 0.6), bits=bits,
+                       signed=signed)
+    # Lower the thresholds (on the golden model) until the last layer fires, so the case
+    # compares spikes and not only empty steps.
+    x = golden.events_to_dense(ev, 3, b.input.steps, b.input.size)
+    while golden.run(b, x).output.sum() < 3 and b.layers[0].neuron.threshold > 1:
+        for layer in b.layers:
+            layer.neuron = dataclasses.replace(layer.neuron,
+                                               threshold=layer.neuron.threshold // 2)
+    return b, ev, hw
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_networks(cosim, seed):
+    b, ev, hw = random_network(seed)
+    result = cosim(b, ev, 3, in_gap=0.3, out_stall=0.4, seed=seed, **hw)
+    assert_exact(result)
