@@ -238,6 +238,8 @@ class HostLink(wiring.Component):
         best = Signal(COUNT_BITS)
         best_idx = Signal(COUNT_BITS)
         have_result = Signal()
+        running = Signal()
+        finished = Signal()
         clear_addr = Signal(range(n_out))
 
         # Reply being sent.
@@ -301,6 +303,44 @@ class HostLink(wiring.Component):
             # The walk counters and `tx_crc` are zero between replies: Reply Send leaves them so.
             m.d.sync += [kind.eq(what), reply_len.eq(size), p_left.eq(size - 1)]
             m.next = "Reply Fetch"
+
+        # The run itself, enabled by a register of its own rather than the FSM's state decode.
+        with m.If(running):
+            # Feed: the read port's register is the input register.
+            m.d.comb += [acc.i.valid.eq(feed_valid), acc.i.payload.eq(ev_rd.data)]
+            with m.If(~feed_valid | acc.i.ready):
+                more = rptr != committed
+                m.d.comb += [ev_rd.en.eq(1), ev_rd.addr.eq(rptr)]
+                m.d.sync += [feed_valid.eq(more), rptr.eq(rptr + more)]
+            with m.Else():
+                m.d.comb += ev_rd.en.eq(0)
+            fire_in = acc.i.valid & acc.i.ready
+
+            # Take every output event; count spikes per neuron and the running argmax.
+            m.d.comb += acc.o.ready.eq(1)
+            fire_out = acc.o.valid
+            m.d.comb += cnt_rd.addr.eq(acc.o.p.addr)
+            m.d.sync += [s1_valid.eq(fire_out & acc.o.p.spike), s1_addr.eq(acc.o.p.addr)]
+            count = (cnt_rd.data + 1)[:COUNT_BITS]
+            with m.If(s1_valid):
+                m.d.comb += [cnt_wr.addr.eq(s1_addr), cnt_wr.data.eq(count), cnt_wr.en.eq(1)]
+            # The argmax runs one stage later, on registered counts, off the RAM's path.
+            m.d.sync += [s2_valid.eq(s1_valid), s2_count.eq(count), s2_addr.eq(s1_addr)]
+            with m.If(s2_valid):
+                # Ties go to the lowest index, as models.golden.predict.
+                with m.If((s2_count > best) | ((s2_count == best) & (s2_addr < best_idx))):
+                    m.d.sync += [best.eq(s2_count), best_idx.eq(s2_addr)]
+            # `last_step`: the step now leaving is the sample's last (a down counter keeps the
+            # comparison off the output path).
+            with m.If(fire_out & acc.o.p.last):
+                m.d.sync += [steps_out.eq(steps_out + 1), steps_left.eq(steps_left - 1),
+                             last_step.eq(steps_left == 2)]
+                with m.If(last_step):
+                    m.d.sync += stopped.eq(1)
+            with m.If((started | fire_in) & ~stopped):
+                m.d.sync += cycles.eq(cycles + 1)
+            m.d.sync += [started.eq(started | fire_in),
+                         finished.eq(stopped & ~s1_valid & ~s2_valid)]
 
         with m.FSM():
             with m.State("Idle"):
@@ -424,49 +464,15 @@ class HostLink(wiring.Component):
                              cnt_wr.en.eq(1)]
                 m.d.sync += clear_addr.eq(clear_addr + 1)
                 with m.If(clear_addr == n_out - 1):
+                    m.d.sync += running.eq(1)
                     m.next = "Run"
 
             with m.State("Run"):
                 m.d.comb += self.busy.eq(1)
-                # Feed: the read port's register is the input register.
-                m.d.comb += [acc.i.valid.eq(feed_valid), acc.i.payload.eq(ev_rd.data)]
-                with m.If(~feed_valid | acc.i.ready):
-                    more = rptr != committed
-                    m.d.comb += [ev_rd.en.eq(1), ev_rd.addr.eq(rptr)]
-                    m.d.sync += [feed_valid.eq(more), rptr.eq(rptr + more)]
-                with m.Else():
-                    m.d.comb += ev_rd.en.eq(0)
-                fire_in = acc.i.valid & acc.i.ready
-
-                # Take every output event; count spikes per neuron and the running argmax.
-                m.d.comb += acc.o.ready.eq(1)
-                fire_out = acc.o.valid
-                m.d.comb += cnt_rd.addr.eq(acc.o.p.addr)
-                m.d.sync += [s1_valid.eq(fire_out & acc.o.p.spike), s1_addr.eq(acc.o.p.addr)]
-                count = (cnt_rd.data + 1)[:COUNT_BITS]
-                with m.If(s1_valid):
-                    m.d.comb += [cnt_wr.addr.eq(s1_addr), cnt_wr.data.eq(count),
-                                 cnt_wr.en.eq(1)]
-                # The argmax runs one stage later, on registered counts, off the RAM's path.
-                m.d.sync += [s2_valid.eq(s1_valid), s2_count.eq(count), s2_addr.eq(s1_addr)]
-                with m.If(s2_valid):
-                    # Ties go to the lowest index, as models.golden.predict.
-                    with m.If((s2_count > best) | ((s2_count == best) & (s2_addr < best_idx))):
-                        m.d.sync += [best.eq(s2_count), best_idx.eq(s2_addr)]
-                # `last_step`: the step now leaving is the sample's last (a down counter keeps
-                # the comparison off the output path).
-                final = fire_out & acc.o.p.last & last_step
-                with m.If(fire_out & acc.o.p.last):
-                    m.d.sync += [steps_out.eq(steps_out + 1), steps_left.eq(steps_left - 1),
-                                 last_step.eq(steps_left == 2)]
-                with m.If((started | fire_in) & ~stopped):
-                    m.d.sync += cycles.eq(cycles + 1)
-                m.d.sync += started.eq(started | fire_in)
-                with m.If(final):
-                    m.d.sync += stopped.eq(1)
-                with m.If(stopped & ~s1_valid & ~s2_valid):
-                    m.d.sync += [have_result.eq(1), committed.eq(0), wptr.eq(0),
-                                 total_steps.eq(0), first_ok.eq(0), last_ok.eq(0)]
+                with m.If(finished):
+                    m.d.sync += [running.eq(0), finished.eq(0), have_result.eq(1),
+                                 committed.eq(0), wptr.eq(0), total_steps.eq(0),
+                                 first_ok.eq(0), last_ok.eq(0)]
                     reply(ReplyKind.RESULT, RESULT_HEAD + 2 * n_out)
 
             with m.State("Reply Fetch"):
