@@ -27,9 +27,10 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@command -v iverilog >/dev/null 2>&1 || { \
-	  echo "installing Icarus Verilog (apt)"; \
+	  echo "installing Icarus Verilog and the USB libraries of openFPGALoader (apt)"; \
 	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq iverilog; }
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y -qq iverilog libusb-1.0-0 libftdi1-2; }
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
