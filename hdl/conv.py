@@ -398,7 +398,7 @@ class Conv2dEngine(wiring.Component):
             "end": unsigned(1),                      # no spike: the end marker of a step
         })
         seg_layout = data.StructLayout({
-            "start": unsigned(plan.pointer_bits), "end": unsigned(plan.pointer_bits),
+            "start": unsigned(plan.pointer_bits), "count": unsigned(plan.pointer_bits),
             "tgt": tgt_shape, "value": vshape, "bank": unsigned(1), "mark": unsigned(1),
         })
         entry_layout = data.StructLayout({
@@ -784,7 +784,7 @@ class Conv2dEngine(wiring.Component):
             pw = plan.pointer_bits
             g2_valid, g2_rows = sig("g2_valid"), sig("g2_rows", kq + 1)
             g2_start = [sig(f"g2_start{q}", pw) for q in range(kq)]
-            g2_end = [sig(f"g2_end{q}", pw) for q in range(kq)]
+            g2_count = [sig(f"g2_count{q}", pw) for q in range(kq)]
             g2_tgt, g2_value = sig("g2_tgt", tgt_shape), sig("g2_value", vshape)
             g2_bank = sig("g2_bank")
             seg_data = [Signal(seg_layout.size, name=f"l{j}_seg{n}") for n in range(sd)]
@@ -815,7 +815,8 @@ class Conv2dEngine(wiring.Component):
                     g2_rows.eq(Mux(g1.end, 1 << kq, rows_ok)),
                 ]
                 m.d.sync += [g2_start[q].eq(rec[q][g1.qx0]) for q in range(kq)]
-                m.d.sync += [g2_end[q].eq(rec[q][g1.qx1 + 1]) for q in range(kq)]
+                m.d.sync += [g2_count[q].eq(rec[q][g1.qx1 + 1] - rec[q][g1.qx0])
+                             for q in range(kq)]
             with m.Elif(g2_free):
                 m.d.sync += g2_valid.eq(0)
             row_tgt = Array(Const(q * wo, tgt_shape) for q in range(kq))
@@ -826,11 +827,12 @@ class Conv2dEngine(wiring.Component):
                 init=[{"weight": wt, "local": lc, "qx": qx} for wt, lc, qx in plan.entries[j]])
             m.submodules[f"entries{j}"] = entries
             ent_rd = entries.read_port()
+            # A down-counter, not an end pointer: "last entry" is a compare with a constant.
             es_valid, es_e = sig("es_valid"), sig("es_e", unsigned(plan.pointer_bits))
-            es_end = sig("es_end", unsigned(plan.pointer_bits))
+            es_left = sig("es_left", unsigned(plan.pointer_bits))
             es_tgt, es_value = sig("es_tgt", tgt_shape), sig("es_value", vshape)
             es_bank = sig("es_bank")
-            es_last = es_e + 1 == es_end
+            es_last = es_left == 1
             seg_pop = (seg_count != 0) & (~es_valid | es_last)
             seg_head_data = seg_layout(Array(seg_data)[seg_head])
             m.d.comb += ent_rd.addr.eq(es_e)
@@ -839,20 +841,20 @@ class Conv2dEngine(wiring.Component):
             m.d.sync += [er_valid.eq(es_valid), er_tgt.eq(es_tgt), er_value.eq(es_value),
                          er_bank.eq(es_bank), er_mark.eq(seg_pop & seg_head_data.mark)]
             with m.If(es_valid):
-                m.d.sync += es_e.eq(es_e + 1)
+                m.d.sync += [es_e.eq(es_e + 1), es_left.eq(es_left - 1)]
                 with m.If(es_last):
                     m.d.sync += es_valid.eq(0)
             with m.If(seg_pop):
                 m.d.sync += seg_head.eq(seg_head + 1)
                 with m.If(~seg_head_data.mark):
                     m.d.sync += [es_valid.eq(1), es_e.eq(seg_head_data.start),
-                                 es_end.eq(seg_head_data.end), es_tgt.eq(seg_head_data.tgt),
+                                 es_left.eq(seg_head_data.count), es_tgt.eq(seg_head_data.tgt),
                                  es_value.eq(seg_head_data.value),
                                  es_bank.eq(seg_head_data.bank)]
             with m.If(seg_push):
                 new = Signal(seg_layout, name=f"l{j}_seg_new")
                 m.d.comb += [new.start.eq(Array(g2_start)[pick[:ceil_log2(kq + 1)]]),
-                             new.end.eq(Array(g2_end)[pick[:ceil_log2(kq + 1)]]),
+                             new.count.eq(Array(g2_count)[pick[:ceil_log2(kq + 1)]]),
                              new.tgt.eq(g2_tgt - row_tgt[pick]), new.value.eq(g2_value),
                              new.bank.eq(g2_bank), new.mark.eq(pick == kq)]
                 m.d.sync += Array(seg_data)[(seg_head + seg_count)[:ceil_log2(sd)]].eq(new)
