@@ -3,7 +3,8 @@
 * ``train``: train and prune a network on the digits, write a checkpoint and its metrics;
 * ``export``: quantize a checkpoint into a bundle folder with test vectors and fidelity metrics;
 * ``eval``: run a bundle's vectors through the golden model (numpy only, no torch);
-* ``sweep``: train over a beta x threshold grid and plot accuracy and spikes per inference.
+* ``sweep``: train over a beta x threshold grid and plot accuracy and spikes per inference;
+* ``zoo``: retrain and re-export the committed bundles of ``models/zoo``.
 
 Bad options and malformed inputs end with one line on stderr and exit status 2.
 """
@@ -21,6 +22,17 @@ __all__ = ["main"]
 ARCHS = ("mlp", "csnn")
 SURROGATES = ("fast_sigmoid", "atan")
 ENCODINGS = ("rate", "delta", "direct", "latency")
+
+#: The trained bundles under models/zoo: ``train`` options of each (export: 8-bit weights,
+#: the whole 360-sample test split). ``python -m models zoo`` rebuilds them.
+ZOO = {
+    "digits_mlp": ["--arch", "mlp", "--neuron", "lif"],
+    "digits_csnn": ["--arch", "csnn", "--neuron", "lif", "--prune-epochs", "20",
+                    "--prune-scope", "global"],
+    "digits_mlp_lapicque": ["--arch", "mlp", "--neuron", "lapicque"],
+    "digits_csnn_lapicque": ["--arch", "csnn", "--neuron", "lapicque", "--prune-epochs", "20",
+                             "--prune-scope", "global"],
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,6 +100,9 @@ def _add_train_options(p, *, epochs=20, prune_epochs=10, sparsity=0.75):
                    help="pruning and fine-tuning epochs (default: %(default)s)")
     g.add_argument("--sparsity", type=float, default=sparsity, metavar="S",
                    help="target weight sparsity per layer (default: %(default)s)")
+    g.add_argument("--prune-scope", choices=("layer", "global"), default="layer",
+                   help="sparsity per layer, or of all weights ranked together "
+                        "(default: %(default)s)")
     g.add_argument("--batch", type=int, default=64, metavar="N",
                    help="batch size (default: %(default)s)")
     g.add_argument("--lr", type=float, default=5e-3, metavar="LR",
@@ -100,7 +115,7 @@ def _add_train_options(p, *, epochs=20, prune_epochs=10, sparsity=0.75):
                    help="membrane potential width (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, metavar="SEED",
                    help="seed of weights, shuffling and training encodings (default: %(default)s)")
-    g.add_argument("--threads", type=int, default=2, metavar="N",
+    g.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch CPU threads (default: %(default)s)")
 
 
@@ -114,7 +129,8 @@ def _configs(args):
     tcfg = TrainConfig(encoding=args.encoding, steps=args.steps, direct_bits=args.direct_bits,
                        delta_threshold=args.delta_threshold, epochs=args.epochs,
                        prune_epochs=args.prune_epochs, batch=args.batch, lr=args.lr,
-                       sparsity=args.sparsity, leak=args.leak, frac_bits=args.frac_bits,
+                       sparsity=args.sparsity, prune_scope=args.prune_scope,
+                       leak=args.leak, frac_bits=args.frac_bits,
                        potential_bits=args.potential_bits, seed=args.seed,
                        threads=args.threads).check()
     return ncfg, tcfg
@@ -186,6 +202,22 @@ def _sweep(args):
     return 0
 
 
+def _zoo(args):
+    names = args.names or list(ZOO)
+    for name in names:
+        if name not in ZOO:
+            raise ValueError(f"Zoo bundle must be one of {', '.join(ZOO)}, not {name!r}")
+    for name in names:
+        ckpt = Path(args.runs) / f"{name}.pt"
+        _progress(f"== {name}: python -m models train {' '.join(ZOO[name])} -o {ckpt}")
+        status = main(["train", *ZOO[name], "-o", str(ckpt)])
+        if status == 0:
+            status = main(["export", str(ckpt), "-o", str(Path(args.output) / name)])
+        if status != 0:
+            return status
+    return 0
+
+
 def _parser():
     parser = _Parser(prog="python -m models",
                      description="Train, prune, quantize and export spiking networks.")
@@ -231,6 +263,15 @@ def _parser():
     p.add_argument("--plot", metavar="PNG", default=None,
                    help="also write the plot here (e.g. docs/sweep.png)")
     p.set_defaults(run=_sweep)
+
+    p = sub.add_parser("zoo", help="retrain and re-export the bundles of models/zoo")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help=f"bundles to rebuild (default: all of {', '.join(ZOO)})")
+    p.add_argument("-o", "--output", metavar="DIR", default="models/zoo",
+                   help="folder of the bundles (default: %(default)s)")
+    p.add_argument("--runs", metavar="DIR", default="runs/zoo",
+                   help="folder of the checkpoints (default: %(default)s)")
+    p.set_defaults(run=_zoo)
     return parser
 
 

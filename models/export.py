@@ -122,6 +122,9 @@ def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
         "max_abs_bias": {layer.name: int(np.abs(layer.bias).max(initial=0))
                          if layer.bias is not None else 0 for layer in bundle.neuron_layers},
         "weight_sparsity": sparsity,
+        "weight_sparsity_total": float(sum(int((layer.weight == 0).sum())
+                                           for layer in bundle.neuron_layers)
+                                       / sum(layer.weight.size for layer in bundle.neuron_layers)),
         "dense_float_accuracy": train_metrics.get("dense_accuracy"),
         "float_accuracy": floatm["accuracy"],
         "golden_accuracy": report["accuracy"],
@@ -133,6 +136,7 @@ def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
                                        "golden": report["spikes_total_per_inference"]},
         "input_events_per_inference": report["input_events_per_inference"],
         "train_seconds": train_metrics.get("train_seconds"),
+        "net": net.cfg.to_dict(),
         "train": dict(tcfg.__dict__),
         "versions": {"torch": torch.__version__, "snntorch": snntorch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
@@ -142,7 +146,7 @@ def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
         "neuron": net.cfg.neuron, "float_accuracy": round(floatm["accuracy"], 6),
         "golden_accuracy": round(report["accuracy"], 6), "agreement": round(agreement, 6),
         "note": f"{tcfg.encoding} input, {tcfg.steps} steps, {weight_bits}-bit weights, "
-                f"sparsity {min(sparsity.values()):.3f}",
+                f"weight sparsity {metrics['weight_sparsity_total']:.3f}",
     }
     return bundle, metrics
 

@@ -188,29 +188,29 @@ class SpikingNet(nn.Module):
         return [stage for stage in self.stages if stage.kind in ("linear", "conv2d")]
 
     def forward(self, x, record=False):
+        # Layer by layer: a feed-forward layer at step t needs only the previous layer's output
+        # at step t, so each synapse (the costly part) runs once on all T x B inputs and only
+        # the neurons step through time. Same result as stepping the whole network per step.
         steps, batch = x.shape[:2]
         if tuple(x.shape[2:]) not in (tuple(self.cfg.in_shape),
                                       (math.prod(self.cfg.in_shape),)):
             raise ValueError(f"Input must have shape [T, B, {list(self.cfg.in_shape)}], "
                              f"not {list(x.shape)}")
-        mems = {name: None for name in self.neurons}
-        trace = [[] for _ in self.stages]
-        for t in range(steps):
-            a = x[t]
-            for index, stage in enumerate(self.stages):
-                if stage.kind == "flatten":
-                    a = a.flatten(1)
-                elif stage.kind == "spike_pool":
-                    a = nn.functional.max_pool2d(a, self.cfg.pool)
-                else:
-                    a = a.reshape((batch,) + tuple(stage.in_shape))
-                    cur = self.synapses[stage.name](a)
-                    mem = mems[stage.name]
-                    if mem is None:
-                        mem = torch.zeros_like(cur)
-                    a, mems[stage.name] = self.neurons[stage.name](cur, mem)
-                if record or index == len(self.stages) - 1:
-                    trace[index].append(a.reshape(batch, -1))
-        if record:
-            return [torch.stack(spikes) for spikes in trace]
-        return torch.stack(trace[-1])
+        a = x.reshape((steps * batch,) + tuple(x.shape[2:]))
+        trace = []
+        for stage in self.stages:
+            if stage.kind == "flatten":
+                a = a.flatten(1)
+            elif stage.kind == "spike_pool":
+                a = nn.functional.max_pool2d(a, self.cfg.pool)
+            else:
+                cur = self.synapses[stage.name](a.reshape((steps * batch,) + stage.in_shape))
+                cur = cur.reshape((steps, batch) + tuple(cur.shape[1:]))
+                neuron, mem, spikes = self.neurons[stage.name], torch.zeros_like(cur[0]), []
+                for t in range(steps):
+                    spk, mem = neuron(cur[t], mem)
+                    spikes.append(spk)
+                a = torch.stack(spikes).flatten(0, 1)
+            if record:
+                trace.append(a.reshape(steps, batch, -1))
+        return trace if record else a.reshape(steps, batch, -1)

@@ -27,6 +27,7 @@ from .nets import SpikingNet
 
 __all__ = [
     "LEAK_MODES",
+    "PRUNE_SCOPES",
     "check_options",
     "finish_pruning",
     "gain_and_decay",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 LEAK_MODES = LEAKS
+PRUNE_SCOPES = ("layer", "global")
 
 
 def check_options(*, weight_bits=8, potential_bits=16, leak="mul", frac_bits=8, sparsity=0.0):
@@ -102,19 +104,35 @@ def snap_leak(net: SpikingNet, mode="mul", frac_bits=8, potential_bits=16):
     return leaks
 
 
-def prune_step(net: SpikingNet, sparsity):
-    """Prune each synapse by weight magnitude to ``sparsity`` (cumulative, per layer).
+def prune_step(net: SpikingNet, sparsity, scope="layer"):
+    """Prune synapses by weight magnitude to ``sparsity`` (cumulative).
 
-    Uses ``torch.nn.utils.prune.l1_unstructured``; call it again with a larger ``sparsity`` to
-    prune further (the masks stay in place while fine-tuning; :func:`finish_pruning` bakes them).
+    ``scope="layer"`` prunes every layer to ``sparsity`` (``l1_unstructured`` per layer);
+    ``scope="global"`` ranks all weights of the network together (``global_unstructured``), so
+    the total reaches ``sparsity`` while small layers with large weights (the first conv) keep
+    more. Call it again with a larger ``sparsity`` to prune further: the masks stay in place
+    while fine-tuning, and :func:`finish_pruning` bakes them in.
     """
-    for module in net.synapses.values():
-        total = module.weight.numel()
-        already = int((module.weight_mask == 0).sum()) if hasattr(module, "weight_mask") else 0
-        more = int(round(sparsity * total)) - already
+    if scope not in PRUNE_SCOPES:
+        raise ValueError(f"Prune scope must be one of {', '.join(PRUNE_SCOPES)}, not {scope!r}")
+    modules = list(net.synapses.values())
+
+    def pruned(module):
+        return int((module.weight_mask == 0).sum()) if hasattr(module, "weight_mask") else 0
+
+    if scope == "global":
+        total = sum(m.weight.numel() for m in modules)
+        more = int(round(sparsity * total)) - sum(pruned(m) for m in modules)
         if more > 0:
-            prune.l1_unstructured(module, "weight", amount=more)
-        elif not hasattr(module, "weight_mask"):
+            prune.global_unstructured([(m, "weight") for m in modules],
+                                      pruning_method=prune.L1Unstructured, amount=more)
+    else:
+        for module in modules:
+            more = int(round(sparsity * module.weight.numel())) - pruned(module)
+            if more > 0:
+                prune.l1_unstructured(module, "weight", amount=more)
+    for module in modules:
+        if not hasattr(module, "weight_mask"):
             prune.identity(module, "weight")
 
 

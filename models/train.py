@@ -33,7 +33,8 @@ from snntorch import functional as SF
 from . import encoders
 from .nets import NetConfig, SpikingNet
 from .quantize import check_options as check_quant_options
-from .quantize import finish_pruning, prune_step, snap_leak, weight_sparsity
+from .quantize import (PRUNE_SCOPES, finish_pruning, gain_and_decay, prune_step, snap_leak,
+                       weight_sparsity)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -70,12 +71,13 @@ class TrainConfig:
     correct_rate: float = 0.8
     incorrect_rate: float = 0.1
     sparsity: float = 0.75
+    prune_scope: str = "layer"
     leak: str = "mul"
     frac_bits: int = 8
     potential_bits: int = 16
     seed: int = 0
     test_seed: int = 1
-    threads: int = 2
+    threads: int = 1
 
     def check(self):
         """Raise ``ValueError`` naming the bad value if an option is out of range."""
@@ -83,6 +85,9 @@ class TrainConfig:
                                threshold=self.delta_threshold)
         check_quant_options(potential_bits=self.potential_bits, leak=self.leak,
                             frac_bits=self.frac_bits, sparsity=self.sparsity)
+        if self.prune_scope not in PRUNE_SCOPES:
+            raise ValueError(f"Prune scope must be one of {', '.join(PRUNE_SCOPES)}, "
+                             f"not {self.prune_scope!r}")
         for name, lo, hi in (("epochs", 0, 10000), ("prune_epochs", 0, 10000),
                              ("batch", 1, 100000), ("threads", 1, 256),
                              ("seed", 0, 2 ** 31 - 1), ("test_seed", 0, 2 ** 31 - 1)):
@@ -152,6 +157,23 @@ def evaluate(net: SpikingNet, x, y=None, *, batch=512):
     return result
 
 
+@torch.no_grad()
+def compensate_gain(net: SpikingNet):
+    """Scale each synapse's initial weights by ``1/g`` (``g``: its neuron's input gain).
+
+    ``snn.Lapicque`` multiplies its input by ``g = T/C`` (``1 - decay`` for R = 1, about 0.1
+    for beta = 0.9); with PyTorch's default initialisation its membrane would barely move and
+    training would crawl. Starting from ``W / g`` gives the same initial membrane dynamics as a
+    Leaky layer. Returns ``{name: g}``.
+    """
+    gains = {}
+    for name, synapse in net.synapses.items():
+        gains[name], _ = gain_and_decay(net.neurons[name])
+        for param in synapse.parameters():
+            param.div_(gains[name])
+    return gains
+
+
 def _cubic(step, steps, target):
     return target * (1 - (1 - step / steps) ** 3)
 
@@ -178,20 +200,26 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
     history = []
     started = time.perf_counter()
     dense_metrics = None
-    phases = [("dense", tcfg.epochs, tcfg.lr), ("prune", tcfg.prune_epochs, tcfg.lr / 4)]
+    gains = compensate_gain(net)
+    phases = [("dense", tcfg.epochs, tcfg.lr), ("prune", tcfg.prune_epochs, tcfg.lr / 2)]
     epoch_index = 0
     for phase, epochs, lr in phases:
         if epochs == 0:
             continue
         if phase == "prune":
             dense_metrics = evaluate(net, x_test_enc, y_test)
-        optimiser = torch.optim.Adam(net.parameters(), lr=lr)
+        # Adam moves every parameter by about lr per step whatever its gradient's scale; a
+        # synapse behind an input gain g moves the membrane by g times that, so its learning
+        # rate is lr / g (for Lapicque, g = T/C; for Leaky, g = 1).
+        optimiser = torch.optim.Adam([{"params": list(net.synapses[name].parameters()),
+                                       "lr": lr / gains[name]} for name in net.synapses], lr=lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs)
         ramp = max(1, math.ceil(epochs / 2))
         for epoch in range(epochs):
             t0 = time.perf_counter()
             if phase == "prune" and tcfg.sparsity > 0:
-                prune_step(net, _cubic(min(epoch + 1, ramp), ramp, tcfg.sparsity))
+                prune_step(net, _cubic(min(epoch + 1, ramp), ramp, tcfg.sparsity),
+                           tcfg.prune_scope)
             net.train()
             x_enc = encode_split(x_train, tcfg, tcfg.seed * 100003 + epoch_index)
             order = torch.randperm(x_enc.shape[1], generator=shuffle)

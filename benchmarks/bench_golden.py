@@ -1,0 +1,99 @@
+"""Time of the golden model on the whole digits test split of the exported zoo bundles.
+
+For each bundle (default: ``models/zoo/digits_mlp`` and, if present, ``models/zoo/digits_csnn``)
+the vectors' events are expanded to dense inputs once, then :func:`models.golden.run` runs all
+samples (vectorised over samples and neurons, one loop over timesteps) ``--repeats`` times. The
+median is the figure; the run also checks that the recomputed output spikes equal the stored
+ones, so the timed work is the real one.
+
+    python -m benchmarks.bench_golden [--bundle DIR ...] [--repeats N] [-o FILE]
+
+Writes ``benchmarks/results/golden.json``. numpy only: no torch, no amaranth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models import bundle as bundle_io
+from models import golden
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = [ROOT / "models" / "zoo" / "digits_mlp", ROOT / "models" / "zoo" / "digits_csnn"]
+
+
+def bench(path, repeats):
+    """Time the golden model on one bundle's vectors; return a dict of figures."""
+    bundle = bundle_io.load(path)
+    v = bundle.vectors
+    if v is None:
+        raise ValueError(f"{path}: has no vectors.npz")
+    t0 = time.perf_counter()
+    dense = golden.events_to_dense(v.events, v.samples, v.steps, bundle.input.size)
+    expand = time.perf_counter() - t0
+    times, trace = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        trace = golden.run(bundle, dense)
+        times.append(time.perf_counter() - t0)
+    if not np.array_equal(golden.spike_rows(trace.output), v.spikes):
+        raise ValueError(f"{path}: the golden model no longer reproduces vectors.npz")
+    preds = golden.predict(trace.output)
+    spikes = {layer.name: float(s.sum()) / v.samples
+              for layer, s in zip(bundle.layers, trace.spikes) if layer.has_neurons}
+    return {
+        "bundle": str(Path(path).relative_to(ROOT)) if Path(path).is_relative_to(ROOT)
+        else str(path),
+        "samples": int(v.samples), "steps": int(v.steps),
+        "neurons": int(sum(layer.n_out for layer in bundle.neuron_layers)),
+        "median_seconds": statistics.median(times), "min_seconds": min(times),
+        "repeats": repeats, "events_to_dense_seconds": expand,
+        "samples_per_second": v.samples / statistics.median(times),
+        "accuracy": float((preds == v.labels).mean()) if v.labels is not None else None,
+        "spikes_per_inference": spikes,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_golden",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", action="append", metavar="DIR",
+                        help="bundle folder with vectors (repeatable; default: the zoo)")
+    parser.add_argument("--repeats", type=int, default=5, metavar="N",
+                        help="timed runs per bundle (default: %(default)s)")
+    parser.add_argument("-o", "--output", default=str(ROOT / "benchmarks/results/golden.json"),
+                        metavar="FILE", help="JSON to write (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, not {args.repeats}")
+    paths = [Path(p) for p in args.bundle] if args.bundle else [p for p in DEFAULT if p.is_dir()]
+    results = []
+    for path in paths:
+        try:
+            r = bench(path, args.repeats)
+        except (ValueError, bundle_io.BundleError) as exc:
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
+        results.append(r)
+        print(f"{r['bundle']}: {r['samples']} samples x {r['steps']} steps, median "
+              f"{r['median_seconds']:.3f} s (min {r['min_seconds']:.3f} s, {args.repeats} runs), "
+              f"{r['samples_per_second']:.0f} samples/s, accuracy {100 * r['accuracy']:.2f}%")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "numpy": np.__version__, "cpus": os.cpu_count(),
+                    "load_average": list(os.getloadavg())},
+        "results": results}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

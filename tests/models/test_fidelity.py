@@ -1,0 +1,26 @@
+"""Trained fidelity (slow): retrain every zoo recipe and check the integer network against it.
+
+For MLP and CSNN, LIF and Lapicque, at 8-bit weights and 0.75 weight sparsity: the golden
+model's accuracy on the 360 test samples is at most 1.0 point below the pruned float snnTorch
+network's, and the two predict the same class for at least 97 % of the samples. Each recipe
+trains for a few minutes on two cores, so this runs only with ``-m slow``.
+"""
+import json
+
+import pytest
+
+from models.cli import ZOO, main
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ZOO))
+def test_trained_fidelity(name, tmp_path):
+    ckpt, out = tmp_path / f"{name}.pt", tmp_path / name
+    assert main(["train", *ZOO[name], "-o", str(ckpt)]) == 0
+    assert main(["export", str(ckpt), "-o", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["weight_bits"] == 8 and m["samples"] == 360
+    assert m["weight_sparsity_total"] >= 0.75 - 1e-9
+    assert 100 * (m["float_accuracy"] - m["golden_accuracy"]) <= 1.0
+    assert m["agreement"] >= 0.97
+    assert m["float_accuracy"] >= 0.90
