@@ -168,18 +168,17 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         # One FSM runs the link: parse a frame (Idle .. Checksum), decide (Decide registers the
-        # verdict, Dispatch acts on it), run a sample if asked (Clear Counts, Run), then send
-        # the reply byte by byte (Reply Fetch / Load / Send: a cycle for the counter memory's
+        # verdict, Dispatch acts on it), run a sample if asked (Clear Counts, Run), then send the
+        # reply byte by byte (Reply Start / Fetch / Load / Send: a cycle for the counter memory's
         # registered read, one to register the byte, then offer it). Decisions and bytes are
         # registered a cycle ahead because the UART leaves plenty of cycles and the UP5K few
         # nanoseconds. LOAD payload bytes are assembled into events and written to the event buffer
-        # as they arrive; `committed` marks the end of the last good LOAD, so a frame that
-        # fails its checksum or length check is rolled back. During Run the buffer's read port
-        # register is the accelerator's input register (its enable holds it under
-        # backpressure), and output spikes are counted in a memory with a read-modify-write
-        # pipeline whose read is transparent to the write one cycle ahead, so back-to-back
-        # spikes of one neuron (end of one step, start of the next) add up; the running argmax
-        # follows one stage behind.
+        # as they arrive; `committed` marks the end of the last good LOAD, so a frame that fails its
+        # checksum or length check is rolled back. During Run the buffer's read port register is the
+        # accelerator's input register (its enable holds it under backpressure), and output spikes
+        # are counted in a memory with a read-modify-write pipeline whose read is transparent to the
+        # write one cycle ahead, so back-to-back spikes of one neuron (end of one step, start of the
+        # next) add up; the running argmax follows one stage behind.
         m = Module()
         m.submodules.uart_rx = urx = UARTRx(divisor=self._divisor)
         m.submodules.uart_tx = utx = UARTTx(divisor=self._divisor)
@@ -245,8 +244,6 @@ class HostLink(wiring.Component):
         # Reply being sent.
         kind = Signal(ReplyKind)
         reply_len = Signal(16)
-        err_code = Signal(8)
-        err_cmd = Signal(8)
         last_error = Signal()
         m.d.comb += self.error.eq(last_error)
 
@@ -266,7 +263,7 @@ class HostLink(wiring.Component):
             with m.Case(ReplyKind.LOADED):
                 m.d.comb += head.eq(committed)
             with m.Case(ReplyKind.ERROR):
-                m.d.comb += head.eq(Cat(err_code, err_cmd))
+                m.d.comb += head.eq(Cat(verdict, cmd))
             with m.Case(ReplyKind.RESULT):
                 m.d.comb += head.eq(Cat(best_idx, steps_out, cycles))
         info_word = Const(int.from_bytes(self.info.pack(), "little"), 8 * protocol.INFO_LENGTH)
@@ -299,10 +296,13 @@ class HostLink(wiring.Component):
             with m.Default():
                 m.d.comb += out_byte.eq(tx_crc)
 
-        def reply(what, size):
+        sizes = Array([Const(protocol.INFO_LENGTH, 16), Const(2, 16), Const(2, 16),
+                       Const(RESULT_HEAD + 2 * n_out, 16)])
+
+        def reply(what):
             # The walk counters and `tx_crc` are zero between replies: Reply Send leaves them so.
-            m.d.sync += [kind.eq(what), reply_len.eq(size), p_left.eq(size - 1)]
-            m.next = "Reply Fetch"
+            m.d.sync += kind.eq(what)
+            m.next = "Reply Start"
 
         # The run itself, enabled by a register of its own rather than the FSM's state decode.
         with m.If(running):
@@ -416,8 +416,8 @@ class HostLink(wiring.Component):
 
             with m.State("Timed Out"):
                 m.d.sync += wptr.eq(committed)
-                m.d.sync += [err_code.eq(Error.TIMEOUT), err_cmd.eq(cmd)]
-                reply(ReplyKind.ERROR, 2)
+                m.d.sync += verdict.eq(Error.TIMEOUT)
+                reply(ReplyKind.ERROR)
 
             with m.State("Decide"):
                 # The frame's verdict, in order of precedence, registered for Dispatch.
@@ -442,14 +442,13 @@ class HostLink(wiring.Component):
                 with m.If(verdict != 0):
                     with m.If(is_load):
                         m.d.sync += wptr.eq(committed)
-                    m.d.sync += [err_code.eq(verdict), err_cmd.eq(cmd)]
-                    reply(ReplyKind.ERROR, 2)
+                    reply(ReplyKind.ERROR)
                 with m.Elif(is_info):
-                    reply(ReplyKind.INFO, protocol.INFO_LENGTH)
+                    reply(ReplyKind.INFO)
                 with m.Elif(is_load):
                     m.d.sync += [committed.eq(wptr), last_ok.eq(frame_last),
                                  total_steps.eq(total_steps + frame_steps)]
-                    reply(ReplyKind.LOADED, 2)
+                    reply(ReplyKind.LOADED)
                 with m.Elif(is_run):
                     m.d.sync += [clear_addr.eq(0), rptr.eq(0), feed_valid.eq(0),
                                  started.eq(0), stopped.eq(0), cycles.eq(0),
@@ -457,7 +456,7 @@ class HostLink(wiring.Component):
                                  last_step.eq(total_steps == 1), best.eq(0), best_idx.eq(0)]
                     m.next = "Clear Counts"
                 with m.Else():
-                    reply(ReplyKind.RESULT, RESULT_HEAD + 2 * n_out)
+                    reply(ReplyKind.RESULT)
 
             with m.State("Clear Counts"):
                 m.d.comb += [self.busy.eq(1), cnt_wr.addr.eq(clear_addr), cnt_wr.data.eq(0),
@@ -473,7 +472,12 @@ class HostLink(wiring.Component):
                     m.d.sync += [running.eq(0), finished.eq(0), have_result.eq(1),
                                  committed.eq(0), wptr.eq(0), total_steps.eq(0),
                                  first_ok.eq(0), last_ok.eq(0)]
-                    reply(ReplyKind.RESULT, RESULT_HEAD + 2 * n_out)
+                    reply(ReplyKind.RESULT)
+
+            with m.State("Reply Start"):
+                size = sizes[kind.as_value()]
+                m.d.sync += [reply_len.eq(size), p_left.eq(size - 1)]
+                m.next = "Reply Fetch"
 
             with m.State("Reply Fetch"):
                 m.d.comb += cnt_rd.addr.eq(cnt_addr)
