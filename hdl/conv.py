@@ -37,6 +37,7 @@ __all__ = [
     "conv_work",
     "plan_conv",
     "taps",
+    "word_queue",
 ]
 
 #: Spike bits scanned per cycle by the compressors (16 keeps the iCE40 find-first-set in one
@@ -64,6 +65,27 @@ def const_divmod(value, divisor, max_value):
         raise ValueError(f"No reciprocal of {divisor} is exact up to {max_value}")
     quot = ((value * mult) >> shift)[:qw]
     return quot, (value - quot * divisor)[:rw]
+
+
+def word_queue(m, sink, word, arrive, *, name):
+    """A four-word queue from a memory read into ``sink`` (a compressor's input stream).
+
+    ``word`` (the read data and its tags) is valid in the cycle ``arrive`` is high, one cycle
+    after the read was issued. Returns ``room``: a read may be issued in this cycle. ``room``
+    depends on registers only, so no combinational path runs from ``sink.ready`` back into the
+    memory's address and enable.
+    """
+    width = len(Value.cast(sink.payload))
+    slots = [Signal(width, name=f"{name}{n}") for n in range(4)]
+    head, count = Signal(2, name=f"{name}_head"), Signal(3, name=f"{name}_count")
+    m.d.comb += [sink.valid.eq(count != 0), sink.payload.eq(Array(slots)[head])]
+    pop = sink.valid & sink.ready
+    with m.If(arrive):
+        m.d.sync += Array(slots)[(head + count)[:2]].eq(word)
+    with m.If(pop):
+        m.d.sync += head.eq(head + 1)
+    m.d.sync += count.eq(count + arrive - pop)
+    return count + arrive < 4
 
 
 def taps(kernel, stride, phase):
@@ -485,10 +507,10 @@ class Conv2dEngine(wiring.Component):
         fetch_w = Signal(range(words_in))
         fetching = Signal()
         f_valid, f_index = Signal(), Signal(range(words_in))
-        f_advance = ~f_valid | icomp.i.ready
-        f_issue = fetching & f_advance
-        with m.If(f_advance):
-            m.d.sync += [f_valid.eq(f_issue), f_index.eq(fetch_w)]
+        f_word = Signal.like(icomp.i.payload)
+        f_room = word_queue(m, icomp.i, f_word, f_valid, name="in_words")
+        f_issue = fetching & f_room
+        m.d.sync += [f_valid.eq(f_issue), f_index.eq(fetch_w)]
         with m.If(f_issue):
             m.d.sync += fetch_w.eq(fetch_w + 1)
             with m.If(fetch_w == words_in - 1):
@@ -501,10 +523,9 @@ class Conv2dEngine(wiring.Component):
         else:
             f_bits = Mux(acc_buf, bm_rd[1].data, bm_rd[0].data)
         m.d.comb += [
-            icomp.i.valid.eq(f_valid),
-            icomp.i.p.bits.eq(f_bits),
-            icomp.i.p.index.eq(f_index),
-            icomp.i.p.end.eq(f_index == words_in - 1),
+            f_word.bits.eq(f_bits),
+            f_word.index.eq(f_index),
+            f_word.end.eq(f_index == words_in - 1),
         ]
 
         # Decoder: input address -> (c, y, x) -> (by, ry, bx, rx) -> row and column ranges.
@@ -598,7 +619,7 @@ class Conv2dEngine(wiring.Component):
             mine = owned & (acc_buf == b)
             if not dense:
                 m.d.comb += [bm_rd[b].addr.eq(Mux(mine, fetch_w, in_addr >> 4)),
-                             bm_rd[b].en.eq(~mine | f_advance)]
+                             bm_rd[b].en.eq(1)]
                 with m.If(clearing):
                     m.d.comb += [bm_wr[b].addr.eq(clr), bm_wr[b].en.eq(clr < words_in)]
                 with m.Elif(r1_valid & (r1_buf == b)):
@@ -725,12 +746,12 @@ class Conv2dEngine(wiring.Component):
         word_tab = Array(Const(local_of[o] * words_out, range(words_lane + 1))
                          for o in range(kout))
         oc_addr = Mux(ob, words_lane, 0) + word_tab[oc_k] + oc_ww
-        o_advance = ~of_valid | ocomp.i.ready
-        o_issue = oc_busy & oc_fetching & o_advance
-        with m.If(o_advance):
-            m.d.sync += [of_valid.eq(o_issue), of_lane.eq(lane_tab[oc_k]), of_index.eq(oc_w),
-                         of_end.eq(oc_w == n_words - 1),
-                         of_first.eq(Mux(ob, bm_first[1], bm_first[0]) & (oc_w == 0))]
+        of_word = Signal.like(ocomp.i.payload)
+        o_room = word_queue(m, ocomp.i, of_word, of_valid, name="out_words")
+        o_issue = oc_busy & oc_fetching & o_room
+        m.d.sync += [of_valid.eq(o_issue), of_lane.eq(lane_tab[oc_k]), of_index.eq(oc_w),
+                     of_end.eq(oc_w == n_words - 1),
+                     of_first.eq(Mux(ob, bm_first[1], bm_first[0]) & (oc_w == 0))]
         with m.If(o_issue):
             m.d.sync += oc_w.eq(oc_w + 1)
             with m.If(oc_ww == words_out - 1):
@@ -742,7 +763,7 @@ class Conv2dEngine(wiring.Component):
         with m.If(~oc_busy & Mux(ob, bm_full[1], bm_full[0])):
             m.d.sync += [oc_busy.eq(1), oc_fetching.eq(1), oc_w.eq(0), oc_k.eq(0), oc_ww.eq(0)]
         # The half is free once its end word is in the compressor.
-        with m.If(ocomp.i.valid & ocomp.i.ready & ocomp.i.p.end):
+        with m.If(of_valid & of_end):                # the half's last word has been read
             m.d.sync += [oc_busy.eq(0), ob.eq(~ob)]
             for b in range(2):
                 with m.If(ob == b):
@@ -959,7 +980,7 @@ class Conv2dEngine(wiring.Component):
             m.d.comb += [bm_w.addr.eq(Mux(s3_half, words_lane, 0) + s3_word),
                          bm_w.data.eq(word_now),
                          bm_w.en.eq(s3_valid & s3_end),
-                         bm_r.addr.eq(oc_addr), bm_r.en.eq(o_advance)]
+                         bm_r.addr.eq(oc_addr)]
             lane_bm_data.append(bm_r.data)
 
         # The oldest accumulating step is complete once every lane has passed its marker.
@@ -970,11 +991,10 @@ class Conv2dEngine(wiring.Component):
                 with m.If(ab == b):
                     m.d.sync += [accumulating[b].eq(0), cur_full[b].eq(1)]
         m.d.comb += [
-                     ocomp.i.valid.eq(of_valid),
-                     ocomp.i.p.bits.eq(Array(lane_bm_data)[of_lane]),
-                     ocomp.i.p.index.eq(of_index),
-                     ocomp.i.p.end.eq(of_end),
-                     ocomp.i.p.first.eq(of_first)]
+                     of_word.bits.eq(Array(lane_bm_data)[of_lane]),
+                     of_word.index.eq(of_index),
+                     of_word.end.eq(of_end),
+                     of_word.first.eq(of_first)]
 
         # ---- Work counters. -------------------------------------------------------------------
         st = self.stats

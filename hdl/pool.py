@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from models.bundle import Layer
 
 from .compress import SpikeCompressor
-from .conv import CHUNK, const_divmod
+from .conv import CHUNK, const_divmod, word_queue
 from .event import EventLayout
 
 __all__ = ["SpikePool", "pool_ref"]
@@ -171,11 +171,10 @@ class SpikePool(wiring.Component):
         m.submodules.compressor = comp = SpikeCompressor(width=CHUNK, n=words * CHUNK)
         fw = Signal(range(words))
         f_valid, f_index, f_first = Signal(), Signal(range(words)), Signal()
-        advance = ~f_valid | comp.i.ready
-        issue = busy & advance
-        with m.If(advance):
-            m.d.sync += [f_valid.eq(issue), f_index.eq(fw),
-                         f_first.eq(Mux(rb, first[1], first[0]) & (fw == 0))]
+        f_word = Signal.like(comp.i.payload)
+        issue = busy & word_queue(m, comp.i, f_word, f_valid, name="words")
+        m.d.sync += [f_valid.eq(issue), f_index.eq(fw),
+                     f_first.eq(Mux(rb, first[1], first[0]) & (fw == 0))]
         with m.If(issue):
             m.d.sync += fw.eq(fw + 1)
             with m.If(fw == words - 1):
@@ -184,24 +183,21 @@ class SpikePool(wiring.Component):
             m.d.sync += busy.eq(1)
         clr_valid, clr_addr = Signal(), Signal.like(fw)
         m.d.sync += [clr_valid.eq(issue), clr_addr.eq(fw)]
-        drained = comp.i.valid & comp.i.ready & comp.i.p.end
-        with m.If(drained):
+        with m.If(f_valid & (f_index == words - 1)):      # the buffer's last word is read
             m.d.sync += rb.eq(~rb)
             for b in range(2):
                 with m.If(rb == b):
                     m.d.sync += [claimed[b].eq(0), full[b].eq(0)]
         m.d.comb += [
-            comp.i.valid.eq(f_valid),
-            comp.i.p.bits.eq(Mux(rb, bm_rd[1].data, bm_rd[0].data)),
-            comp.i.p.index.eq(f_index),
-            comp.i.p.end.eq(f_index == words - 1),
-            comp.i.p.first.eq(f_first),
+            f_word.bits.eq(Mux(rb, bm_rd[1].data, bm_rd[0].data)),
+            f_word.index.eq(f_index),
+            f_word.end.eq(f_index == words - 1),
+            f_word.first.eq(f_first),
         ]
 
         for b in range(2):
             draining = (busy | f_valid) & (rb == b)
-            m.d.comb += [bm_rd[b].addr.eq(Mux(draining, fw, p4_out >> 4)),
-                         bm_rd[b].en.eq(~draining | advance)]
+            m.d.comb += bm_rd[b].addr.eq(Mux(draining, fw, p4_out >> 4))
             with m.If(clearing):
                 m.d.comb += [bm_wr[b].addr.eq(clr), bm_wr[b].en.eq(1)]
             with m.Elif(p5_set & (p5_buf == b)):
