@@ -55,6 +55,8 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=8, help="samples for the cycle count")
     p.add_argument("--baud", type=int, default=1_000_000)
     p.add_argument("-o", "--output", type=Path, default=REPO / "build/bench_boards")
+    p.add_argument("--aim-ice40", type=float, help="first clock tried on iCE40, MHz")
+    p.add_argument("--aim-ecp5", type=float, help="first clock tried on ECP5, MHz")
     p.add_argument("--reuse", action="store_true",
                    help="reuse cycle counts and build reports already in the output folder")
     args = p.parse_args(argv)
@@ -82,7 +84,9 @@ def main(argv=None):
                 if args.reuse and (folder / "report.json").exists():
                     report = json.loads((folder / "report.json").read_text())
                 else:
+                    aim = {"icebreaker": args.aim_ice40, "ulx3s": args.aim_ecp5}[board_name]
                     report = build(bundle, board_name=board_name, lanes=lanes, baud=args.baud,
+                                   aim_mhz=aim,
                                    build_dir=folder,
                                    log=lambda text: print("  " + text, flush=True))
             except BuildError as exc:

@@ -245,11 +245,12 @@ def _real_accelerator(bundle, lanes):
 
 
 def build(bundle, *, board_name="icebreaker", variant=None, lanes=1, clock_mhz=None,
-          baud=1_000_000, capacity=None, build_dir="build/board", seed=1, attempts=3,
-          accelerator=None, log=print):
+          aim_mhz=None, baud=1_000_000, capacity=None, build_dir="build/board", seed=1,
+          attempts=3, accelerator=None, log=print):
     """Build a bitstream for ``bundle``; return the report (also written as report.json).
 
-    ``clock_mhz=None`` picks the clock: first the board's aim, then, while timing fails and
+    ``clock_mhz=None`` picks the clock: first ``aim_mhz`` (default: the board's aim), then,
+    while timing fails and
     ``attempts`` last, a PLL clock at 97 % of the Fmax reached. A given ``clock_mhz`` is built
     once. ``accelerator(bundle, lanes)`` makes the accelerator (default: hdl.top.Accelerator).
     """
@@ -261,7 +262,7 @@ def build(bundle, *, board_name="icebreaker", variant=None, lanes=1, clock_mhz=N
     env = tool_env()
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    f_target = clock_mhz * 1e6 if clock_mhz else b.aim
+    f_target = clock_mhz * 1e6 if clock_mhz else (aim_mhz * 1e6 if aim_mhz else b.aim)
     tries = []
     for attempt in range(1 if clock_mhz else attempts):
         out = build_dir / f"try{attempt}" if attempt else build_dir

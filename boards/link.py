@@ -280,13 +280,16 @@ class HostLink(wiring.Component):
         tx_byte = Signal(8)                 # the byte, registered a cycle before it is sent
         header = Array([Const(protocol.SYNC_REPLY, 8), codes[kind.as_value()], reply_len[:8],
                         reply_len[8:]])
+        fields = Signal(64)                 # `head`, loaded at Reply Start, shifted per byte
+        use_info = Signal()
+        is_result = Signal()
         payload_byte = Signal(8)
-        with m.If(kind == ReplyKind.INFO):
+        with m.If(use_info):
             m.d.comb += payload_byte.eq(info_word.word_select(p[:4], 8))
-        with m.Elif((kind == ReplyKind.RESULT) & in_counts):
+        with m.Elif(in_counts):
             m.d.comb += payload_byte.eq(Mux(cnt_hi, cnt_rd.data[8:], cnt_rd.data[:8]))
         with m.Else():
-            m.d.comb += payload_byte.eq(head.word_select(p[:3], 8))
+            m.d.comb += payload_byte.eq(fields[:8])
         out_byte = Signal(8)
         with m.Switch(section):
             with m.Case(0):
@@ -476,7 +479,9 @@ class HostLink(wiring.Component):
 
             with m.State("Reply Start"):
                 size = sizes[kind.as_value()]
-                m.d.sync += [reply_len.eq(size), p_left.eq(size - 1)]
+                m.d.sync += [reply_len.eq(size), p_left.eq(size - 1), fields.eq(head),
+                             use_info.eq(kind == ReplyKind.INFO),
+                             is_result.eq(kind == ReplyKind.RESULT)]
                 m.next = "Reply Fetch"
 
             with m.State("Reply Fetch"):
@@ -501,7 +506,9 @@ class HostLink(wiring.Component):
                                 m.d.sync += section.eq(1)      # every reply has a payload
                         with m.Case(1):
                             m.d.sync += [p.eq(p + 1), p_left.eq(p_left - 1),
-                                         in_counts.eq(in_counts | (p[:3] == RESULT_HEAD - 1))]
+                                         fields.eq(fields >> 8),
+                                         in_counts.eq(in_counts |
+                                                      (is_result & (p[:3] == RESULT_HEAD - 1)))]
                             with m.If(in_counts):
                                 m.d.sync += cnt_hi.eq(~cnt_hi)
                                 with m.If(cnt_hi):
