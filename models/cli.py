@@ -156,7 +156,8 @@ def _train(args):
     write_metrics(mpath, metrics)
     print(f"dense accuracy {100 * metrics['dense_accuracy']:.2f}%, "
           f"pruned float accuracy {100 * metrics['float_accuracy']:.2f}%, "
-          f"train time {metrics['train_seconds']:.1f} s")
+          f"train time {metrics['train_seconds']:.1f} s "
+          f"({metrics['train_cpu_seconds']:.1f} s CPU)")
     print(_summary("spikes per inference", metrics["spikes_per_inference"]))
     print(f"wrote {out} and {mpath}")
     return 0
@@ -249,11 +250,11 @@ def _parser():
 
     p = sub.add_parser("sweep", help="beta x threshold sweep: accuracy and spikes, plotted")
     _add_net_options(p)
-    _add_train_options(p, epochs=8, prune_epochs=0, sparsity=0.0)
+    _add_train_options(p, epochs=6, prune_epochs=0, sparsity=0.0)
     p.add_argument("--neurons", type=lambda s: s.split(","), default=["lif", "lapicque"],
                    metavar="M[,M]", help="neuron models to sweep (default: lif,lapicque)")
-    p.add_argument("--betas", type=_floats, default=[0.4, 0.6, 0.8, 0.9, 0.95],
-                   metavar="B[,B...]", help="decay values (default: 0.4,0.6,0.8,0.9,0.95)")
+    p.add_argument("--betas", type=_floats, default=[0.5, 0.7, 0.8, 0.9, 0.95],
+                   metavar="B[,B...]", help="decay values (default: 0.5,0.7,0.8,0.9,0.95)")
     p.add_argument("--thresholds", type=_floats, default=[0.5, 1.0, 2.0, 4.0],
                    metavar="T[,T...]", help="thresholds (default: 0.5,1,2,4)")
     p.add_argument("--weight-bits", type=int, default=8, metavar="BITS",

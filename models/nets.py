@@ -14,7 +14,7 @@ The two shapes the project ships:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import snntorch as snn
 import torch
@@ -48,7 +48,6 @@ class NetConfig:
     surrogate: str = "fast_sigmoid"
     slope: float = 25.0
     bias: bool = True
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self):
         d = asdict(self)

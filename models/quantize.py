@@ -143,8 +143,11 @@ def finish_pruning(net: SpikingNet):
             prune.remove(module, "weight")
 
 
-def weight_sparsity(net: SpikingNet):
-    """Fraction of zero weights per neuron layer."""
+def weight_sparsity(net: SpikingNet, total=False):
+    """Fraction of zero weights per neuron layer (``total=True``: of all weights together)."""
+    if total:
+        zeros = sum(int((m.weight == 0).sum()) for m in net.synapses.values())
+        return zeros / sum(m.weight.numel() for m in net.synapses.values())
     return {name: float((m.weight == 0).float().mean()) for name, m in net.synapses.items()}
 
 

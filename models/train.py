@@ -11,9 +11,14 @@ checkpoint):
 1. dense: ``epochs`` epochs of Adam on snnTorch's ``mse_count_loss`` (the correct class should
    fire on ``correct_rate`` of the steps, the others on ``incorrect_rate``), with the leak
    already snapped to its integer form (:func:`models.quantize.snap_leak`);
-2. sparse: ``prune_epochs`` epochs of fine-tuning while magnitude pruning raises each layer's
-   weight sparsity to ``sparsity`` on a cubic schedule over the first half (Zhu and Gupta's
-   gradual pruning), the second half fine-tuning the final mask.
+2. sparse: ``prune_epochs`` epochs of fine-tuning (Adam at half the rate) while magnitude
+   pruning raises the weight sparsity to ``sparsity`` on a cubic schedule over the first half
+   (Zhu and Gupta's gradual pruning), the second half fine-tuning the final mask. The sparsity
+   is per layer (``prune_scope="layer"``) or of all weights ranked together (``"global"``).
+
+A synapse feeding ``snn.Lapicque`` (input gain ``g = T/C``) starts from ``W / g`` and learns at
+``lr / g`` (:func:`compensate_gain`), so that Lapicque and Leaky layers move their membranes
+alike; the neuron model itself is snnTorch's, unchanged.
 
 The training samples are re-encoded every epoch (a fresh rate-coding draw); the test split is
 encoded once with ``test_seed``, the same events :mod:`models.export` writes into the bundle.
@@ -21,6 +26,7 @@ encoded once with ``test_seed``, the same events :mod:`models.export` writes int
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -198,7 +204,7 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
     y_train_t = torch.as_tensor(y_train)
     shuffle = torch.Generator().manual_seed(tcfg.seed)
     history = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     dense_metrics = None
     gains = compensate_gain(net)
     phases = [("dense", tcfg.epochs, tcfg.lr), ("prune", tcfg.prune_epochs, tcfg.lr / 2)]
@@ -235,11 +241,10 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
                 count += len(idx)
             schedule.step()
             test = evaluate(net, x_test_enc, y_test)
-            sparsity = weight_sparsity(net)
             entry = {"phase": phase, "epoch": epoch_index + 1, "loss": total / count,
                      "test_accuracy": test["accuracy"],
                      "spikes_per_inference": test["spikes_total_per_inference"],
-                     "weight_sparsity": min(sparsity.values()),
+                     "weight_sparsity": weight_sparsity(net, total=True),
                      "seconds": time.perf_counter() - t0}
             history.append(entry)
             epoch_index += 1
@@ -249,11 +254,13 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
                      f"sparsity {entry['weight_sparsity']:.3f}, {entry['seconds']:.1f} s")
     finish_pruning(net)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
     final = evaluate(net, x_test_enc, y_test)
     if dense_metrics is None:
         dense_metrics = final
     metrics = {
-        "train_seconds": seconds,
+        "train_seconds": seconds, "train_cpu_seconds": cpu_seconds,
+        "load_average": list(os.getloadavg()),
         "train_samples": len(y_train), "test_samples": len(y_test),
         "dense_accuracy": dense_metrics["accuracy"],
         "float_accuracy": final["accuracy"],
@@ -261,6 +268,7 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
         "spikes_total_per_inference": final["spikes_total_per_inference"],
         "input_events_per_inference": final["input_events_per_inference"],
         "weight_sparsity": weight_sparsity(net),
+        "weight_sparsity_total": weight_sparsity(net, total=True),
         "leak": {name: lk.to_json() for name, lk in leaks.items()},
         "history": history,
     }
@@ -324,7 +332,7 @@ def load_checkpoint(path):
 
 
 def run_sweep(ncfg: NetConfig, tcfg: TrainConfig, *, neurons=("lif", "lapicque"),
-              betas=(0.4, 0.6, 0.8, 0.9, 0.95), thresholds=(0.5, 1.0, 2.0, 4.0), out,
+              betas=(0.5, 0.7, 0.8, 0.9, 0.95), thresholds=(0.5, 1.0, 2.0, 4.0), out,
               plot=None, weight_bits=8, progress=None):
     """Train one network per (neuron, beta, threshold); record accuracy and spikes.
 
@@ -408,10 +416,15 @@ def plot_sweep(points, path, *, title=""):
             ax.set_xlabel("threshold")
             ax.set_ylabel("beta")
             ax.set_title(f"{neuron}: {label}")
+            lo, hi = np.nanmin(grid), np.nanmax(grid)
             for (i, j), value in np.ndenumerate(grid):
                 if not np.isnan(value):
+                    # Light text on the dark end of each colour map (low for viridis, high
+                    # for magma_r).
+                    level = (value - lo) / (hi - lo) if hi > lo else 0.5
+                    dark = level < 0.5 if col == 0 else level > 0.5
                     ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=8,
-                            color="white" if col == 0 else "black")
+                            color="white" if dark else "black")
             fig.colorbar(im, ax=ax)
     fig.suptitle(title)
     fig.tight_layout()

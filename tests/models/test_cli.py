@@ -87,7 +87,8 @@ def test_eval_needs_no_torch(tiny):
 
 BAD_TRAIN = [
     (["--beta", "1.5"], "Beta must be in [0, 1] for lif, not 1.5"),
-    (["--neuron", "lapicque", "--beta", "0.2"], "Beta must be in [0.3679, 1) for lapicque, not 0.2"),
+    (["--neuron", "lapicque", "--beta", "0.2"],
+     "Beta must be in [0.3679, 1) for lapicque, not 0.2"),
     (["--threshold", "0"], "Threshold must be a positive number, not 0.0"),
     (["--steps", "0"], "Steps must be an integer in [1, 1000], not 0"),
     (["--sparsity", "1"], "Sparsity must be in [0, 1), not 1.0"),

@@ -131,8 +131,9 @@ def test_pruning_hits_the_target_exactly():
     prune_step(net, 0.75)
     for name, module in net.synapses.items():
         assert int((module.weight == 0).sum()) == round(0.75 * module.weight.numel()), name
-    kept = net.synapses["fc1"].weight_orig.detach().abs()[net.synapses["fc1"].weight_mask.bool()]
-    dropped = net.synapses["fc1"].weight_orig.detach().abs()[~net.synapses["fc1"].weight_mask.bool()]
+    fc1 = net.synapses["fc1"]
+    kept = fc1.weight_orig.detach().abs()[fc1.weight_mask.bool()]
+    dropped = fc1.weight_orig.detach().abs()[~fc1.weight_mask.bool()]
     assert float(kept.min()) >= float(dropped.max())                  # by magnitude
     finish_pruning(net)
     assert not hasattr(net.synapses["fc1"], "weight_mask")
@@ -141,6 +142,22 @@ def test_pruning_hits_the_target_exactly():
     for layer in bundle.neuron_layers:
         assert (layer.weight == 0).mean() >= 0.75 - 1e-3
         assert np.abs(layer.weight).max() == 127
+
+
+def test_global_pruning_ranks_all_layers_together():
+    torch.manual_seed(0)
+    net = SpikingNet(NetConfig(arch="csnn"))
+    with torch.no_grad():
+        net.synapses["conv1"].weight.mul_(100)                    # the largest weights: kept
+    prune_step(net, 0.5, "global")
+    prune_step(net, 0.75, "global")
+    finish_pruning(net)
+    zeros = sum(int((m.weight == 0).sum()) for m in net.synapses.values())
+    total = sum(m.weight.numel() for m in net.synapses.values())
+    assert zeros == round(0.75 * total)
+    assert int((net.synapses["conv1"].weight == 0).sum()) == 0
+    with pytest.raises(ValueError, match=r"^Prune scope must be one of layer, global, not 'x'$"):
+        prune_step(net, 0.8, "x")
 
 
 @pytest.mark.parametrize("kwargs, message", [
