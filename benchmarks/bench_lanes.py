@@ -67,7 +67,15 @@ def main(argv=None):
     p.add_argument("--updates", type=int, default=2,
                    help="neuron updates per cycle as a multiple of the lanes (default: 2)")
     p.add_argument("-o", "--output", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--replot", action="store_true",
+                   help="redraw lanes.png from the output folder's lanes.json, no simulation")
     args = p.parse_args(argv)
+    if args.replot:
+        data = json.loads((args.output / "lanes.json").read_text())
+        sp = sorted({r["sparsity"] for r in data["rows"]})
+        ln = sorted({r["lanes"] for r in data["rows"]})
+        plot(data["rows"], data["points"], sp, ln, args.output / "lanes.png")
+        return 0
     sparsities = (0.75,) if args.quick else SPARSITIES
     lanes_list = (1, 8) if args.quick else LANES
     args.output.mkdir(parents=True, exist_ok=True)
@@ -142,10 +150,18 @@ def main(argv=None):
                       f"{frac:>7}")
 
     busy = [q for q in points if q["active_sops"] >= 64 * q["lanes"]]
+    # Steps overlap in the pipeline, so one step's interval can fall below its own bound when
+    # the step before it ran long; sums over the steps of a point do not have that effect.
+    sums = {}
+    for q in busy:
+        key = (q["sparsity"], q["density"], q["lanes"])
+        m_sum, b_sum = sums.get(key, (0, 0))
+        sums[key] = (m_sum + q["measured"], b_sum + q["lower_bound"])
     low = [q for q in points if q["density"] <= 0.20 and q["speedup_vs_ideal"] is not None]
     summary = {
         "steps_with_64_sops_per_lane": len(busy),
         "max_ratio_there": max((q["ratio"] for q in busy), default=None),
+        "max_summed_ratio_there": max((m / b for m, b in sums.values()), default=None),
         "min_utilisation_there": min((q["utilisation"] for q in busy), default=None),
         "steps_at_density_le_20pct": len(low),
         "min_speedup_vs_ideal_there": min((q["speedup_vs_ideal"] for q in low), default=None),
@@ -190,6 +206,8 @@ def plot(rows, points, sparsities, lanes_list, path):
         ax2.plot([r["density"] * 100 for r in rs], ideal, ls=":", color=line.get_color())
     ax2.set_xscale("log")
     ax2.set_yscale("log")
+    ax2.set_xticks([d * 100 for d in DENSITIES], [f"{d * 100:g}" for d in DENSITIES])
+    ax2.minorticks_off()
     ax2.set_xlabel("input spike density (%)")
     ax2.set_ylabel("speedup over dense baseline")
     ax2.set_title(f"Speedup, L={lanes} (dotted: ideal = dense SOPs / A)")
