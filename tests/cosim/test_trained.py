@@ -29,7 +29,8 @@ def check_predictions(bundle, result, events, n):
     return expect
 
 
-@pytest.mark.parametrize("name, lanes", [("digits_mlp", 4)])
+@pytest.mark.parametrize("name, lanes", [
+    ("digits_mlp", 4), pytest.param("digits_csnn", 4, marks=pytest.mark.slow)])
 def test_trained_icarus(cosim, name, lanes):
     b = bundle_io.load(ZOO / name)
     n = 20
@@ -41,8 +42,9 @@ def test_trained_icarus(cosim, name, lanes):
     assert sum(p == y for p, y in zip(preds, labels)) >= n // 2     # a trained network
 
 
+@pytest.mark.slow
 @pytest.mark.verilator
-@pytest.mark.parametrize("name, lanes", [("digits_mlp", 8)])
+@pytest.mark.parametrize("name, lanes", [("digits_mlp", 8), ("digits_csnn", 8)])
 def test_trained_verilator(cosim, name, lanes):
     b = bundle_io.load(ZOO / name)
     n = 100
