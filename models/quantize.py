@@ -73,10 +73,10 @@ def leak_for(decay, mode="mul", frac_bits=8, potential_bits=16):
     if not 0 <= decay <= 1:
         raise ValueError(f"Decay must be in [0, 1], not {decay!r}")
     if mode == "mul":
-        return Leak("mul", beta=int(round(decay * 2 ** frac_bits)), frac_bits=frac_bits)
+        return Leak("mul", beta=round(decay * 2 ** frac_bits), frac_bits=frac_bits)
     if decay >= 1:
         raise ValueError("Decay 1.0 has no shift leak (1 - 2^-shift < 1); use the mul leak")
-    shift = int(round(-math.log2(1 - decay)))
+    shift = round(-math.log2(1 - decay))
     return Leak("shift", shift=min(max(shift, 1), potential_bits - 1))
 
 
@@ -122,13 +122,13 @@ def prune_step(net: SpikingNet, sparsity, scope="layer"):
 
     if scope == "global":
         total = sum(m.weight.numel() for m in modules)
-        more = int(round(sparsity * total)) - sum(pruned(m) for m in modules)
+        more = round(sparsity * total) - sum(pruned(m) for m in modules)
         if more > 0:
             prune.global_unstructured([(m, "weight") for m in modules],
                                       pruning_method=prune.L1Unstructured, amount=more)
     else:
         for module in modules:
-            more = int(round(sparsity * module.weight.numel())) - pruned(module)
+            more = round(sparsity * module.weight.numel()) - pruned(module)
             if more > 0:
                 prune.l1_unstructured(module, "weight", amount=more)
     for module in modules:
@@ -188,7 +188,7 @@ def quantize(net: SpikingNet, input: InputSpec, *, weight_bits=8, potential_bits
                 raise ValueError(f"Layer {stage.name}: threshold {theta} is below one weight "
                                  f"step; raise the threshold or weight bits")
             scale = theta_q / theta
-        theta_q = int(round(theta * scale))
+        theta_q = round(theta * scale)
         w_q = np.round(w * scale)
         b_q = None if b is None else np.round(b * scale)
         if exact:

@@ -38,9 +38,15 @@ from snntorch import functional as SF
 
 from . import encoders
 from .nets import NetConfig, SpikingNet
+from .quantize import (
+    PRUNE_SCOPES,
+    finish_pruning,
+    gain_and_decay,
+    prune_step,
+    snap_leak,
+    weight_sparsity,
+)
 from .quantize import check_options as check_quant_options
-from .quantize import (PRUNE_SCOPES, finish_pruning, gain_and_decay, prune_step, snap_leak,
-                       weight_sparsity)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -306,7 +312,7 @@ def load_checkpoint(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a corrupt or foreign file
+    except Exception as exc:  # noqa: BLE001 (torch raises many kinds for a corrupt file)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: is not a readable checkpoint ({reason})") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:

@@ -79,29 +79,29 @@ JSON_CASES = [
     (("format",), "onnx", "bundle.json: format: must be 'snn-bundle', not 'onnx'"),
     (("version",), 2, "bundle.json: version: must be 1, not 2"),
     (("input",), KeyError, "bundle.json.input: is missing"),
-    (("input", "shape"), [1, 0, 6], "bundle.json: input.shape: must be a list of positive "
-                                    "integers, not [1, 0, 6]"),
+    (("input", "shape"), [1, 0, 6], ("bundle.json: input.shape: must be a list of positive "
+                                    "integers, not [1, 0, 6]")),
     (("input", "bits"), 17, "bundle.json: input.bits: must be at most 16, not 17"),
     (("input", "signed"), "no", "bundle.json: input.signed: must be true or false, not 'no'"),
-    (("input", "signed"), True, "bundle.json: input.bits: must be at least 2 for signed input, "
-                                "not 1"),
-    (("input", "encoding"), "morse", "bundle.json: input.encoding: must be one of 'rate', "
-                                     "'delta', 'direct', 'latency', 'raw', not 'morse'"),
+    (("input", "signed"), True, ("bundle.json: input.bits: must be at least 2 for signed input, "
+                                "not 1")),
+    (("input", "encoding"), "morse", ("bundle.json: input.encoding: must be one of 'rate', "
+                                     "'delta', 'direct', 'latency', 'raw', not 'morse'")),
     (("input", "steps"), 0, "bundle.json: input.steps: must be at least 1, not 0"),
     (("layers",), [], "bundle.json: layers: must hold at least one layer"),
-    (("layers", 0, "kind"), "dense", "bundle.json: layers[0].kind: must be one of 'linear', "
-                                     "'conv2d', 'spike_pool', 'flatten', not 'dense'"),
-    (("layers", 0, "out_shape"), [2, 5, 5], "bundle.json: layers[0].out_shape: is [2, 5, 5] but "
-                                            "kernel 3, stride 1, padding 1 give [2, 6, 6]"),
-    (("layers", 0, "in_shape"), [1, 8, 8], "bundle.json: layers[0].in_shape: is [1, 8, 8] but "
-                                           "the previous layer gives [1, 6, 6]"),
-    (("layers", 0, "weight_bits"), 1, "bundle.json: layers[0].weight_bits: must be at least 2, "
-                                      "not 1"),
+    (("layers", 0, "kind"), "dense", ("bundle.json: layers[0].kind: must be one of 'linear', "
+                                     "'conv2d', 'spike_pool', 'flatten', not 'dense'")),
+    (("layers", 0, "out_shape"), [2, 5, 5], ("bundle.json: layers[0].out_shape: is [2, 5, 5] but "
+                                            "kernel 3, stride 1, padding 1 give [2, 6, 6]")),
+    (("layers", 0, "in_shape"), [1, 8, 8], ("bundle.json: layers[0].in_shape: is [1, 8, 8] but "
+                                           "the previous layer gives [1, 6, 6]")),
+    (("layers", 0, "weight_bits"), 1, ("bundle.json: layers[0].weight_bits: must be at least 2, "
+                                      "not 1")),
     (("layers", 0, "neuron", "model"), "izhikevich",
      "bundle.json: layers[0].neuron.model: must be one of 'lif', 'lapicque', not 'izhikevich'"),
     (("layers", 0, "neuron", "reset"), "soft",
-     "bundle.json: layers[0].neuron.reset: must be one of 'subtract', 'zero', 'none', "
-     "not 'soft'"),
+     ("bundle.json: layers[0].neuron.reset: must be one of 'subtract', 'zero', 'none', "
+     "not 'soft'")),
     (("layers", 0, "neuron", "threshold"), 2048,
      "bundle.json: layers[0].neuron.threshold: must be at most 2047, not 2048"),
     (("layers", 0, "neuron", "threshold"), 1.5,
@@ -116,10 +116,10 @@ JSON_CASES = [
     (("layers", 3, "in"), 17, "bundle.json: layers[3].in: is 17 but the previous layer gives 18"),
     (("layers", 3, "weight"), "fc9.weight",
      "bundle.json: layers[3].weight: names 'fc9.weight', which weights.npz does not hold"),
-    (("layers", 3, "name"), "conv1", "bundle.json: layers: names must be unique, not "
-                                     "['conv1', 'pool1', 'flat', 'conv1']"),
-    (("readout",), "membrane", "bundle.json: readout: must be one of 'spike_count', "
-                               "not 'membrane'"),
+    (("layers", 3, "name"), "conv1", ("bundle.json: layers: names must be unique, not "
+                                     "['conv1', 'pool1', 'flat', 'conv1']")),
+    (("readout",), "membrane", ("bundle.json: readout: must be one of 'spike_count', "
+                               "not 'membrane'")),
 ]
 
 
@@ -144,16 +144,16 @@ def test_spike_pool_needs_an_image(tmp_path):
 
 
 ARRAY_CASES = [
-    ("conv1.weight", np.full((2, 1, 3, 3), 8), "weights.npz['conv1.weight']: holds 8, outside "
-                                               "signed 4-bit range [-8, 7]"),
+    ("conv1.weight", np.full((2, 1, 3, 3), 8), ("weights.npz['conv1.weight']: holds 8, outside "
+                                               "signed 4-bit range [-8, 7]")),
     ("conv1.weight", np.zeros((2, 1, 3, 2), dtype=np.int32),
      "weights.npz['conv1.weight']: must have shape [2, 1, 3, 3], not [2, 1, 3, 2]"),
-    ("conv1.weight", np.zeros((2, 1, 3, 3)), "weights.npz['conv1.weight']: must be an integer "
-                                             "array, not float64"),
-    ("conv1.bias", np.array([2048, 0]), "weights.npz['conv1.bias']: holds 2048, outside signed "
-                                        "12-bit range [-2048, 2047]"),
-    ("fc1.weight", np.full((4, 18), -129), "weights.npz['fc1.weight']: holds -129, outside "
-                                           "signed 8-bit range [-128, 127]"),
+    ("conv1.weight", np.zeros((2, 1, 3, 3)), ("weights.npz['conv1.weight']: must be an integer "
+                                             "array, not float64")),
+    ("conv1.bias", np.array([2048, 0]), ("weights.npz['conv1.bias']: holds 2048, outside signed "
+                                        "12-bit range [-2048, 2047]")),
+    ("fc1.weight", np.full((4, 18), -129), ("weights.npz['fc1.weight']: holds -129, outside "
+                                           "signed 8-bit range [-128, 127]")),
 ]
 
 
@@ -170,8 +170,8 @@ VECTOR_CASES = [
     ("events", np.array([[0, 1, 3, 1], [0, 0, 1, 1]]),
      "vectors.npz['events']: must be sorted by sample, then step"),
     ("events", np.array([[0, 0, 36, 1]]), "vectors.npz['events']: address outside [0, 36)"),
-    ("events", np.array([[0, 0, 3, 2]]), "vectors.npz['events']: value outside the input range "
-                                         "[0, 1]"),
+    ("events", np.array([[0, 0, 3, 2]]), ("vectors.npz['events']: value outside the input range "
+                                         "[0, 1]")),
     ("events", np.array([[2, 0, 3, 1]]), "vectors.npz['events']: sample index outside [0, 2)"),
     ("events", np.array([[0, 3, 3, 1]]), "vectors.npz['events']: step index outside [0, 3)"),
     ("events", np.zeros((2, 3), dtype=np.int64),

@@ -80,7 +80,8 @@ def test_eval_needs_no_torch(tiny):
     _, out = tiny
     code = ("import sys; from models.cli import main; rc = main(['eval', sys.argv[1]]); "
             "assert 'torch' not in sys.modules and 'snntorch' not in sys.modules; sys.exit(rc)")
-    done = subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, check=False,
+                          capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
 
@@ -171,12 +172,13 @@ def test_malformed_checkpoints(tiny, capsys, tmp_path):
 
 def test_bad_bundle_for_eval(tmp_path, capsys):
     status, _, err = run_main(["eval", str(tmp_path)], capsys)
-    assert (status, err) == (2, f"python -m models eval: error: {tmp_path / 'bundle.json'}: "
-                                f"is missing\n")
+    assert (status, err) == (2, (f"python -m models eval: error: {tmp_path / 'bundle.json'}: "
+                                f"is missing\n"))
 
 
 def test_real_process_exit_status_and_no_traceback():
     done = subprocess.run([sys.executable, "-m", "models", "train", "--beta", "-0.5"], cwd=ROOT,
+                          check=False,
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == "python -m models train: error: Beta must be in [0, 1] for lif, " \
