@@ -281,10 +281,11 @@ class Conv2dEngine(wiring.Component):
        owns output channels ``plan.channels[j]`` with private weight and current memories, so
        the ``k x k`` targets of a spike are updated by all lanes at once without collisions.
        One synaptic operation per lane per cycle; edges cost nothing (rows and columns whose
-       target lies outside the output are never read).
+       target lies outside the output are never read). Spikes carry their step's current bank
+       and each step ends with a marker, so the lanes finish one step while starting the next.
     3. *Sweep*: ``L`` neurons per cycle (one per lane) get the DESIGN.md section 3 update, bit
        for bit (:func:`hdl.neuron.neuron_update`); the current is cleared as it is read, and the
-       spikes go to a spike bitmap.
+       spikes go to a spike bitmap. A sweep may start while the previous one drains.
     4. *Output*: a second :class:`~hdl.compress.SpikeCompressor` emits the step's spikes in
        ascending ``(k, y, x)``, ``last`` on the final one, one ``value = 0`` event for an empty
        step, ``first`` on the first event of a sample.
