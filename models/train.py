@@ -313,8 +313,9 @@ def load_checkpoint(path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 (torch raises many kinds for a corrupt file)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: is not a readable checkpoint ({reason})") from None
+        text = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ""
+        reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        raise CheckpointError(f"{path}: is not a readable torch checkpoint ({reason})") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: format must be {CHECKPOINT_FORMAT!r}, not {found!r}")

@@ -145,7 +145,7 @@ def test_malformed_checkpoints(tiny, capsys, tmp_path):
     cases = []
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
-    cases.append((garbage, f"{garbage}: is not a readable checkpoint ("))
+    cases.append((garbage, f"{garbage}: is not a readable torch checkpoint ("))
     cases.append((tmp_path / "missing.pt", f"{tmp_path / 'missing.pt'}: no such checkpoint file"))
     for name, change, message in [
         ("format", {"format": "keras"}, "format must be 'snn-checkpoint', not 'keras'"),
