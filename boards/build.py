@@ -28,6 +28,7 @@ __all__ = [
     "build",
     "clock_for",
     "default_capacity",
+    "failure_message",
     "parse_nextpnr",
     "parse_yosys",
     "program",
@@ -165,6 +166,15 @@ def _resources(family, util, cells):
             "pll": used("EHXPLLL")}
 
 
+def failure_message(log, device):
+    """One line for a failed nextpnr run, from its log (``None`` if the log says nothing)."""
+    full = re.search(r"Failed to expand region .* of (\d+) ICESTORM_LCs", log)
+    if full:
+        return f"does not fit the {device}: {full[1]} logic cells needed, 5280 available"
+    errors = [line.strip() for line in log.splitlines() if "ERROR" in line]
+    return f"build for the {device} failed ({errors[-1]})" if errors else None
+
+
 def _clock_of(clocks, pll):
     """The Fmax entry of the design clock (the PLL output, or the oscillator net)."""
     if not clocks:
@@ -213,9 +223,9 @@ def _build_once(bundle, b, variant, *, f_target, baud, capacity, lanes, accelera
         products = plan.execute_local(str(out), env=env)
     except subprocess.CalledProcessError as exc:
         tim = out / f"{NAME}.tim"
-        tail = [line for line in (tim.read_text().splitlines() if tim.exists() else [])
-                if "ERROR" in line]
-        raise BuildError(f"{b.name} build failed ({tail[-1].strip() if tail else exc})") from None
+        text = tim.read_text() if tim.exists() else ""
+        raise BuildError(failure_message(text, b.device(variant)) or
+                         f"{b.name} build failed ({exc})") from None
     seconds = time.monotonic() - start
     del products
     nextpnr = parse_nextpnr((out / f"{NAME}.tim").read_text())

@@ -12,6 +12,7 @@ from boards.build import (
     RETRY_FLOOR,
     clock_for,
     default_capacity,
+    failure_message,
     parse_nextpnr,
     parse_yosys,
 )
@@ -122,6 +123,16 @@ def test_parse_logs():
     assert parsed["clocks"] == {"clk": {"fmax_mhz": 30.03, "target_mhz": 48.0, "pass": False}}
     assert parse_yosys(YOSYS_LOG) == {"SB_LUT4": 1476, "SB_DFFE": 500, "SB_DFFESR": 366,
                                       "SB_RAM40_4K": 4}
+
+
+def test_failure_messages():
+    log = "Info: Placed 8 cells\nERROR: Failed to expand region (0, 0) |_> (25, 31) of 5685 " \
+          "ICESTORM_LCs\n"
+    assert failure_message(log, "iCE40UP5K-SG48") == (
+        "does not fit the iCE40UP5K-SG48: 5685 logic cells needed, 5280 available")
+    assert failure_message("ERROR: Unable to place cell 'x'\n", "LFE5U-85F-CABGA381") == (
+        "build for the LFE5U-85F-CABGA381 failed (ERROR: Unable to place cell 'x')")
+    assert failure_message("Info: nothing wrong\n", "iCE40UP5K-SG48") is None
 
 
 @pytest.mark.parametrize("name, clock", [("icebreaker", 30e6), ("icebreaker", 12e6),
