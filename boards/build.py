@@ -171,6 +171,8 @@ def failure_message(log, device):
     full = re.search(r"Failed to expand region .* of (\d+) ICESTORM_LCs", log)
     if full:
         return f"does not fit the {device}: {full[1]} logic cells needed, 5280 available"
+    if re.search(r"no BELs remaining to implement cell type '(ICESTORM_LC|TRELLIS_COMB)'", log):
+        return f"does not fit the {device}: not enough logic cells"
     errors = [line.strip() for line in log.splitlines() if "ERROR" in line]
     return f"build for the {device} failed ({errors[-1]})" if errors else None
 

@@ -132,6 +132,9 @@ def test_failure_messages():
         "does not fit the iCE40UP5K-SG48: 5685 logic cells needed, 5280 available")
     assert failure_message("ERROR: Unable to place cell 'x'\n", "LFE5U-85F-CABGA381") == (
         "build for the LFE5U-85F-CABGA381 failed (ERROR: Unable to place cell 'x')")
+    assert failure_message("ERROR: Unable to place cell 'a_LC', no BELs remaining to implement "
+                           "cell type 'ICESTORM_LC'\n", "iCE40UP5K-SG48") == (
+        "does not fit the iCE40UP5K-SG48: not enough logic cells")
     assert failure_message("Info: nothing wrong\n", "iCE40UP5K-SG48") is None
 
 
