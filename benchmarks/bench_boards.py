@@ -19,10 +19,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from boards.build import BuildError, build, default_capacity
+from boards.build import BuildError, build, default_capacity, failure_message
 from boards.cosim import cosimulate
 from boards.link import HostLink
 from boards.protocol import EventFormat, bundle_ident, sample_stream
+from boards.top import BOARDS
 from models.bundle import load
 
 
@@ -81,8 +82,13 @@ def main(argv=None):
             row = {"board": board_name, "lanes": lanes, "cycles": mean_cycles}
             folder = out / f"{board_name}_l{lanes}"
             try:
+                tim = folder / "snn_board.tim"
                 if args.reuse and (folder / "report.json").exists():
                     report = json.loads((folder / "report.json").read_text())
+                elif args.reuse and tim.exists() and failure_message(
+                        tim.read_text(), BOARDS[board_name].device()):
+                    raise BuildError(failure_message(tim.read_text(),
+                                                     BOARDS[board_name].device()))
                 else:
                     aim = {"icebreaker": args.aim_ice40, "ulx3s": args.aim_ecp5}[board_name]
                     report = build(bundle, board_name=board_name, lanes=lanes, baud=args.baud,
