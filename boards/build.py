@@ -171,8 +171,12 @@ def failure_message(log, device):
     full = re.search(r"Failed to expand region .* of (\d+) ICESTORM_LCs", log)
     if full:
         return f"does not fit the {device}: {full[1]} logic cells needed, 5280 available"
-    if re.search(r"no BELs remaining to implement cell type '(ICESTORM_LC|TRELLIS_COMB)'", log):
-        return f"does not fit the {device}: not enough logic cells"
+    short = re.search(r"no BELs remaining to implement cell type '(\w+)'", log)
+    if short:
+        what = {"ICESTORM_LC": "logic cells", "TRELLIS_COMB": "logic cells",
+                "ICESTORM_DSP": "DSP blocks", "MULT18X18D": "DSP blocks",
+                "ICESTORM_RAM": "block RAMs", "DP16KD": "block RAMs"}.get(short[1], short[1])
+        return f"does not fit the {device}: not enough {what}"
     errors = [line.strip() for line in log.splitlines() if "ERROR" in line]
     return f"build for the {device} failed ({errors[-1]})" if errors else None
 

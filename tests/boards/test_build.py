@@ -135,6 +135,9 @@ def test_failure_messages():
     assert failure_message("ERROR: Unable to place cell 'a_LC', no BELs remaining to implement "
                            "cell type 'ICESTORM_LC'\n", "iCE40UP5K-SG48") == (
         "does not fit the iCE40UP5K-SG48: not enough logic cells")
+    assert failure_message("ERROR: Unable to place cell 'b_DSP', no BELs remaining to implement "
+                           "cell type 'ICESTORM_DSP'\n", "iCE40UP5K-SG48") == (
+        "does not fit the iCE40UP5K-SG48: not enough DSP blocks")
     assert failure_message("Info: nothing wrong\n", "iCE40UP5K-SG48") is None
 
 
