@@ -456,32 +456,48 @@ class Conv2dEngine(wiring.Component):
                 val_wr.append(mem.write_port())
                 val_rd.append(mem.read_port(transparent_for=(val_wr[b],)))
 
+        # The bitmap is position-major: input (c, y, x) is bit (y * W + x) * C + c, so the
+        # compressor hands out the spikes of different input channels in turn and the lanes'
+        # shares of consecutive spikes even out (channel after channel, one lane would carry
+        # the heaviest kernel slice of each run). Address -> (c, pos) -> bit -> read -> write.
         wb = Signal()                                # buffer being received
-        in_full = [Signal(name=f"in_full{b}") for b in range(2)]
+        claimed = [Signal(name=f"in_claimed{b}") for b in range(2)]     # last event accepted
+        in_full = [Signal(name=f"in_full{b}") for b in range(2)]        # last event written
         in_first = [Signal(name=f"in_first{b}") for b in range(2)]
         rx_first = Signal()
-        m.d.comb += self.i.ready.eq(~clearing & ~Mux(wb, in_full[1], in_full[0]))
+        m.d.comb += self.i.ready.eq(~clearing & ~Mux(wb, claimed[1], claimed[0]))
         accept = self.i.valid & self.i.ready
         in_addr, in_value = self.i.p.addr, self.i.p.value
-        r1_valid, r1_buf = Signal(), Signal()
-        r1_addr, r1_value = Signal.like(in_addr), Signal(vshape)
-        r1_close, r1_close_buf = Signal(), Signal()
+        p1_valid, p1_buf, p1_close = Signal(), Signal(), Signal()
+        p1_addr, p1_value = Signal(range(n_in)), Signal(vshape)
         m.d.sync += [
-            r1_valid.eq(accept & (in_value != 0) & (in_addr < n_in)),
-            r1_buf.eq(wb), r1_addr.eq(in_addr), r1_value.eq(in_value),
-            r1_close.eq(accept & self.i.p.last), r1_close_buf.eq(wb),
+            p1_valid.eq(accept & (in_value != 0) & (in_addr < n_in)),
+            p1_buf.eq(wb), p1_addr.eq(in_addr), p1_value.eq(in_value),
+            p1_close.eq(accept & self.i.p.last),
         ]
+        c_in, pos_in = const_divmod(p1_addr, hw, n_in - 1)
+        p2_valid, p2_buf, p2_close = Signal(), Signal(), Signal()
+        p2_c, p2_pos, p2_value = Signal(range(cin)), Signal(range(hw)), Signal(vshape)
+        m.d.sync += [p2_valid.eq(p1_valid), p2_buf.eq(p1_buf), p2_close.eq(p1_close),
+                     p2_c.eq(c_in), p2_pos.eq(pos_in), p2_value.eq(p1_value)]
+        p2_bit = Signal(range(n_in))                 # read issued here, written back in p3
+        m.d.comb += p2_bit.eq(p2_pos * cin + p2_c)
+        p3_valid, p3_buf, p3_close = Signal(), Signal(), Signal()
+        p3_bit, p3_value = Signal.like(p2_bit), Signal(vshape)
+        m.d.sync += [p3_valid.eq(p2_valid), p3_buf.eq(p2_buf), p3_close.eq(p2_close),
+                     p3_bit.eq(p2_bit), p3_value.eq(p2_value)]
         with m.If(accept):
             with m.If(self.i.p.last):
                 m.d.sync += [wb.eq(~wb), rx_first.eq(0)]
                 for b in range(2):
                     with m.If(wb == b):
-                        m.d.sync += in_first[b].eq(rx_first | self.i.p.first)
+                        m.d.sync += [claimed[b].eq(1),
+                                     in_first[b].eq(rx_first | self.i.p.first)]
             with m.Else():
                 m.d.sync += rx_first.eq(rx_first | self.i.p.first)
-        # The buffer counts as full once the step's last write has landed.
+        # The compressor may read the buffer once the step's last write has landed.
         for b in range(2):
-            with m.If(r1_close & (r1_close_buf == b)):
+            with m.If(p3_close & (p3_buf == b)):
                 m.d.sync += in_full[b].eq(1)
 
         # ---- Stage 2, accumulate: compressor, spike decoder, queue, lanes. --------------------
@@ -539,7 +555,7 @@ class Conv2dEngine(wiring.Component):
         m.d.comb += ev.ready.eq(adv)
 
         v_valid, v_spike, v_last = Signal(), Signal(), Signal()
-        c_q, r_q = const_divmod(ev.p.addr, hw, words_in * CHUNK - 1)
+        r_q, c_q = const_divmod(ev.p.addr, cin, words_in * CHUNK - 1)   # bit -> (pos, c)
         v_c, v_r = Signal(range(cin)), Signal(range(hw))
         vclr_valid, vclr_addr = Signal(), Signal.like(ev.p.addr)
         m.d.sync += [vclr_valid.eq(adv & ev.valid & ev.p.value), vclr_addr.eq(ev.p.addr)]
@@ -609,7 +625,7 @@ class Conv2dEngine(wiring.Component):
             m.d.sync += [owned.eq(0), rb.eq(~rb)]
             for b in range(2):
                 with m.If(acc_buf == b):
-                    m.d.sync += in_full[b].eq(0)
+                    m.d.sync += [claimed[b].eq(0), in_full[b].eq(0)]
         with m.If(adv & d4_valid & d4_last):
             m.d.sync += marking.eq(1)
         with m.If(ev.valid & ev.ready & ev.p.last):
@@ -619,25 +635,25 @@ class Conv2dEngine(wiring.Component):
         for b in range(2):
             mine = owned & (acc_buf == b)
             if not dense:
-                m.d.comb += [bm_rd[b].addr.eq(Mux(mine, fetch_w, in_addr >> 4)),
+                m.d.comb += [bm_rd[b].addr.eq(Mux(mine, fetch_w, p2_bit >> 4)),
                              bm_rd[b].en.eq(1)]
                 with m.If(clearing):
                     m.d.comb += [bm_wr[b].addr.eq(clr), bm_wr[b].en.eq(clr < words_in)]
-                with m.Elif(r1_valid & (r1_buf == b)):
-                    word = Mux(r1_buf, bm_rd[1].data, bm_rd[0].data)
-                    m.d.comb += [bm_wr[b].addr.eq(r1_addr >> 4),
-                                 bm_wr[b].data.eq(word | (Const(1, CHUNK) << r1_addr[:4])),
+                with m.Elif(p3_valid & (p3_buf == b)):
+                    word = Mux(p3_buf, bm_rd[1].data, bm_rd[0].data)
+                    m.d.comb += [bm_wr[b].addr.eq(p3_bit >> 4),
+                                 bm_wr[b].data.eq(word | (Const(1, CHUNK) << p3_bit[:4])),
                                  bm_wr[b].en.eq(1)]
                 with m.Elif(mine & wclr_valid):
                     m.d.comb += [bm_wr[b].addr.eq(wclr_addr), bm_wr[b].en.eq(1)]
             if keep_values:
-                m.d.comb += [val_rd[b].addr.eq(Mux(mine, ev.p.addr, in_addr)),
+                m.d.comb += [val_rd[b].addr.eq(Mux(mine, ev.p.addr, p2_bit)),
                              val_rd[b].en.eq(~mine | adv)]
                 with m.If(clearing):
                     m.d.comb += [val_wr[b].addr.eq(clr), val_wr[b].en.eq(1)]
-                with m.Elif(r1_valid & (r1_buf == b)):
-                    old = Mux(r1_buf, val_rd[1].data, val_rd[0].data)
-                    m.d.comb += [val_wr[b].addr.eq(r1_addr), val_wr[b].data.eq(old + r1_value),
+                with m.Elif(p3_valid & (p3_buf == b)):
+                    old = Mux(p3_buf, val_rd[1].data, val_rd[0].data)
+                    m.d.comb += [val_wr[b].addr.eq(p3_bit), val_wr[b].data.eq(old + p3_value),
                                  val_wr[b].en.eq(1)]
                 with m.Elif(mine & vclr_valid):
                     m.d.comb += [val_wr[b].addr.eq(vclr_addr), val_wr[b].en.eq(1)]

@@ -170,6 +170,18 @@ def test_matches_golden(name):
     assert got == expect
 
 
+def test_short_steps_back_to_back():
+    """Steps of one event each at full rate: no buffer may be reused before it is compressed."""
+    layer = conv_layer(11, cin=2, cout=3, size=(4, 4), kernel=3, padding=1, neuron=LIF,
+                       density=0.1)
+    rng = random.Random(11)
+    inputs = [(t % 8 == 0, [(rng.randrange(layer.n_in), 1)] if t % 3 else [])
+              for t in range(24)]
+    expect = ref_conv(layer, inputs, value_shape=unsigned(1), steps=8)
+    assert sum(v for _, v, _, _ in expect) > 0
+    assert rtl_conv(layer, inputs, lanes=2, gap=0.0, stall=0.6, seed=11) == expect
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(40))
 def test_random_layers(seed):
