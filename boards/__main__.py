@@ -89,6 +89,7 @@ def build_parser():
     b.add_argument("--flash", action="store_true",
                    help="ULX3S: write the SPI flash instead of loading SRAM")
     b.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    b.set_defaults(handler=_cmd_build, subparser=b)
 
     r = sub.add_parser("run", help="run test samples on a board and compare with golden")
     r.add_argument("--port", required=True, metavar="PORT",
@@ -103,6 +104,7 @@ def build_parser():
                    help="seconds to wait for a reply (default: %(default)s)")
     r.add_argument("--json", type=Path, metavar="FILE", help="write per-sample results here")
     r.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    r.set_defaults(handler=_cmd_run, subparser=r)
 
     g = sub.add_parser("program", help="load a built bitstream into a board")
     g.add_argument("--board", choices=sorted(BOARDS), default="icebreaker",
@@ -113,6 +115,7 @@ def build_parser():
                    help="bitstream file (default: the one in the build folder)")
     g.add_argument("--flash", action="store_true",
                    help="ULX3S: write the SPI flash instead of loading SRAM")
+    g.set_defaults(handler=_cmd_program, subparser=g)
     return p
 
 
@@ -238,9 +241,7 @@ def _cmd_program(args, parser):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    sub = parser._subparsers._group_actions[0].choices[args.command]
-    return {"build": _cmd_build, "run": _cmd_run, "program": _cmd_program}[args.command](
-        args, sub)
+    return args.handler(args, args.subparser)
 
 
 if __name__ == "__main__":
