@@ -10,7 +10,7 @@ from models.golden import current_bits
 
 from .compress import SpikeCompressor, SpikeWord
 from .event import EventLayout
-from .neuron import check_neuron, neuron_update
+from .neuron import check_neuron, neuron_combine, neuron_leak
 from .weights import FORMATS, choose_format, pack_linear
 
 __all__ = ["LinearEngine", "value_max"]
@@ -188,8 +188,8 @@ class LinearEngine(wiring.Component):
         start_sweep = Signal()
         # New events may go into bank `sel` only once its previous step has been swept.
         bank_free = ~pend.bit_select(sel, 1) & ~(sweep_busy & (sweep_bank == sel))
-        sw1_valid, sw2_valid = Signal(), Signal()
-        sw1_j, sw2_j = Signal.like(j), Signal.like(j)
+        sw1_valid, sw2_valid, sw3_valid = Signal(), Signal(), Signal()
+        sw1_j, sw2_j, sw3_j = Signal.like(j), Signal.like(j), Signal.like(j)
         issue_sweep = Signal()
 
         m.submodules.compressor = comp = SpikeCompressor(width=width, n=layer.n_out)
@@ -413,7 +413,7 @@ class LinearEngine(wiring.Component):
                                            cur_rd[0][sb].data)),
                              sw_state.eq(st_rd[sb].data)]
                 # Neuron of lane k, sub-bank sb, row r: ((r * sub) + sb) * L + k.
-                index = (sw2_j * sub + sb) * lanes + k
+                index = (sw3_j * sub + sb) * lanes + k
                 bias_k = [int(bias[n]) if (n := (r * sub + sb) * lanes + k) < layer.n_out
                           else 0 for r in range(sdepth)]
                 if any(bias_k):
@@ -424,16 +424,22 @@ class LinearEngine(wiring.Component):
                     b_val = bias_rd.data
                 else:
                     b_val = Const(0, signed(cb))
+                # sw2: leak (the multiplier of a mul leak) and current + bias, registered;
+                # sw3: reset, clamp, threshold, write back.
                 u_prev = Mux(sweep_fresh, 0, sw_state.u)
-                s_prev = Mux(sweep_fresh, 0, sw_state.s)
-                u_next, s_next = neuron_update(neuron, u_prev, s_prev,
-                                               (sw_cur + b_val)[:cb + 1].as_signed())
+                leaked = neuron_leak(neuron, u_prev)
+                sw3_leak = Signal(leaked.shape(), name=f"sw3_leak{k}_{sb}")
+                sw3_cur = Signal(signed(cb + 1), name=f"sw3_cur{k}_{sb}")
+                sw3_s = Signal(name=f"sw3_s{k}_{sb}")
+                m.d.sync += [sw3_leak.eq(leaked), sw3_cur.eq(sw_cur + b_val),
+                             sw3_s.eq(Mux(sweep_fresh, 0, sw_state.s))]
+                u_next, s_next = neuron_combine(neuron, sw3_leak, sw3_s, sw3_cur)
                 spike = Signal(name=f"spike{k}_{sb}")
                 m.d.comb += spike.eq(s_next & (index < layer.n_out))
                 spike_bits[sb][k] = spike
-                with m.If(sw2_valid):
+                with m.If(sw3_valid):
                     m.d.comb += [
-                        st_wr[sb].addr.eq(sw2_j), st_wr[sb].data.u.eq(u_next),
+                        st_wr[sb].addr.eq(sw3_j), st_wr[sb].data.u.eq(u_next),
                         st_wr[sb].data.s.eq(spike), st_wr[sb].en.eq(1),
                     ]
                 with m.If(clearing):
@@ -445,17 +451,18 @@ class LinearEngine(wiring.Component):
 
         # Sweep pipeline bookkeeping and the spike-word queue.
         m.d.sync += [sw1_valid.eq(issue_sweep), sw1_j.eq(j),
-                     sw2_valid.eq(sw1_valid), sw2_j.eq(sw1_j)]
+                     sw2_valid.eq(sw1_valid), sw2_j.eq(sw1_j),
+                     sw3_valid.eq(sw2_valid), sw3_j.eq(sw2_j)]
         wdata = Signal(word)
         m.d.comb += [
             wdata.bits.eq(Cat(*(bit for row in spike_bits for bit in row))),
-            wdata.index.eq(sw2_j),
-            wdata.end.eq(sw2_j == sdepth - 1),
-            wdata.first.eq(sweep_fresh & (sw2_j == 0)),
+            wdata.index.eq(sw3_j),
+            wdata.end.eq(sw3_j == sdepth - 1),
+            wdata.first.eq(sweep_fresh & (sw3_j == 0)),
             words.w_data.eq(wdata),
-            words.w_en.eq(sw2_valid),
+            words.w_en.eq(sw3_valid),
         ]
-        credit = words.level + sw1_valid + sw2_valid < word_depth
+        credit = words.level + sw1_valid + sw2_valid + sw3_valid < word_depth
 
         # Input side: events into the lanes; in dense mode, into an input buffer first.
         if self._dense:
@@ -555,7 +562,7 @@ class LinearEngine(wiring.Component):
                 with m.If(credit):
                     m.d.comb += issue_sweep.eq(1)
                     m.d.sync += j.eq(j + 1)
-            with m.Elif(~sw1_valid & ~sw2_valid):
+            with m.Elif(~sw1_valid & ~sw2_valid & ~sw3_valid):
                 m.d.sync += sweep_busy.eq(0)
 
         return m

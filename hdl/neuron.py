@@ -11,7 +11,8 @@ from amaranth.lib.wiring import In, Out
 
 from models.bundle import Neuron
 
-__all__ = ["check_neuron", "neuron_update", "neuron_step", "NeuronUpdate"]
+__all__ = ["check_neuron", "neuron_leak", "neuron_combine", "neuron_update", "neuron_step",
+           "NeuronUpdate"]
 
 
 def check_neuron(neuron):
@@ -24,34 +25,45 @@ def check_neuron(neuron):
     return neuron
 
 
+def neuron_leak(neuron, u_prev):
+    """The leak of section 3 applied to ``u_prev`` (a value, or an integer constant)."""
+    p = neuron.potential_bits
+    u = u_prev.as_signed() if isinstance(u_prev, Value) else Const(u_prev, signed(p))
+    lk = neuron.leak
+    if lk.mode == "mul":
+        return (u * Const(lk.beta, unsigned(lk.frac_bits + 1))) >> lk.frac_bits
+    return u - (u >> lk.shift)
+
+
+def neuron_combine(neuron, leaked, s_prev, current):
+    """Return ``(u, s)`` from the leaked potential, the previous spike and the current.
+
+    With :func:`neuron_leak` this is the whole update; engines may register between the two to
+    keep the multiplier of a ``mul`` leak out of the path to the potential memory.
+    """
+    p = neuron.potential_bits
+    cur = current.as_signed() if current.shape().signed else current
+    if neuron.reset == "subtract":
+        v = leaked + cur - Mux(s_prev, neuron.threshold, 0)
+    elif neuron.reset == "zero" and neuron.model == "lif":
+        v = Mux(s_prev, 0, leaked) + cur            # leak((1 - r) * u) = (1 - r) * leak(u)
+    elif neuron.reset == "zero":
+        v = Mux(s_prev, 0, leaked + cur)
+    else:
+        v = leaked + cur
+    v = v.as_signed()
+    lo, hi = neuron.lo, neuron.hi
+    u = Mux(v < lo, lo, Mux(v > hi, hi, v))[:p].as_signed()
+    return u, u > neuron.threshold
+
+
 def neuron_update(neuron, u_prev, s_prev, current):
     """Return ``(u, s)``: the next potential (``signed(potential_bits)``) and spike (1 bit).
 
     ``u_prev`` is the potential of the previous step, ``s_prev`` its spike (the delayed reset),
     ``current`` the step's synaptic current. Exact: the only saturation is the final clamp.
     """
-    p = neuron.potential_bits
-    u_prev = u_prev.as_signed() if isinstance(u_prev, Value) else Const(u_prev, signed(p))
-
-    def leak(u):
-        lk = neuron.leak
-        if lk.mode == "mul":
-            return (u * Const(lk.beta, unsigned(lk.frac_bits + 1))) >> lk.frac_bits
-        return u - (u >> lk.shift)
-
-    cur = current.as_signed() if current.shape().signed else current
-    if neuron.reset == "subtract":
-        v = leak(u_prev) + cur - Mux(s_prev, neuron.threshold, 0)
-    elif neuron.reset == "zero" and neuron.model == "lif":
-        v = Mux(s_prev, 0, leak(u_prev)) + cur
-    elif neuron.reset == "zero":
-        v = Mux(s_prev, 0, leak(u_prev) + cur)
-    else:
-        v = leak(u_prev) + cur
-    v = v.as_signed()
-    lo, hi = neuron.lo, neuron.hi
-    u = Mux(v < lo, lo, Mux(v > hi, hi, v))[:p].as_signed()
-    return u, u > neuron.threshold
+    return neuron_combine(neuron, neuron_leak(neuron, u_prev), s_prev, current)
 
 
 def neuron_step(neuron, u_prev, s_prev, current):
