@@ -19,12 +19,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from boards.build import BuildError, build, default_capacity, failure_message
-from boards.cosim import cosimulate
-from boards.link import HostLink
-from boards.protocol import EventFormat, bundle_ident, sample_stream
-from boards.top import BOARDS
-from models.bundle import load
+from boards.build import BuildError, build, default_capacity, failure_message  # noqa: E402
+from boards.cosim import cosimulate  # noqa: E402
+from boards.link import HostLink  # noqa: E402
+from boards.protocol import EventFormat, bundle_ident, sample_stream  # noqa: E402
+from boards.top import BOARDS  # noqa: E402
+from models.bundle import load  # noqa: E402
 
 
 def measure_cycles(bundle, bundle_dir, lanes, samples, folder):

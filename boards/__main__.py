@@ -6,46 +6,15 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import sys
 from pathlib import Path
+
+from gen.cli import OneLineParser, float_arg, int_arg
 
 from .top import BOARDS
 
 __all__ = ["main"]
-
-
-def _int_arg(lo, hi):
-    def parse(text):
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], not {value}")
-        return value
-    return parse
-
-
-def _float_arg(lo, hi, *, hi_open=False):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
-        if math.isnan(value) or not (lo <= value < hi if hi_open else lo <= value <= hi):
-            interval = f"[{lo}, {hi})" if hi_open else f"[{lo}, {hi}]"
-            raise argparse.ArgumentTypeError(f"must be in {interval}, not {text}")
-        return value
-    return parse
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr and exit status 2 (no usage dump, no traceback)."""
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser():
@@ -62,26 +31,26 @@ def build_parser():
                    help="ULX3S FPGA size (default: 85F)")
     src = b.add_argument_group("network (a bundle, or a random pruned layer as python -m gen)")
     src.add_argument("--bundle", type=Path, metavar="DIR", help="bundle folder")
-    src.add_argument("--neurons", type=_int_arg(1, 4096), metavar="N",
+    src.add_argument("--neurons", type=int_arg(1, 4096), metavar="N",
                      help="output neurons of a random layer")
-    src.add_argument("--sparsity", type=_float_arg(0.0, 1.0, hi_open=True), metavar="S",
+    src.add_argument("--sparsity", type=float_arg(0.0, 1.0, hi_open=True), metavar="S",
                      help="fraction of zero weights of the random layer (default: 0.75)")
-    src.add_argument("--inputs", type=_int_arg(1, 4096), metavar="N",
+    src.add_argument("--inputs", type=int_arg(1, 4096), metavar="N",
                      help="inputs of the random layer (default: as --neurons)")
-    src.add_argument("--steps", type=_int_arg(1, 65535), default=16, metavar="T",
+    src.add_argument("--steps", type=int_arg(1, 65535), default=16, metavar="T",
                      help="timesteps of the random layer (default: %(default)s)")
-    src.add_argument("--seed", type=_int_arg(0, 2 ** 32 - 1), default=1, metavar="K",
+    src.add_argument("--seed", type=int_arg(0, 2 ** 32 - 1), default=1, metavar="K",
                      help="seed of the random layer and of place and route "
                           "(default: %(default)s)")
     hw = b.add_argument_group("hardware")
-    hw.add_argument("--lanes", type=_int_arg(1, 16), default=1, metavar="L",
+    hw.add_argument("--lanes", type=int_arg(1, 16), default=1, metavar="L",
                     help="accumulate lanes (default: %(default)s)")
-    hw.add_argument("--clock", type=_float_arg(1.0, 400.0), metavar="MHZ",
+    hw.add_argument("--clock", type=float_arg(1.0, 400.0), metavar="MHZ",
                     help="clock to build for; a PLL makes it from the oscillator (default: the "
                          "fastest that meets timing, tried from 48 MHz on iCE40, 125 on ECP5)")
-    hw.add_argument("--baud", type=_int_arg(1200, 12_000_000), default=1_000_000,
+    hw.add_argument("--baud", type=int_arg(1200, 12_000_000), default=1_000_000,
                     help="UART baud rate (default: %(default)s)")
-    hw.add_argument("--capacity", type=_int_arg(1, 65535), metavar="N",
+    hw.add_argument("--capacity", type=int_arg(1, 65535), metavar="N",
                     help="event buffer, events per sample (default: the largest test sample)")
     b.add_argument("-o", "--output", type=Path, default=Path("build/board"), metavar="DIR",
                    help="build folder (default: %(default)s)")
@@ -96,11 +65,11 @@ def build_parser():
                    help="serial port (device path or pyserial URL)")
     r.add_argument("--bundle", type=Path, required=True, metavar="DIR",
                    help="the bundle the bitstream was built from (with vectors.npz)")
-    r.add_argument("--baud", type=_int_arg(1200, 12_000_000), default=1_000_000,
+    r.add_argument("--baud", type=int_arg(1200, 12_000_000), default=1_000_000,
                    help="UART baud rate (default: %(default)s)")
-    r.add_argument("--samples", type=_int_arg(1, 10 ** 9), metavar="N",
+    r.add_argument("--samples", type=int_arg(1, 10 ** 9), metavar="N",
                    help="run the first N samples (default: all)")
-    r.add_argument("--timeout", type=_float_arg(0.01, 3600.0), default=5.0, metavar="S",
+    r.add_argument("--timeout", type=float_arg(0.01, 3600.0), default=5.0, metavar="S",
                    help="seconds to wait for a reply (default: %(default)s)")
     r.add_argument("--json", type=Path, metavar="FILE", help="write per-sample results here")
     r.add_argument("-q", "--quiet", action="store_true", help="print only the summary")

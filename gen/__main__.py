@@ -1,48 +1,15 @@
 """Command line: ``python -m gen --neurons 64 --sparsity 0.75 [-o DIR]`` or ``--bundle DIR``."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from . import DEFAULT_NAME, emit_verilog, make_report, write_outputs
+from .cli import OneLineParser, float_arg, int_arg
 
 MAX_NEURONS = 4096
-
-
-def _int_arg(name, lo, hi):
-    def parse(text):
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], not {value}")
-        return value
-    return parse
-
-
-def _float_arg(name, lo, hi, *, hi_open=True):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
-        bad = not (lo <= value < hi if hi_open else lo <= value <= hi)
-        if bad or value != value:
-            interval = f"[{lo}, {hi})" if hi_open else f"[{lo}, {hi}]"
-            raise argparse.ArgumentTypeError(f"must be in {interval}, not {text}")
-        return value
-    return parse
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr and exit status 2 (no usage dump, no traceback)."""
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser():
@@ -51,22 +18,22 @@ def build_parser():
         description="generate the Verilog of a sparsity-aware SNN accelerator, with its bundle "
                     "and report")
     src = p.add_argument_group("network (a random pruned layer, or --bundle)")
-    src.add_argument("--neurons", type=_int_arg("--neurons", 1, MAX_NEURONS), metavar="N",
+    src.add_argument("--neurons", type=int_arg(1, MAX_NEURONS), metavar="N",
                      help="output neurons of the random layer")
-    src.add_argument("--sparsity", type=_float_arg("--sparsity", 0.0, 1.0), metavar="S",
+    src.add_argument("--sparsity", type=float_arg(0.0, 1.0, hi_open=True), metavar="S",
                      help="fraction of zero weights, in [0, 1) (default: 0.75)")
-    src.add_argument("--inputs", type=_int_arg("--inputs", 1, MAX_NEURONS), metavar="N",
+    src.add_argument("--inputs", type=int_arg(1, MAX_NEURONS), metavar="N",
                      help="input neurons (default: as --neurons)")
-    src.add_argument("--layers", type=_int_arg("--layers", 1, 8), default=1, metavar="K",
+    src.add_argument("--layers", type=int_arg(1, 8), default=1, metavar="K",
                      help="linear layers of the random network (default: %(default)s)")
     src.add_argument("--bundle", type=Path, metavar="DIR",
                      help="build the network of this bundle instead of a random one")
     nrn = p.add_argument_group("random layer parameters")
-    nrn.add_argument("--weight-bits", type=_int_arg("--weight-bits", 2, 16), default=8,
+    nrn.add_argument("--weight-bits", type=int_arg(2, 16), default=8,
                      metavar="B", help="signed weight width (default: %(default)s)")
-    nrn.add_argument("--potential-bits", type=_int_arg("--potential-bits", 4, 32), default=16,
+    nrn.add_argument("--potential-bits", type=int_arg(4, 32), default=16,
                      metavar="B", help="signed membrane potential width (default: %(default)s)")
-    nrn.add_argument("--input-bits", type=_int_arg("--input-bits", 1, 16), default=1,
+    nrn.add_argument("--input-bits", type=int_arg(1, 16), default=1,
                      metavar="B", help="input event value width (default: %(default)s)")
     nrn.add_argument("--signed-input", action="store_true",
                      help="input event values are signed")
@@ -77,21 +44,21 @@ def build_parser():
     nrn.add_argument("--leak", choices=("shift", "mul"), default="shift",
                      help="leak: u - (u >> shift), or (u * beta) >> frac-bits "
                           "(default: %(default)s)")
-    nrn.add_argument("--shift", type=_int_arg("--shift", 1, 31), default=3, metavar="K",
+    nrn.add_argument("--shift", type=int_arg(1, 31), default=3, metavar="K",
                      help="shift of the shift leak (default: %(default)s)")
-    nrn.add_argument("--beta", type=_float_arg("--beta", 0.0, 1.0, hi_open=False),
+    nrn.add_argument("--beta", type=float_arg(0.0, 1.0),
                      default=0.9, metavar="B",
                      help="decay of the mul leak, in [0, 1] (default: %(default)s)")
-    nrn.add_argument("--frac-bits", type=_int_arg("--frac-bits", 0, 16), default=8,
+    nrn.add_argument("--frac-bits", type=int_arg(0, 16), default=8,
                      metavar="F", help="fraction bits of beta (default: %(default)s)")
-    nrn.add_argument("--threshold", type=_int_arg("--threshold", 0, 2 ** 31 - 1),
+    nrn.add_argument("--threshold", type=int_arg(0, 2 ** 31 - 1),
                      metavar="T", help="firing threshold (default: from the weights)")
-    nrn.add_argument("--steps", type=_int_arg("--steps", 1, 100000), default=16, metavar="T",
+    nrn.add_argument("--steps", type=int_arg(1, 100000), default=16, metavar="T",
                      help="timesteps per sample (default: %(default)s)")
-    nrn.add_argument("--seed", type=_int_arg("--seed", 0, 2 ** 32 - 1), default=1,
+    nrn.add_argument("--seed", type=int_arg(0, 2 ** 32 - 1), default=1,
                      metavar="SEED", help="seed of the random layer (default: %(default)s)")
     hw = p.add_argument_group("hardware")
-    hw.add_argument("--lanes", type=_int_arg("--lanes", 1, 16), default=1, metavar="L",
+    hw.add_argument("--lanes", type=int_arg(1, 16), default=1, metavar="L",
                     help="accumulate lanes per layer (default: %(default)s)")
     hw.add_argument("--updates", type=int, choices=(1, 2, 4, 8), default=1, metavar="K",
                     help="neuron updates per sweep cycle, as a multiple of the lanes: 1, 2, 4 "
@@ -100,7 +67,7 @@ def build_parser():
                     help="weight memory format (default: %(default)s: fewest stored bits)")
     hw.add_argument("--dense", action="store_true",
                     help="build the dense baseline (visits every input and weight)")
-    hw.add_argument("--density", type=_float_arg("--density", 0.0, 1.0, hi_open=False),
+    hw.add_argument("--density", type=float_arg(0.0, 1.0),
                     default=0.1, metavar="D",
                     help="input spike density the cycle estimate assumes (default: "
                          "%(default)s)")

@@ -1,5 +1,4 @@
 """Event-driven linear layer: sparse weights, L accumulate lanes, neuron sweep, compressor."""
-import math
 
 from amaranth import *
 from amaranth.lib import data, fifo, memory, stream, wiring
@@ -279,7 +278,7 @@ class LinearEngine(wiring.Component):
                     m.d.comb += bm_rd.en.eq(0)
                     next_chunk = bm_rd.data
 
-                    def fetch(row, c):
+                    def fetch(row, c, bm_rd=bm_rd):
                         # Chunk c >= 1 of a row lives at row * (chunks - 1) + c - 1.
                         m.d.comb += [bm_rd.en.eq(1),
                                      bm_rd.addr.eq(row * (nchunks - 1) + c - 1)]

@@ -46,14 +46,16 @@ def _floats(text):
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated numbers, not {text!r}") from None
 
 
 def _ints(text):
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers, not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated integers, not {text!r}") from None
 
 
 def _add_net_options(p):

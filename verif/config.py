@@ -1,4 +1,5 @@
-"""Settings passed from the pytest side (:mod:`verif.runner`) to the cocotb test (:mod:`verif.test_top`).
+"""Settings passed from the pytest side (:mod:`verif.runner`) to the cocotb test
+(:mod:`verif.test_top`).
 
 They travel through environment variables named ``COSIM_<FIELD>`` because the cocotb test runs
 inside the simulator process.

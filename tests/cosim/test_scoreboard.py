@@ -115,7 +115,7 @@ def test_scoreboard_catches(mutate, kind, where):
 def test_scoreboard_gives_up_on_a_runaway_output(cap):
     # Events that never close a step must end the run (done), not wait for `last` forever.
     sb = Scoreboard(EXPECTED, max_mismatches=cap)
-    for pushed in range(1, 1000):
+    for pushed in range(1, 1000):  # noqa: B007 (read after the loop)
         sb.push({"addr": 1, "spike": 1, "last": 0})
         if sb.done:
             break

@@ -64,7 +64,7 @@ def compare(arch, leak_name, reset, encoding, *, samples=16, seed=0):
     dense = x.numpy().reshape(steps, samples, -1).transpose(1, 0, 2).astype(np.int64)
     trace = golden.run(bundle, dense, keep_potentials=True)
     compared = mismatches = 0
-    for layer, ours, theirs in zip(bundle.layers, trace.spikes, float_trace):
+    for ours, theirs in zip(trace.spikes, float_trace):
         theirs = theirs.transpose(1, 0, 2)
         assert ours.shape == theirs.shape
         compared += ours.size
