@@ -277,11 +277,21 @@ class LinearEngine(wiring.Component):
                     bm_rd = bitmap.read_port()
                     m.d.comb += bm_rd.en.eq(0)
                     next_chunk = bm_rd.data
+                    # Chunk c >= 1 of row r lives at r * (chunks - 1) + c - 1. Both addresses a
+                    # fetch can need are registers, so the decision logic only drives a mux:
+                    # chunk 1 of the queued row (p_base) or the current row's next chunk.
+                    p_base = Signal(range(bitmap.depth + 1), name=f"p_base{k}")
+                    nxt = Signal(range(bitmap.depth + 1), name=f"nxt{k}")
+                    with m.If(advance):
+                        m.d.sync += p_base.eq(q_data.addr * (nchunks - 1))
 
-                    def fetch(row, c, bm_rd=bm_rd):
-                        # Chunk c >= 1 of a row lives at row * (chunks - 1) + c - 1.
-                        m.d.comb += [bm_rd.en.eq(1),
-                                     bm_rd.addr.eq(row * (nchunks - 1) + c - 1)]
+                    def fetch(row, c, bm_rd=bm_rd, p_base=p_base, nxt=nxt):
+                        if c == 1:                              # a new row: chunk 1 of it
+                            m.d.comb += [bm_rd.en.eq(1), bm_rd.addr.eq(p_base)]
+                            m.d.sync += nxt.eq(p_base + 1)
+                        else:                                   # the current row's next chunk
+                            m.d.comb += [bm_rd.en.eq(1), bm_rd.addr.eq(nxt)]
+                            m.d.sync += nxt.eq(nxt + 1)
                 else:
                     next_chunk = Const(0, cw)
 
@@ -303,12 +313,12 @@ class LinearEngine(wiring.Component):
                     with m.If((rest == 0) & (rem > 1)):         # chunk done, row goes on
                         m.d.sync += [bm.eq(next_chunk), ci.eq(ci + 1)]
                         with m.If(ci + 2 < nchunks):
-                            fetch(cur_row, ci + 2)
+                            fetch(cur_row, None)
             if pw.fmt == "bitmap":
                 with m.Elif(rem != 0):                          # an empty chunk: skip it
                     m.d.sync += [bm.eq(next_chunk), ci.eq(ci + 1)]
                     with m.If(ci + 2 < nchunks):
-                        fetch(cur_row, ci + 2)
+                        fetch(cur_row, None)
                 with m.If(take):
                     m.d.sync += [cur.eq(start), rem.eq(count), it_value.eq(p_value),
                                  bm.eq(rows_rd.data.chunk0), ci.eq(0), cur_row.eq(p_addr),
