@@ -9,7 +9,7 @@ from models.golden import current_bits
 
 from .compress import SpikeCompressor, SpikeWord
 from .event import EventLayout
-from .neuron import check_neuron, neuron_combine, neuron_leak
+from .neuron import check_neuron, neuron_clamp, neuron_leak, neuron_sum
 from .weights import FORMATS, choose_format, pack_linear
 
 __all__ = ["LinearEngine", "value_max"]
@@ -187,12 +187,12 @@ class LinearEngine(wiring.Component):
         start_sweep = Signal()
         # New events may go into bank `sel` only once its previous step has been swept.
         bank_free = ~pend.bit_select(sel, 1) & ~(sweep_busy & (sweep_bank == sel))
-        sw1_valid, sw2_valid, sw3_valid = Signal(), Signal(), Signal()
-        sw1_j, sw2_j, sw3_j = Signal.like(j), Signal.like(j), Signal.like(j)
+        sw1_valid, sw2_valid, sw3_valid, sw4_valid = Signal(), Signal(), Signal(), Signal()
+        sw1_j, sw2_j, sw3_j, sw4_j = (Signal.like(j) for _ in range(4))
         issue_sweep = Signal()
 
         m.submodules.compressor = comp = SpikeCompressor(width=width, n=layer.n_out)
-        word_depth = 8
+        word_depth = 10
         word = SpikeWord(width, sdepth)
         m.submodules.words = words = fifo.SyncFIFOBuffered(
             width=Shape.cast(word).width, depth=word_depth)
@@ -422,7 +422,7 @@ class LinearEngine(wiring.Component):
                                            cur_rd[0][sb].data)),
                              sw_state.eq(st_rd[sb].data)]
                 # Neuron of lane k, sub-bank sb, row r: ((r * sub) + sb) * L + k.
-                index = (sw3_j * sub + sb) * lanes + k
+                index = (sw4_j * sub + sb) * lanes + k
                 bias_k = [int(bias[n]) if (n := (r * sub + sb) * lanes + k) < layer.n_out
                           else 0 for r in range(sdepth)]
                 if any(bias_k):
@@ -434,7 +434,7 @@ class LinearEngine(wiring.Component):
                 else:
                     b_val = Const(0, signed(cb))
                 # sw2: leak (the multiplier of a mul leak) and current + bias, registered;
-                # sw3: reset, clamp, threshold, write back.
+                # sw3: reset and sum, registered; sw4: clamp, threshold, write back.
                 u_prev = Mux(sweep_fresh, 0, sw_state.u)
                 leaked = neuron_leak(neuron, u_prev)
                 sw3_leak = Signal(leaked.shape(), name=f"sw3_leak{k}_{sb}")
@@ -442,13 +442,16 @@ class LinearEngine(wiring.Component):
                 sw3_s = Signal(name=f"sw3_s{k}_{sb}")
                 m.d.sync += [sw3_leak.eq(leaked), sw3_cur.eq(sw_cur + b_val),
                              sw3_s.eq(Mux(sweep_fresh, 0, sw_state.s))]
-                u_next, s_next = neuron_combine(neuron, sw3_leak, sw3_s, sw3_cur)
+                v = neuron_sum(neuron, sw3_leak, sw3_s, sw3_cur)
+                sw4_v = Signal(v.shape(), name=f"sw4_v{k}_{sb}")
+                m.d.sync += sw4_v.eq(v)
+                u_next, s_next = neuron_clamp(neuron, sw4_v)
                 spike = Signal(name=f"spike{k}_{sb}")
                 m.d.comb += spike.eq(s_next & (index < layer.n_out))
                 spike_bits[sb][k] = spike
-                with m.If(sw3_valid):
+                with m.If(sw4_valid):
                     m.d.comb += [
-                        st_wr[sb].addr.eq(sw3_j), st_wr[sb].data.u.eq(u_next),
+                        st_wr[sb].addr.eq(sw4_j), st_wr[sb].data.u.eq(u_next),
                         st_wr[sb].data.s.eq(spike), st_wr[sb].en.eq(1),
                     ]
                 with m.If(clearing):
@@ -461,17 +464,18 @@ class LinearEngine(wiring.Component):
         # Sweep pipeline bookkeeping and the spike-word queue.
         m.d.sync += [sw1_valid.eq(issue_sweep), sw1_j.eq(j),
                      sw2_valid.eq(sw1_valid), sw2_j.eq(sw1_j),
-                     sw3_valid.eq(sw2_valid), sw3_j.eq(sw2_j)]
+                     sw3_valid.eq(sw2_valid), sw3_j.eq(sw2_j),
+                     sw4_valid.eq(sw3_valid), sw4_j.eq(sw3_j)]
         wdata = Signal(word)
         m.d.comb += [
             wdata.bits.eq(Cat(*(bit for row in spike_bits for bit in row))),
-            wdata.index.eq(sw3_j),
-            wdata.end.eq(sw3_j == sdepth - 1),
-            wdata.first.eq(sweep_fresh & (sw3_j == 0)),
+            wdata.index.eq(sw4_j),
+            wdata.end.eq(sw4_j == sdepth - 1),
+            wdata.first.eq(sweep_fresh & (sw4_j == 0)),
             words.w_data.eq(wdata),
-            words.w_en.eq(sw3_valid),
+            words.w_en.eq(sw4_valid),
         ]
-        credit = words.level + sw1_valid + sw2_valid + sw3_valid < word_depth
+        credit = words.level + sw1_valid + sw2_valid + sw3_valid + sw4_valid < word_depth
 
         # Input side: events into the lanes; in dense mode, into an input buffer first.
         if self._dense:
@@ -571,7 +575,7 @@ class LinearEngine(wiring.Component):
                 with m.If(credit):
                     m.d.comb += issue_sweep.eq(1)
                     m.d.sync += j.eq(j + 1)
-            with m.Elif(~sw1_valid & ~sw2_valid & ~sw3_valid):
+            with m.Elif(~sw1_valid & ~sw2_valid & ~sw3_valid & ~sw4_valid):
                 m.d.sync += sweep_busy.eq(0)
 
         return m

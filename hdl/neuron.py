@@ -11,8 +11,8 @@ from amaranth.lib.wiring import In, Out
 
 from models.bundle import Neuron
 
-__all__ = ["check_neuron", "neuron_leak", "neuron_combine", "neuron_update", "neuron_step",
-           "NeuronUpdate"]
+__all__ = ["check_neuron", "neuron_leak", "neuron_sum", "neuron_clamp", "neuron_combine",
+           "neuron_update", "neuron_step", "NeuronUpdate"]
 
 
 def check_neuron(neuron):
@@ -35,13 +35,8 @@ def neuron_leak(neuron, u_prev):
     return u - (u >> lk.shift)
 
 
-def neuron_combine(neuron, leaked, s_prev, current):
-    """Return ``(u, s)`` from the leaked potential, the previous spike and the current.
-
-    With :func:`neuron_leak` this is the whole update; engines may register between the two to
-    keep the multiplier of a ``mul`` leak out of the path to the potential memory.
-    """
-    p = neuron.potential_bits
+def neuron_sum(neuron, leaked, s_prev, current):
+    """The unclamped next potential ``v`` from the leaked potential, last spike and current."""
     cur = current.as_signed() if current.shape().signed else current
     if neuron.reset == "subtract":
         v = leaked + cur - Mux(s_prev, neuron.threshold, 0)
@@ -51,10 +46,28 @@ def neuron_combine(neuron, leaked, s_prev, current):
         v = Mux(s_prev, 0, leaked + cur)
     else:
         v = leaked + cur
-    v = v.as_signed()
-    lo, hi = neuron.lo, neuron.hi
+    return v.as_signed()
+
+
+def neuron_clamp(neuron, v):
+    """Return ``(u, s)``: ``v`` clamped to the potential width, and the spike ``u > theta``.
+
+    The spike is taken from ``v`` with comparisons that run beside the clamp's, not after it.
+    """
+    p, lo, hi, theta = neuron.potential_bits, neuron.lo, neuron.hi, neuron.threshold
     u = Mux(v < lo, lo, Mux(v > hi, hi, v))[:p].as_signed()
-    return u, u > neuron.threshold
+    # u = hi above the range (a spike iff hi > theta); u = lo < 0 <= theta below it.
+    s = Mux(v > hi, int(hi > theta), v > theta)
+    return u, s
+
+
+def neuron_combine(neuron, leaked, s_prev, current):
+    """Return ``(u, s)`` from the leaked potential, the previous spike and the current.
+
+    With :func:`neuron_leak` this is the whole update; engines may register between
+    :func:`neuron_leak`, :func:`neuron_sum` and :func:`neuron_clamp` to shorten their paths.
+    """
+    return neuron_clamp(neuron, neuron_sum(neuron, leaked, s_prev, current))
 
 
 def neuron_update(neuron, u_prev, s_prev, current):
