@@ -274,7 +274,8 @@ class Conv2dEngine(wiring.Component):
        the ``C * H * W`` inputs, one event per cycle, and add values into a value memory when
        inputs are multi-bit.
     2. *Accumulate*: a :class:`~hdl.compress.SpikeCompressor` scans the bitmap once,
-       ``CHUNK`` positions per cycle and one cycle per active input, in ascending ``(c, y, x)``;
+       ``CHUNK`` inputs per cycle and one cycle per active input, in ascending ``(y, x, c)``
+       (position-major, so consecutive spikes come from different kernel slices);
        a decoder turns each active input into its row range, column range and target base. Every
        lane takes every spike from a shared queue at its own pace and scatters the spike's
        non-zero weights of slice ``c`` into the currents of its own output channels: lane ``j``
