@@ -360,9 +360,15 @@ class LinearEngine(wiring.Component):
                     return ports[0].data
                 return Array(p.data for p in ports)[post[:sub_bits]]
             f_post = entry.post if pw.fmt == "csr" else f_idx[:pw.post_bits]
-            f_prod = entry.weight * f_value
+            # The weight leaves its RAM into a register; the product is formed a stage later
+            # (a spike value of one bit selects, it does not multiply).
+            r_weight = Signal(signed(pw.weight_bits), name=f"r_weight{k}")
+            r_value = Signal(vshape, name=f"r_value{k}")
+            if vshape.width == 1 and not vshape.signed:
+                r_prod = Mux(r_value, r_weight, 0)
+            else:
+                r_prod = r_weight * r_value
             r_valid, r_post = Signal(name=f"r_valid{k}"), Signal(pw.post_bits, name=f"r_post{k}")
-            r_prod = Signal(signed(cb), name=f"r_prod{k}")
             s_valid, s_post = Signal(name=f"s_valid{k}"), Signal(pw.post_bits, name=f"s_post{k}")
             s_prod = Signal(signed(cb), name=f"s_prod{k}")
             s_data = Signal(signed(cb), name=f"s_data{k}")
@@ -374,7 +380,8 @@ class LinearEngine(wiring.Component):
             w2_valid, w2_post = Signal(name=f"w2_valid{k}"), Signal(pw.post_bits)
             w2_data = Signal(signed(cb), name=f"w2_data{k}")
             m.d.sync += [
-                r_valid.eq(f_valid), r_post.eq(f_post), r_prod.eq(f_prod), r_bank.eq(f_bank),
+                r_valid.eq(f_valid), r_post.eq(f_post), r_bank.eq(f_bank),
+                r_weight.eq(entry.weight), r_value.eq(f_value),
                 s_valid.eq(r_valid), s_post.eq(r_post), s_prod.eq(r_prod), s_bank.eq(r_bank),
                 s_data.eq(Mux(r_bank, pick(cur_rd[1], r_post), pick(cur_rd[0], r_post))),
                 # The current read for R was issued a cycle before W's write and two before
