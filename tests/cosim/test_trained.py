@@ -92,3 +92,25 @@ def test_random_networks(cosim, seed):
     b, ev, hw = random_network(seed)
     result = cosim(b, ev, 3, in_gap=0.3, out_stall=0.4, seed=seed, **hw)
     assert_exact(result)
+
+
+@pytest.mark.parametrize("seed, kernel, stride, padding, pool, signed", [
+    (10, 3, 1, 1, 2, False), (11, 5, 1, 2, 2, True), (12, 3, 2, 0, 0, False),
+    (13, 5, 2, 1, 0, True)])
+def test_random_conv_networks(cosim, seed, kernel, stride, padding, pool, signed):
+    from models.synth import random_csnn_bundle
+    rng = random.Random(seed)
+    bits = 3 if signed else 1
+    b = random_csnn_bundle(in_shape=(2, 10, 10), channels=(rng.randrange(2, 6),),
+                           kernel=kernel, stride=stride, padding=padding, pool=pool,
+                           n_out=rng.randrange(4, 12), sparsity=rng.choice([0.0, 0.5, 0.75]),
+                           seed=seed, steps=4, input_bits=bits, input_signed=signed)
+    ev = random_events(np.random.default_rng(seed), samples=2, steps=4, n_in=b.input.size,
+                       density=0.3, bits=bits, signed=signed)
+    x = golden.events_to_dense(ev, 2, 4, b.input.size)
+    while golden.run(b, x).output.sum() < 3 and b.layers[-1].neuron.threshold > 1:
+        for layer in b.neuron_layers:
+            layer.neuron = dataclasses.replace(layer.neuron,
+                                               threshold=layer.neuron.threshold // 2)
+    result = cosim(b, ev, 2, lanes=rng.randrange(1, 4), in_gap=0.3, out_stall=0.4, seed=seed)
+    assert_exact(result)
