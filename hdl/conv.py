@@ -25,7 +25,7 @@ from models.golden import current_bits
 
 from .compress import SpikeCompressor
 from .event import EventLayout
-from .linear import value_max
+from .linear import check_int, value_max
 from .neuron import check_neuron, neuron_update
 
 __all__ = [
@@ -258,13 +258,6 @@ class ConvStats(data.StructLayout):
         })
 
 
-def _check_int(name, value, lo):
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        kind = "a positive integer" if lo == 1 else f"an integer of at least {lo}"
-        raise TypeError(f"{name} must be {kind}, not {value!r}")
-    return value
-
-
 class Conv2dEngine(wiring.Component):
     """One conv2d SNN layer, event-driven (DESIGN.md sections 3, 5 and 6).
 
@@ -337,12 +330,12 @@ class Conv2dEngine(wiring.Component):
         if value_shape.width < 1 or (value_shape.signed and value_shape.width < 2):
             raise ValueError(f"Value shape must be at least 1 bit wide (2 if signed), "
                              f"not {value_shape!r}")
-        _check_int("Lanes", lanes, 1)
+        check_int("Lanes", lanes, 1)
         if lanes > kout:
             raise ValueError(f"Lanes must be at most the output channels ({kout}), not {lanes}")
         if not isinstance(dense, bool):
             raise TypeError(f"Dense must be a bool, not {dense!r}")
-        _check_int("Queue depth", queue_depth, 2)
+        check_int("Queue depth", queue_depth, 2)
         if queue_depth & (queue_depth - 1):
             raise ValueError(f"Queue depth must be a power of two, not {queue_depth}")
         self._layer, self._value_shape = layer, value_shape

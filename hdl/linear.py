@@ -12,7 +12,7 @@ from .event import EventLayout
 from .neuron import check_neuron, neuron_clamp, neuron_leak, neuron_sum
 from .weights import FORMATS, choose_format, pack_linear
 
-__all__ = ["LinearEngine", "value_max"]
+__all__ = ["LinearEngine", "check_int", "value_max"]
 
 
 def value_max(shape):
@@ -21,7 +21,8 @@ def value_max(shape):
     return 2 ** (shape.width - 1) if shape.signed else 2 ** shape.width - 1
 
 
-def _check_int(name, value, lo):
+def check_int(name, value, lo):
+    """Validate an integer parameter of at least ``lo`` (``TypeError`` naming it otherwise)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         kind = "a positive integer" if lo == 1 else f"an integer of at least {lo}"
         raise TypeError(f"{name} must be {kind}, not {value!r}")
@@ -83,13 +84,13 @@ class LinearEngine(wiring.Component):
             value_shape = Shape.cast(value_shape)
         except TypeError:
             raise TypeError(f"Value shape must be a shape, not {value_shape!r}") from None
-        _check_int("Lanes", lanes, 1)
-        _check_int("FIFO depth", fifo_depth, 2)
+        check_int("Lanes", lanes, 1)
+        check_int("FIFO depth", fifo_depth, 2)
         if lanes > 16:
             raise ValueError(f"Lanes must be at most 16, not {lanes}")
         if updates is None:
             updates = lanes
-        _check_int("Updates", updates, 1)
+        check_int("Updates", updates, 1)
         ratio = updates // lanes
         if updates % lanes or ratio & (ratio - 1) or updates > 64:
             raise ValueError(f"Updates must be the lanes ({lanes}) times a power of two, at "
