@@ -3,7 +3,7 @@ import random
 
 from amaranth.sim import Simulator
 
-__all__ = ["stream_put", "stream_get", "run_sim", "stall_stream_get"]
+__all__ = ["stream_put", "stream_get", "run_sim", "stall_stream_get", "step_producer"]
 
 
 async def stream_put(ctx, stream, payload):
@@ -54,3 +54,25 @@ def run_sim(dut, testbenches, *, watchdog_cycles, name="dut", vcd=None):
 
 def rng_for(*parts):
     return random.Random("/".join(str(p) for p in parts))
+
+
+def step_producer(dut, steps, *, gap, seed):
+    """A producer testbench for an engine's ``i``: ``steps`` is ``[(first, [(addr, value)])]``.
+
+    Each step's events carry ``last`` on the final one (an empty step is one ``value = 0``
+    event) and ``first`` on a sample's first; random ``valid`` gaps with probability ``gap``.
+    """
+    async def producer(ctx):
+        rng = random.Random(seed)
+        for first, events in steps:
+            events = events or [(0, 0)]
+            for n, (addr, value) in enumerate(events):
+                while rng.random() < gap:
+                    await ctx.tick()
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"addr": addr, "value": value,
+                                        "last": int(n == len(events) - 1),
+                                        "first": int(first and n == 0)})
+                await ctx.tick().until(dut.i.ready)
+                ctx.set(dut.i.valid, 0)
+    return producer

@@ -11,7 +11,7 @@ from hdl.conv import Conv2dEngine, const_divmod, conv_work, plan_conv
 from models import golden
 from models.bundle import Bundle, InputSpec, Layer, Leak, Neuron
 from models.synth import random_weights
-from tests.sim import run_sim
+from tests.sim import run_sim, step_producer
 
 
 def conv_layer(seed, *, cin, cout, size, kernel, stride=1, padding=0, sparsity=0.5,
@@ -83,20 +83,7 @@ def ref_conv(layer, inputs, *, value_shape, steps):
 
 def drive(dut, inputs, *, gap, seed):
     """A producer testbench: every step's events with random valid gaps."""
-    async def producer(ctx):
-        rng = random.Random(seed)
-        for first, events in inputs:
-            events = events or [(0, 0)]
-            for n, (addr, value) in enumerate(events):
-                while rng.random() < gap:
-                    await ctx.tick()
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, {"addr": addr, "value": value,
-                                        "last": int(n == len(events) - 1),
-                                        "first": int(first and n == 0)})
-                await ctx.tick().until(dut.i.ready)
-                ctx.set(dut.i.valid, 0)
-    return producer
+    return step_producer(dut, inputs, gap=gap, seed=seed)
 
 
 def collect(dut, results, steps, *, stall, seed):

@@ -8,7 +8,7 @@ from amaranth import *
 from hdl.pool import SpikePool, pool_ref
 from models import golden
 from models.bundle import Layer
-from tests.sim import run_sim
+from tests.sim import run_sim, step_producer
 
 
 def pool_layer(c, h, w, k):
@@ -47,19 +47,7 @@ def ref_pool(layer, steps):
 def rtl_pool(layer, steps, *, gap, stall, seed=0):
     dut, results = SpikePool(layer), []
 
-    async def producer(ctx):
-        rng = random.Random(seed)
-        for first, events in steps:
-            events = events or [(0, 0)]
-            for n, (addr, value) in enumerate(events):
-                while rng.random() < gap:
-                    await ctx.tick()
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, {"addr": addr, "value": value,
-                                        "last": int(n == len(events) - 1),
-                                        "first": int(first and n == 0)})
-                await ctx.tick().until(dut.i.ready)
-                ctx.set(dut.i.valid, 0)
+    producer = step_producer(dut, steps, gap=gap, seed=seed)
 
     async def consumer(ctx):
         rng = random.Random(seed + 1)
