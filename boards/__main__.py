@@ -37,17 +37,18 @@ def build_parser():
                      help="fraction of zero weights of the random layer (default: 0.75)")
     src.add_argument("--inputs", type=int_arg(1, 4096), metavar="N",
                      help="inputs of the random layer (default: as --neurons)")
-    src.add_argument("--steps", type=int_arg(1, 65535), default=16, metavar="T",
-                     help="timesteps of the random layer (default: %(default)s)")
+    src.add_argument("--steps", type=int_arg(1, 65535), metavar="T",
+                     help="timesteps of the random layer (default: 16)")
     src.add_argument("--seed", type=int_arg(0, 2 ** 32 - 1), default=1, metavar="K",
-                     help="seed of the random layer and of place and route "
-                          "(default: %(default)s)")
+                     help="seed of the random layer, and first place-and-route seed (retries "
+                          "take K+1, K+2, ...) (default: %(default)s)")
     hw = b.add_argument_group("hardware")
     hw.add_argument("--lanes", type=int_arg(1, 16), default=1, metavar="L",
                     help="accumulate lanes (default: %(default)s)")
     hw.add_argument("--clock", type=float_arg(1.0, 400.0), metavar="MHZ",
-                    help="clock to build for; a PLL makes it from the oscillator (default: the "
-                         "fastest that meets timing, tried from 48 MHz on iCE40, 125 on ECP5)")
+                    help="clock to build for, tried with up to 3 place-and-route seeds; a PLL "
+                         "makes it from the oscillator (default: automatic, a clock that meets "
+                         "timing, searched down from 48 MHz on iCE40, 125 on ECP5)")
     hw.add_argument("--baud", type=int_arg(1200, 12_000_000), default=1_000_000,
                     help="UART baud rate (default: %(default)s)")
     hw.add_argument("--capacity", type=int_arg(1, 65535), metavar="N",
@@ -78,8 +79,8 @@ def build_parser():
     g = sub.add_parser("program", help="load a built bitstream into a board")
     g.add_argument("--board", choices=sorted(BOARDS), default="icebreaker",
                    help="target board (default: %(default)s)")
-    g.add_argument("-o", "--output", type=Path, default=Path("build/board"), metavar="DIR",
-                   help="build folder holding the bitstream (default: %(default)s)")
+    g.add_argument("-o", "--output", type=Path, metavar="DIR",
+                   help="build folder holding the bitstream (default: build/board)")
     g.add_argument("--bitstream", type=Path, metavar="FILE",
                    help="bitstream file (default: the one in the build folder)")
     g.add_argument("--flash", action="store_true",
@@ -124,22 +125,39 @@ def _bitstream(board_name, folder):
     return folder / f"snn_board.{ext}"
 
 
+def _built_for(folder):
+    """The board named in ``folder``'s report.json, or ``None`` (no report, or unreadable)."""
+    try:
+        return json.loads((folder / "report.json").read_text()).get("board")
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return None
+
+
 def _cmd_build(args, parser):
     from .build import BuildError, ProgramError, build, program, summary
+    if args.variant is not None and args.board != "ulx3s":
+        parser.error(f"--variant applies to ulx3s, not {args.board}")
+    if args.flash and not args.program:
+        parser.error("--flash needs --program")
+    if args.flash and args.board != "ulx3s":
+        parser.error(f"--flash applies to ulx3s, not {args.board}")
     if args.bundle is not None:
-        if args.neurons is not None or args.sparsity is not None or args.inputs is not None:
-            parser.error("--bundle cannot be combined with --neurons, --sparsity or --inputs")
+        given = [option for option, value in (("--neurons", args.neurons),
+                                              ("--sparsity", args.sparsity),
+                                              ("--inputs", args.inputs),
+                                              ("--steps", args.steps)) if value is not None]
+        if given:
+            parser.error(f"--bundle cannot be combined with {', '.join(given)} "
+                         f"(options of the random layer)")
         bundle = _load_bundle(args.bundle, parser)
     elif args.neurons is None:
         parser.error("give --bundle DIR or --neurons N (with --sparsity S)")
     else:
         if args.sparsity is None:
             args.sparsity = 0.75
+        if args.steps is None:
+            args.steps = 16
         bundle = _random_bundle(args)
-    if args.variant is not None and args.board != "ulx3s":
-        parser.error(f"--variant applies to ulx3s, not {args.board}")
-    if args.flash and not args.program:
-        parser.error("--flash needs --program")
     if args.bundle is None:
         from models.bundle import save
         save(bundle, args.output / "bundle")
@@ -156,8 +174,10 @@ def _cmd_build(args, parser):
     print(summary(report))
     print(f"report      {args.output / 'report.json'}")
     if not report["timing_met"]:
-        print(f"python -m boards build: error: timing not met at {report['clock_mhz']:.2f} MHz "
-              f"(Fmax {report['fmax_mhz']} MHz)", file=sys.stderr)
+        hint = ("; ask for a lower --clock, or leave --clock out for the automatic search"
+                if args.clock is not None else "")
+        print(f"python -m boards build: error: timing not met "
+              f"({report['clock_reason']}){hint}", file=sys.stderr)
         return 1
     if args.program:
         try:
@@ -197,7 +217,14 @@ def _cmd_program(args, parser):
     from .build import ProgramError, program
     if args.flash and args.board != "ulx3s":
         parser.error(f"--flash applies to ulx3s, not {args.board}")
-    bitstream = args.bitstream or _bitstream(args.board, args.output)
+    if args.bitstream is not None and args.output is not None:
+        parser.error("--bitstream cannot be combined with -o/--output (give one of them)")
+    folder = args.output or Path("build/board")
+    built_for = _built_for(folder) if args.bitstream is None else None
+    if built_for is not None and built_for != args.board:
+        parser.error(f"{folder} holds a {built_for} build, not {args.board} "
+                     f"(give --board {built_for})")
+    bitstream = args.bitstream or _bitstream(args.board, folder)
     try:
         program(bitstream, args.board, flash=args.flash)
     except ProgramError as exc:

