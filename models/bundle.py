@@ -9,8 +9,13 @@ This module imports numpy only: the hardware generator uses it without torch.
 """
 from __future__ import annotations
 
+import difflib
+import io
 import json
 import math
+import tokenize
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,38 +39,81 @@ MAX_FRAC_BITS = 16
 MAX_WEIGHT_BITS = 16
 MAX_INPUT_BITS = 16
 
+# The fields each object of bundle.json may hold ("provenance" is free-form).
+TOP_FIELDS = ("format", "version", "input", "layers", "readout", "provenance")
+INPUT_FIELDS = ("shape", "bits", "signed", "encoding", "steps")
+NEURON_FIELDS = ("model", "reset", "threshold", "potential_bits", "leak")
+LEAK_FIELDS = {"mul": ("mode", "beta", "frac_bits"), "shift": ("mode", "shift")}
+_SYNAPSES = ("weight", "bias", "weight_bits", "neuron")
+LAYER_FIELDS = {
+    "linear": ("name", "kind", "in", "out") + _SYNAPSES,
+    "conv2d": ("name", "kind", "in_shape", "out_shape", "kernel", "stride", "padding") + _SYNAPSES,
+    "spike_pool": ("name", "kind", "kernel"),
+    "flatten": ("name", "kind"),
+}
+# The arrays of vectors.npz (DESIGN.md section 4); labels and predictions are optional.
+VECTOR_ARRAYS = ("events", "spikes", "samples", "steps", "labels", "predictions")
+
 
 class BundleError(ValueError):
-    """A bundle that does not follow the contract; the message names the field."""
+    """A bundle that does not follow the contract; the message (one line) names the field."""
+    def __init__(self, message):
+        # The command lines print the message as their one line of error output.
+        super().__init__(" ".join(line.strip() for line in str(message).splitlines()))
 
 
 def _fail(where, message):
     raise BundleError(f"{where}: {message}")
 
 
+def _show(value, limit=60):
+    """``repr(value)``, shortened: a corrupt file may hold a value of any size."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _at(where, key):
+    """The path of field ``key`` inside ``where`` (``bundle.json: input`` -> ``input.bits``)."""
+    return f"{where}.{key}" if ": " in where else f"{where}: {key}"
+
+
 def _int(where, value, *, lo=None, hi=None):
     if isinstance(value, bool) or not isinstance(value, int):
-        _fail(where, f"must be an integer, not {value!r}")
+        _fail(where, f"must be an integer, not {_show(value)}")
     if lo is not None and value < lo:
-        _fail(where, f"must be at least {lo}, not {value!r}")
+        _fail(where, f"must be at least {lo}, not {_show(value)}")
     if hi is not None and value > hi:
-        _fail(where, f"must be at most {hi}, not {value!r}")
+        _fail(where, f"must be at most {hi}, not {_show(value)}")
     return value
 
 
 def _choice(where, value, allowed):
     if value not in allowed:
         names = ", ".join(repr(a) for a in allowed)
-        _fail(where, f"must be one of {names}, not {value!r}")
+        _fail(where, f"must be one of {names}, not {_show(value)}")
     return value
 
 
-def _get(where, obj, key):
+def _object(where, obj):
     if not isinstance(obj, dict):
         _fail(where, f"must be an object, not {type(obj).__name__}")
+    return obj
+
+
+def _get(where, obj, key):
+    _object(where, obj)
     if key not in obj:
-        _fail(f"{where}.{key}", "is missing")
+        _fail(_at(where, key), "is missing")
     return obj[key]
+
+
+def _only(where, obj, fields, what):
+    """Refuse a field of ``obj`` outside ``fields``: a misspelt optional field would be ignored."""
+    for key in _object(where, obj):
+        if key not in fields:
+            near = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            _fail(_at(where, key), f"is not a field of {what}{hint}")
 
 
 @dataclass(frozen=True)
@@ -84,6 +132,7 @@ class Leak:
     @classmethod
     def from_json(cls, where, obj, potential_bits):
         mode = _choice(f"{where}.mode", _get(where, obj, "mode"), LEAKS)
+        _only(where, obj, LEAK_FIELDS[mode], f"a {mode} leak")
         if mode == "mul":
             frac_bits = _int(f"{where}.frac_bits", _get(where, obj, "frac_bits"),
                              lo=0, hi=MAX_FRAC_BITS)
@@ -115,6 +164,7 @@ class Neuron:
 
     @classmethod
     def from_json(cls, where, obj):
+        _only(where, _object(where, obj), NEURON_FIELDS, "a neuron")
         model = _choice(f"{where}.model", _get(where, obj, "model"), MODELS)
         reset = _choice(f"{where}.reset", _get(where, obj, "reset"), RESETS)
         pbits = _int(f"{where}.potential_bits", _get(where, obj, "potential_bits"),
@@ -249,9 +299,9 @@ class Bundle:
 def _shape(where, value, ndim=None):
     if (not isinstance(value, list) or not value
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
-        _fail(where, f"must be a list of positive integers, not {value!r}")
+        _fail(where, f"must be a list of positive integers, not {_show(value)}")
     if ndim is not None and len(value) != ndim:
-        _fail(where, f"must have {ndim} entries, not {value!r}")
+        _fail(where, f"must have {ndim} entries, not {_show(value)}")
     return tuple(value)
 
 
@@ -262,8 +312,9 @@ def _conv_out(size, kernel, stride, padding):
 def _parse_layer(where, obj, in_shape, arrays):
     name = _get(where, obj, "name")
     if not isinstance(name, str) or not name:
-        _fail(f"{where}.name", f"must be a non-empty string, not {name!r}")
+        _fail(f"{where}.name", f"must be a non-empty string, not {_show(name)}")
     kind = _choice(f"{where}.kind", _get(where, obj, "kind"), KINDS)
+    _only(where, obj, LAYER_FIELDS[kind], f"a {kind} layer")
     if kind == "flatten":
         return Layer(name, kind, in_shape, (math.prod(in_shape),))
     if kind == "spike_pool":
@@ -304,14 +355,14 @@ def _parse_layer(where, obj, in_shape, arrays):
     neuron = Neuron.from_json(f"{where}.neuron", _get(where, obj, "neuron"))
     wkey = _get(where, obj, "weight")
     if not isinstance(wkey, str) or wkey not in arrays:
-        _fail(f"{where}.weight", f"names {wkey!r}, which weights.npz does not hold")
+        _fail(f"{where}.weight", f"names {_show(wkey)}, which weights.npz does not hold")
     weight = arrays[wkey]
     _check_int_array(f"weights.npz[{wkey!r}]", weight, w_shape, bits=wbits)
     bkey = obj.get("bias")
     bias = None
     if bkey is not None:
         if not isinstance(bkey, str) or bkey not in arrays:
-            _fail(f"{where}.bias", f"names {bkey!r}, which weights.npz does not hold")
+            _fail(f"{where}.bias", f"names {_show(bkey)}, which weights.npz does not hold")
         bias = arrays[bkey]
         _check_int_array(f"weights.npz[{bkey!r}]", bias, (w_shape[0],),
                          bits=neuron.potential_bits)
@@ -347,18 +398,21 @@ def parse(obj, arrays, vectors=None):
     """Build a :class:`Bundle` from parsed ``bundle.json`` and the arrays of ``weights.npz``."""
     where = "bundle.json"
     if not isinstance(obj, dict):
-        _fail(where, "must hold a JSON object")
+        _fail(where, f"must hold a JSON object, not {type(obj).__name__}")
     if obj.get("format") != FORMAT:
-        _fail(f"{where}: format", f"must be {FORMAT!r}, not {obj.get('format')!r}")
-    if obj.get("version") != VERSION:
-        _fail(f"{where}: version", f"must be {VERSION}, not {obj.get('version')!r}")
+        _fail(f"{where}: format", f"must be {FORMAT!r}, not {_show(obj.get('format'))}")
+    version = obj.get("version")
+    if isinstance(version, bool) or version != VERSION:         # true == 1 in Python
+        _fail(f"{where}: version", f"must be {VERSION}, not {_show(version)}")
+    _only(where, obj, TOP_FIELDS, "a bundle")
     inp = _get(where, obj, "input")
+    _only(f"{where}: input", inp, INPUT_FIELDS, "the input")
     shape = _shape(f"{where}: input.shape", _get(f"{where}: input", inp, "shape"))
     bits = _int(f"{where}: input.bits", _get(f"{where}: input", inp, "bits"),
                 lo=1, hi=MAX_INPUT_BITS)
     signed = _get(f"{where}: input", inp, "signed")
     if not isinstance(signed, bool):
-        _fail(f"{where}: input.signed", f"must be true or false, not {signed!r}")
+        _fail(f"{where}: input.signed", f"must be true or false, not {_show(signed)}")
     if signed and bits < 2:
         _fail(f"{where}: input.bits", f"must be at least 2 for signed input, not {bits}")
     encoding = _choice(f"{where}: input.encoding", inp.get("encoding", "raw"), ENCODINGS)
@@ -366,7 +420,7 @@ def parse(obj, arrays, vectors=None):
     spec = InputSpec(shape, bits, signed, encoding, steps)
     layers_obj = _get(where, obj, "layers")
     if not isinstance(layers_obj, list):
-        _fail(f"{where}: layers", "must be a list")
+        _fail(f"{where}: layers", f"must be a list, not {type(layers_obj).__name__}")
     layers, in_shape = [], shape
     for index, lobj in enumerate(layers_obj):
         layer = _parse_layer(f"{where}: layers[{index}]", lobj, in_shape, arrays)
@@ -376,29 +430,68 @@ def parse(obj, arrays, vectors=None):
     _choice(f"{where}: readout", readout, ("spike_count",))
     provenance = obj.get("provenance", {})
     if not isinstance(provenance, dict):
-        _fail(f"{where}: provenance", "must be an object")
+        _fail(f"{where}: provenance", f"must be an object, not {type(provenance).__name__}")
     bundle = Bundle(spec, layers, readout, provenance)
     _check_structure(bundle)
+    named = {key for layer in layers_obj for key in (layer.get("weight"), layer.get("bias"))}
+    for key in arrays:
+        if key not in named:
+            # A layer whose field was lost would otherwise run without its weights or bias.
+            _fail(f"weights.npz[{key!r}]", "is not named by any layer of bundle.json")
     if vectors is not None:
         bundle.vectors = _parse_vectors(vectors, bundle)
     return bundle
 
 
+def _scalar(where, value, *, lo):
+    array = np.asarray(value)
+    if array.ndim != 0 or not np.issubdtype(array.dtype, np.integer):
+        _fail(where, f"must be an integer scalar, not {array.dtype} {list(array.shape)}")
+    return _int(where, int(array), lo=lo)
+
+
+def _rows(where, array, columns):
+    array = np.asarray(array)
+    if (not np.issubdtype(array.dtype, np.integer) or array.ndim != 2
+            or array.shape[1] != len(columns)):
+        _fail(where, f"must be an integer array [n, {len(columns)}] "
+                     f"({', '.join(columns)}), not {array.dtype} {list(array.shape)}")
+    return array
+
+
+def _column_range(where, array, column, name, hi):
+    if len(array) and (array[:, column].min() < 0 or array[:, column].max() >= hi):
+        bad = array[:, column].min() if array[:, column].min() < 0 else array[:, column].max()
+        _fail(where, f"holds {name} {int(bad)}, outside [0, {hi})")
+
+
+def _classes(where, array, samples, hi=None):
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.integer) or array.shape != (samples,):
+        _fail(where, f"must be an integer array [{samples}] (one per sample), "
+                     f"not {array.dtype} {list(array.shape)}")
+    if array.min() < 0:
+        _fail(where, f"holds {int(array.min())}, but a class is at least 0")
+    if hi is not None and array.max() >= hi:
+        _fail(where, f"holds {int(array.max())}, outside the output classes [0, {hi})")
+    return array.astype(np.int64)
+
+
 def _parse_vectors(arrays, bundle):
     where = "vectors.npz"
+    for key in arrays:
+        if key not in VECTOR_ARRAYS:
+            _fail(f"{where}[{key!r}]", f"is not an array of the contract "
+                                       f"({', '.join(VECTOR_ARRAYS)})")
     for key in ("events", "spikes", "samples", "steps"):
         if key not in arrays:
             _fail(f"{where}[{key!r}]", "is missing")
-    samples = int(arrays["samples"])
-    steps = int(arrays["steps"])
-    events = np.asarray(arrays["events"])
-    spikes = np.asarray(arrays["spikes"])
-    for key, arr, cols in (("events", events, 4), ("spikes", spikes, 3)):
-        if not np.issubdtype(arr.dtype, np.integer) or arr.ndim != 2 or arr.shape[1] != cols:
-            _fail(f"{where}[{key!r}]", f"must be an integer array [n, {cols}], "
-                                       f"not {arr.dtype} {list(arr.shape)}")
+    samples = _scalar(f"{where}['samples']", arrays["samples"], lo=1)
+    steps = _scalar(f"{where}['steps']", arrays["steps"], lo=1)
     if steps != bundle.input.steps:
         _fail(f"{where}['steps']", f"is {steps} but bundle.json says {bundle.input.steps}")
+    events = _rows(f"{where}['events']", arrays["events"], ("sample", "step", "addr", "value"))
+    spikes = _rows(f"{where}['spikes']", arrays["spikes"], ("sample", "step", "addr"))
     if len(events):
         if events[:, 0].min() < 0 or events[:, 0].max() >= samples:
             _fail(f"{where}['events']", f"sample index outside [0, {samples})")
@@ -409,37 +502,138 @@ def _parse_vectors(arrays, bundle):
         lo, hi = bundle.input.value_range
         if events[:, 3].min() < lo or events[:, 3].max() > hi:
             _fail(f"{where}['events']", f"value outside the input range [{lo}, {hi}]")
-        order = events[:, 0] * steps + events[:, 1]
+        order = events[:, 0].astype(np.int64) * steps + events[:, 1]
         if np.any(np.diff(order) < 0):
             _fail(f"{where}['events']", "must be sorted by sample, then step")
-    labels = arrays["labels"] if "labels" in arrays else None
-    predictions = arrays["predictions"] if "predictions" in arrays else None
+    for column, (name, hi) in enumerate((("sample index", samples), ("step index", steps),
+                                         ("address", bundle.n_out))):
+        _column_range(f"{where}['spikes']", spikes, column, name, hi)
+    labels = predictions = None
+    if "labels" in arrays:
+        labels = _classes(f"{where}['labels']", arrays["labels"], samples)
+    if "predictions" in arrays:
+        predictions = _classes(f"{where}['predictions']", arrays["predictions"], samples,
+                               bundle.n_out)
     return Vectors(events.astype(np.int64), spikes.astype(np.int64), samples, steps,
                    labels, predictions)
 
 
+# What a damaged zip archive or a damaged member may raise while it is read.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+               NotImplementedError, RuntimeError, OverflowError)
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")       # a zip's first entry, or an empty zip
+
+
+def _read_json(path):
+    def unique(pairs):
+        # json keeps the last of two equal keys; a bundle that says two things is damaged.
+        obj = {}
+        for key, value in pairs:
+            if key in obj:
+                _fail(path, f"holds the field {_show(key)} twice in one object")
+            obj[key] = value
+        return obj
+
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        _fail(path, f"cannot be read ({exc.strerror or exc})")
+    except UnicodeDecodeError as exc:
+        _fail(path, f"is not UTF-8 text ({exc})")
+    if not text.strip():
+        _fail(path, "is empty")
+    try:
+        return json.loads(text, object_pairs_hook=unique)
+    except json.JSONDecodeError as exc:
+        _fail(path, f"is not valid JSON ({exc})")
+    except RecursionError:
+        _fail(path, "is not valid JSON (nested too deeply)")
+
+
+def _read_npy(where, data):
+    """The array in the bytes of one ``.npy`` member, checked against its own header."""
+    fp = io.BytesIO(data)
+    headers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version not in headers:
+            raise ValueError(f"format version {version[0]}.{version[1]}, which this tool does "
+                             f"not read")
+        shape, fortran, dtype = headers[version](fp)
+    except (ValueError, TypeError, SyntaxError, EOFError, RecursionError,
+            tokenize.TokenError) as exc:             # numpy parses the header as Python text
+        _fail(where, f"is not a readable .npy array ({exc})")
+    if any(size < 0 for size in shape):
+        _fail(where, f"is not a readable .npy array (shape {list(shape)})")
+    if dtype.hasobject:
+        # np.load would unpickle it: arbitrary code.
+        _fail(where, f"holds Python objects ({dtype}), not numbers")
+    need, have = math.prod(shape) * dtype.itemsize, len(data) - fp.tell()
+    if have != need:
+        _fail(where, f"is truncated or damaged: its header announces {need} bytes of data, "
+                     f"not {have}")
+    if not need:
+        return np.zeros(shape, dtype)
+    array = np.frombuffer(data, dtype, math.prod(shape), fp.tell())
+    return array.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _read_npz(path):
+    """The arrays of the ``.npz`` archive at ``path`` (a dict); never executes pickles."""
+    try:
+        with open(path, "rb") as fp:
+            head = fp.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        _fail(path, f"cannot be read ({exc.strerror or exc})")
+    if not head:
+        _fail(path, "is empty")
+    if head == _NPY_MAGIC:
+        _fail(path, "is a single .npy array, not an .npz archive of named arrays")
+    if not head.startswith(_ZIP_MAGICS):
+        _fail(path, "is not an .npz archive (it does not start as a zip file)")
+    arrays = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                if not name.endswith(".npy") or name == ".npy":
+                    _fail(path, f"holds {_show(name)}, which is not a .npy array")
+                key = name[:-len(".npy")]
+                if key in arrays:
+                    _fail(path, f"holds {_show(name)} twice")
+                try:
+                    data = zf.read(info)                # checks the CRC
+                except _ZIP_ERRORS as exc:
+                    _fail(f"{path}[{key!r}]", f"cannot be read: the archive is truncated or "
+                                              f"damaged ({exc})")
+                arrays[key] = _read_npy(f"{path}[{key!r}]", data)
+    except BundleError:
+        raise
+    except _ZIP_ERRORS as exc:
+        _fail(path, f"cannot be read: the archive is truncated or damaged ({exc})")
+    return arrays
+
+
 def load(path):
-    """Read and validate the bundle in folder ``path``."""
+    """Read and validate the bundle in folder ``path``.
+
+    Any fault of the files, from a truncated archive to a misspelt field, raises a
+    :class:`BundleError` whose one-line message names the file and the fault.
+    """
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"{path}: is not a bundle folder")
     jpath, wpath, vpath = path / "bundle.json", path / "weights.npz", path / "vectors.npz"
-    for p in (jpath, wpath):
-        if not p.is_file():
-            raise BundleError(f"{p}: is missing")
-    try:
-        obj = json.loads(jpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{jpath}: is not valid JSON ({exc})") from None
-    try:
-        with np.load(wpath, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        vectors = None
-        if vpath.is_file():
-            with np.load(vpath, allow_pickle=False) as npz:
-                vectors = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{path}: cannot read arrays ({exc})") from None
+    for p in (jpath, wpath, vpath):
+        if p.exists() and not p.is_file():
+            _fail(p, "is not a file")
+        if not p.exists() and p != vpath:
+            _fail(p, "is missing")
+    obj = _read_json(jpath)
+    arrays = _read_npz(wpath)
+    vectors = _read_npz(vpath) if vpath.is_file() else None
     return parse(obj, arrays, vectors)
 
 
@@ -453,12 +647,7 @@ def save(bundle, path):
             if layer.bias is not None:
                 arrays[f"{layer.name}.bias"] = np.asarray(layer.bias, dtype=np.int32)
     obj = bundle.to_json()
-    # Round-trip through the parser so that what is written is exactly what is accepted.
-    parse(json.loads(json.dumps(obj)), arrays)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "bundle.json").write_text(json.dumps(obj, indent=2) + "\n")
-    _savez(path / "weights.npz", arrays)
+    varrays = None
     if bundle.vectors is not None:
         v = bundle.vectors
         varrays = {"events": np.asarray(v.events, dtype=np.int32),
@@ -468,6 +657,14 @@ def save(bundle, path):
             varrays["labels"] = np.asarray(v.labels, dtype=np.int32)
         if v.predictions is not None:
             varrays["predictions"] = np.asarray(v.predictions, dtype=np.int32)
+    # Round-trip through the parser so that what is written is exactly what is accepted; a
+    # refused bundle writes nothing.
+    parse(json.loads(json.dumps(obj)), arrays, varrays)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "bundle.json").write_text(json.dumps(obj, indent=2) + "\n")
+    _savez(path / "weights.npz", arrays)
+    if varrays is not None:
         _savez(path / "vectors.npz", varrays)
     return path
 
@@ -475,8 +672,6 @@ def save(bundle, path):
 def _savez(path, arrays):
     # np.savez stores zip timestamps of "now"; write through a fixed-date zip so that the same
     # bundle gives the same bytes.
-    import io
-    import zipfile
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for key in sorted(arrays):
             buf = io.BytesIO()

@@ -1,6 +1,8 @@
 """Bundle contract (DESIGN.md section 4): round trips, and bad files rejected in one line."""
 import copy
 import json
+import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -78,7 +80,7 @@ def _set(obj, path, value):
 JSON_CASES = [
     (("format",), "onnx", "bundle.json: format: must be 'snn-bundle', not 'onnx'"),
     (("version",), 2, "bundle.json: version: must be 1, not 2"),
-    (("input",), KeyError, "bundle.json.input: is missing"),
+    (("input",), KeyError, "bundle.json: input: is missing"),
     (("input", "shape"), [1, 0, 6], ("bundle.json: input.shape: must be a list of positive "
                                     "integers, not [1, 0, 6]")),
     (("input", "bits"), 17, "bundle.json: input.bits: must be at most 16, not 17"),
@@ -175,7 +177,8 @@ VECTOR_CASES = [
     ("events", np.array([[2, 0, 3, 1]]), "vectors.npz['events']: sample index outside [0, 2)"),
     ("events", np.array([[0, 3, 3, 1]]), "vectors.npz['events']: step index outside [0, 3)"),
     ("events", np.zeros((2, 3), dtype=np.int64),
-     "vectors.npz['events']: must be an integer array [n, 4], not int64 [2, 3]"),
+     ("vectors.npz['events']: must be an integer array [n, 4] (sample, step, addr, value), "
+      "not int64 [2, 3]")),
     ("spikes", None, "vectors.npz['spikes']: is missing"),
 ]
 
@@ -209,7 +212,8 @@ def test_unreadable_files(tmp_path):
     (path / "weights.npz").write_bytes(b"garbage")
     with pytest.raises(BundleError) as info:
         B.load(path)
-    assert str(info.value).startswith(f"{path}: cannot read arrays (")
+    assert str(info.value) == (f"{path / 'weights.npz'}: is not an .npz archive (it does not "
+                               f"start as a zip file)")
     assert "\n" not in str(info.value)
 
 
@@ -220,3 +224,116 @@ def test_save_refuses_out_of_range_weights(tmp_path):
                                           r"signed 8-bit range \[-128, 127\]$"):
         B.save(bundle, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_arrays_read_back_as_numpy_wrote_them(tmp_path):
+    arrays = {"c": np.arange(12).reshape(3, 4), "f": np.asfortranarray(np.arange(6).reshape(2, 3)),
+              "scalar": np.int64(5), "empty": np.zeros((0, 3), dtype=np.int32),
+              "big": np.arange(-5, 5, dtype=">i2")}
+    np.savez(tmp_path / "a.npz", **arrays)
+    np.savez_compressed(tmp_path / "b.npz", **arrays)
+    for name in ("a.npz", "b.npz"):
+        read = B._read_npz(tmp_path / name)
+        assert sorted(read) == sorted(arrays)
+        for key, array in arrays.items():
+            assert read[key].dtype == np.asarray(array).dtype
+            np.testing.assert_array_equal(read[key], array)
+
+
+def _npz_with_member(path, name, data):
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(name, data)
+
+
+def _npy_bytes(header, data=b""):
+    text = repr(header).encode()
+    text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + data
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("x.npy", _npy_bytes({"descr": "<i4", "fortran_order": False, "shape": (-1, -4)}, bytes(16)),
+     r"\['x'\]: is not a readable \.npy array \(shape \[-1, -4\]\)$"),
+    ("x.npy", _npy_bytes({"descr": "<i4", "fortran_order": False, "shape": (10 ** 12,)}),
+     r"\['x'\]: is truncated or damaged: its header announces 4000000000000 bytes of data, "
+     r"not 0$"),
+    ("x.npy", _npy_bytes({"descr": "|O", "fortran_order": False, "shape": (1,)}, bytes(8)),
+     r"\['x'\]: holds Python objects \(object\), not numbers$"),
+    ("x.npy", b"\x93NUMPY\x01\x00\x04\x00{{{\n", r"\['x'\]: is not a readable \.npy array \("),
+    ("x.txt", b"text", r"weights\.npz: holds 'x\.txt', which is not a \.npy array$"),
+])
+def test_damaged_members(tmp_path, name, data, message):
+    obj, arrays, _ = _good(tmp_path)
+    path = _write(tmp_path, obj, arrays)
+    _npz_with_member(path / "weights.npz", name, data)
+    with pytest.raises(BundleError, match=message):
+        B.load(path)
+
+
+def test_any_damage_is_a_bundle_error(tmp_path):
+    """Cut each file anywhere, or change any byte: the bundle loads or fails in one line."""
+    B.save(small_csnn(), tmp_path / "b")
+    rng = np.random.default_rng(0)
+
+    def refused(path, version):
+        path.write_bytes(version)
+        try:
+            B.load(tmp_path / "b")
+        except BundleError as exc:
+            assert "\n" not in str(exc)
+            assert re.search(r"bundle\.json|weights\.npz|vectors\.npz", str(exc)), str(exc)
+            return True
+        return False
+
+    for name in ("bundle.json", "weights.npz", "vectors.npz"):
+        path = tmp_path / "b" / name
+        data = path.read_bytes()
+        assert all(refused(path, data[:n]) for n in range(0, len(data) - 1, 5))
+        for offset in rng.integers(0, len(data), 100):
+            changed = bytearray(data)
+            changed[offset] ^= int(rng.integers(1, 256))
+            refused(path, bytes(changed))
+        path.write_bytes(data)
+    assert B.load(tmp_path / "b").to_json() == small_csnn().to_json()
+
+
+def test_save_refuses_bad_vectors_and_writes_nothing(tmp_path):
+    bundle = small_csnn()
+    bundle.vectors.predictions = np.array([0, 4])
+    with pytest.raises(BundleError, match=r"^vectors\.npz\['predictions'\]: holds 4, outside the "
+                                          r"output classes \[0, 4\)$"):
+        B.save(bundle, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) \
+        else ()
+    for key, value in items:
+        yield from _paths(value, prefix + (key,))
+
+
+ODD_VALUES = [None, [], {}, "x", 1.5, -1, 0, True, 10 ** 30, float("nan"), [1, 2], {"a": 1},
+              KeyError]
+
+
+def test_any_odd_value_in_bundle_json_is_a_bundle_error(tmp_path):
+    """Replace or remove any value of bundle.json: the bundle parses or fails in one line."""
+    obj, arrays, vectors = _good(tmp_path)
+    refused = 0
+    for path in _paths(obj):
+        for value in ODD_VALUES:
+            if not path and value is KeyError:
+                continue
+            changed = copy.deepcopy(obj)
+            if path:
+                _set(changed, path, value)
+            else:
+                changed = value
+            try:
+                B.parse(changed, arrays, vectors)
+            except BundleError as exc:
+                refused += 1
+                assert "\n" not in str(exc)
+    assert refused > 500
