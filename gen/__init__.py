@@ -37,17 +37,30 @@ def emit_verilog(bundle, *, lanes=1, fmt=None, dense=False, status=False, update
         os.environ.update(saved)
 
 
-def make_report(top, *, density, name=DEFAULT_NAME):
-    """Figures of a built :class:`hdl.top.Accelerator`: memories, widths, lanes, cycles."""
-    from hdl import cycles, weights
-    from hdl.linear import LinearEngine
+def make_report(top, *, density=None, name=DEFAULT_NAME):
+    """Figures of a built :class:`hdl.top.Accelerator`: memories, widths, lanes, cycles.
+
+    Every layer gets its weight format and stored bits (where it has weights) and the cycle
+    model's figures per step (:mod:`hdl.cycles`): input events, active synaptic operations,
+    output events, the lower bound of DESIGN.md section 7 and the engine's estimate. The
+    activity comes from the golden model run on the bundle's test vectors (each layer sees the
+    spikes the layer before it really fires), or, with ``density``, every layer's inputs and
+    outputs are assumed active at that rate. Layers run as a pipeline, so a step costs what the
+    slowest layer takes.
+    """
+    from hdl import weights
 
     bundle = top.bundle
+    if density is None and bundle.vectors is None:
+        raise ValueError("The cycle estimate needs the bundle's vectors or an input density")
+    activity = _activity(bundle, density)
+    engines = dict((id(layer), engine) for layer, engine in top.engines)
     layers, total = [], {"stored_weight_bits": 0, "dense_weight_bits": 0}
-    events = density * bundle.input.size
-    est_step = 0
-    for layer, engine in top.engines:
-        entry = {"name": layer.name, "kind": layer.kind, "in": layer.n_in, "out": layer.n_out}
+    step_costs = []
+    for layer, act in zip(bundle.layers, activity):
+        entry = {"name": layer.name, "kind": layer.kind, "in": layer.n_in, "out": layer.n_out,
+                 "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape)}
+        engine = engines.get(id(layer))
         if layer.has_neurons:
             w, wb = layer.weight, layer.weight_bits
             entry.update({
@@ -56,49 +69,143 @@ def make_report(top, *, density, name=DEFAULT_NAME):
                 "potential_bits": layer.neuron.potential_bits,
                 "neuron": layer.neuron.to_json(),
                 "dense_weight_bits": weights.dense_bits(w, wb),
-                "csr_formula_bits": weights.csr_bits(w, wb),
-                "bitmap_formula_bits": weights.bitmap_bits(w, wb),
+                "lanes": engine.lanes, "current_bits": engine.current_bits,
+                "dense_baseline": engine.dense,
             })
             total["dense_weight_bits"] += entry["dense_weight_bits"]
-        if isinstance(engine, LinearEngine):
+        if layer.kind == "linear":
             pw = engine.packed
-            active = int(round(events))
-            sops = layer.weight.shape[0] * (1 - entry["weight_sparsity"]) * active
             entry.update({
-                "lanes": engine.lanes, "updates_per_cycle": engine.updates,
-                "format": pw.fmt, "dense_baseline": engine.dense,
-                "stored_weight_bits": pw.stored_bits, "current_bits": engine.current_bits,
-                "input_events_per_step": active,
-                "active_sops_per_step": round(sops, 1),
-                "lower_bound_cycles_per_step": cycles.lower_bound(
-                    math.ceil(sops), active, layer.n_out, lanes=engine.lanes,
-                    updates=engine.updates),
-                "estimated_cycles_per_step": cycles.linear_estimate(
-                    math.ceil(sops), active, layer.n_out, lanes=engine.lanes,
-                    updates=engine.updates),
+                "format": pw.fmt, "updates_per_cycle": engine.updates,
+                "stored_weight_bits": pw.stored_bits,
+                "csr_formula_bits": weights.csr_bits(layer.weight, layer.weight_bits),
+                "bitmap_formula_bits": weights.bitmap_bits(layer.weight, layer.weight_bits),
             })
-            total["stored_weight_bits"] += pw.stored_bits
-            est_step = max(est_step, entry["estimated_cycles_per_step"])
-            # The next layer's event count: assume the same density of spikes.
-            events = density * layer.n_out
-        elif hasattr(engine, "weight_bits_stored"):
-            entry.update({"lanes": getattr(engine, "lanes", None),
-                          "stored_weight_bits": engine.weight_bits_stored})
-            total["stored_weight_bits"] += engine.weight_bits_stored
+        elif layer.kind == "conv2d":
+            plan = engine.plan
+            entry.update({
+                "kernel": layer.kernel, "stride": layer.stride, "padding": layer.padding,
+                "format": "dense" if engine.dense else "sparse-kernel",
+                "updates_per_cycle": engine.lanes,
+                "stored_weight_bits": plan.stored_bits,
+                "entry_bits": plan.entry_bits, "record_bits": plan.record_bits,
+            })
+        elif layer.kind == "spike_pool":
+            entry["kernel"] = layer.kernel
+        else:
+            entry["hardware"] = "none: a convolution's output order is the flatten order"
+        if "stored_weight_bits" in entry:
+            total["stored_weight_bits"] += entry["stored_weight_bits"]
+        if engine is not None:
+            events, sops, out_events, bound, estimate = _layer_cycles(layer, engine, act)
+            entry.update({
+                "input_events_per_step": round(float(np.mean(events)), 3),
+                "active_sops_per_step": round(float(np.mean(sops)), 3),
+                "output_events_per_step": round(float(np.mean(out_events)), 3),
+                "lower_bound_cycles_per_step": round(float(np.mean(bound)), 3),
+                "estimated_cycles_per_step": round(float(np.mean(estimate)), 3),
+                "estimated_cycles_per_step_max": int(np.max(estimate)),
+            })
+            step_costs.append(estimate)
         layers.append(entry)
+    costs = np.stack(step_costs)                             # [layers, steps]
+    per_step = costs.max(axis=0)
+    steps = bundle.input.steps
+    if density is None:
+        source = {"source": "vectors", "samples": bundle.vectors.samples, "steps": steps}
+        per_sample = per_step.reshape(-1, steps).sum(axis=1)
+    else:
+        source = {"source": "density", "density": density}
+        per_sample = per_step * steps
+    slowest = [entry["name"] for entry in layers if "estimated_cycles_per_step" in entry]
     return {
         "top": name,
         "input": bundle.input.to_json(),
         "outputs": bundle.n_out,
         "ports": {"i__payload": len(top.i.payload.as_value()),
                   "o__payload": len(top.o.payload.as_value())},
-        "assumed_input_density": density,
+        "activity": source,
         "layers": layers,
         "totals": total,
-        "estimated_cycles_per_step": est_step,
-        "estimated_cycles_per_sample": est_step * bundle.input.steps,
+        "estimated_cycles_per_step": round(float(per_step.mean()), 3),
+        "estimated_cycles_per_step_max": int(per_step.max()),
+        "estimated_cycles_per_sample": round(float(per_sample.mean()), 3),
+        "bottleneck_layer": slowest[int(np.argmax(costs.mean(axis=1)))],
         "provenance": bundle.provenance,
     }
+
+
+def _activity(bundle, density):
+    """Per layer, per step of every test sample: input events, output events, and the input
+    activity as a dense ``[steps, n_in]`` 0/1 array, from the golden model on the bundle's
+    vectors; or, with ``density``, expected figures for inputs active at that rate."""
+    from models import golden
+
+    if density is None:
+        v = bundle.vectors
+        x = golden.events_to_dense(v.events, v.samples, v.steps, bundle.input.size)
+        trace = golden.run(bundle, x)
+        inputs = [x] + trace.spikes[:-1]
+        out = []
+        for layer, a, s in zip(bundle.layers, inputs, trace.spikes):
+            active = (a.reshape(-1, layer.n_in) != 0)
+            out.append({"active": active,
+                        "out_events": np.count_nonzero(s.reshape(-1, layer.n_out), axis=1)})
+        return out
+    return [{"density": density, "n_in": layer.n_in, "n_out": layer.n_out}
+            for layer in bundle.layers]
+
+
+def _layer_cycles(layer, engine, act):
+    """Per-step figures of one layer: ``(events, sops, out_events, bound, estimate)`` arrays
+    (one entry per step, or a single expected step at an assumed density)."""
+    from hdl import cycles
+
+    if "density" in act:
+        events = np.array([act["density"] * layer.n_in])
+        out_events = np.array([act["density"] * layer.n_out])
+    else:
+        events = np.count_nonzero(act["active"], axis=1)
+        out_events = act["out_events"]
+    rows = []
+    if layer.kind == "linear":
+        work = np.count_nonzero(layer.weight, axis=0).astype(np.int64)
+        if engine.dense:
+            work = np.full(layer.n_in, layer.n_out, dtype=np.int64)
+        sops = (np.array([act["density"] * work.sum()]) if "density" in act
+                else act["active"].astype(np.int64) @ work)
+        for e, a in zip(events, sops):
+            e, a = math.ceil(e), math.ceil(a)
+            rows.append((cycles.lower_bound(a, e, layer.n_out, lanes=engine.lanes,
+                                            updates=engine.updates),
+                         cycles.linear_estimate(a, e, layer.n_out, lanes=engine.lanes,
+                                                updates=engine.updates)))
+    elif layer.kind == "conv2d":
+        lane_work = cycles.conv_lane_work(layer, engine.plan.channels, dense=engine.dense)
+        if engine.dense:
+            # The dense baseline visits every input position, active or not.
+            lane_sops = np.repeat(lane_work.sum(axis=1)[None, :], len(events), axis=0)
+            events = np.full(len(events), layer.n_in)
+        elif "density" in act:
+            lane_sops = act["density"] * lane_work.sum(axis=1)[None, :]
+        else:
+            lane_sops = act["active"].astype(np.int64) @ lane_work.T
+        sops = lane_sops.sum(axis=1)
+        for e, ls, o in zip(events, lane_sops, out_events):
+            e, o = math.ceil(e), math.ceil(o)
+            ls = [math.ceil(v) for v in ls]
+            rows.append((cycles.lower_bound(sum(ls), e, layer.n_out, lanes=engine.lanes),
+                         cycles.conv_estimate(ls, e, in_size=layer.n_in,
+                                              out_shape=layer.out_shape, lanes=engine.lanes,
+                                              out_events=o)))
+    else:                                                   # spike_pool
+        sops = np.zeros(len(events))
+        for e, o in zip(events, out_events):
+            e, o = math.ceil(e), math.ceil(o)
+            rows.append((max(e, o), cycles.pool_estimate(e, out_size=layer.n_out,
+                                                          out_events=o)))
+    bound, estimate = (np.array(col, dtype=np.int64) for col in zip(*rows))
+    return events, sops, out_events, bound, estimate
 
 
 def write_outputs(out_dir, *, verilog_text, bundle, report, name=DEFAULT_NAME):

@@ -1,13 +1,32 @@
-"""Cycle model of the engines (DESIGN.md section 7), used by reports and benchmarks."""
+"""Cycle model of the engines (DESIGN.md section 7), used by reports and benchmarks.
+
+Per step and layer, with ``A`` active synaptic operations, ``S`` input events, ``N`` neurons,
+``L`` lanes, ``E`` events per cycle and ``U`` neuron updates per cycle, no engine can beat
+:func:`lower_bound`. The ``*_estimate`` functions add what each engine's structure costs on top
+(pipeline fills, compressor passes, the busiest lane, the output stream), so a report can say
+how many cycles a step will take; benchmarks measure the real figure in simulation.
+"""
 import math
 
 import numpy as np
 
-__all__ = ["step_work", "lower_bound", "linear_estimate", "PIPELINE_LATENCY"]
+__all__ = [
+    "step_work", "lower_bound", "linear_estimate", "conv_lane_work", "conv_estimate",
+    "pool_estimate", "PIPELINE_LATENCY", "CONV_FILL", "CONV_LATENCY",
+]
 
 # Cycles from the last event of a step entering a linear engine to its sweep starting: queue,
 # row read, entry read, current read, register, write back.
 PIPELINE_LATENCY = 6
+
+# A compressor pass costs one cycle per word, one per active bit, and this fill per step: the
+# word fetch and the memory read ahead of the first find-first-set (docs/conv.md).
+CONV_FILL = 3
+# From a spike leaving the conv engine's input compressor to its last weight written back:
+# decoder (4 stages), record read, segment, entry read, current read, add, write.
+CONV_LATENCY = 8
+# Neuron sweep fill of the conv engine: current and state reads, update, spike word write.
+CONV_SWEEP_FILL = 3
 
 
 def step_work(weight, active_inputs):
@@ -32,3 +51,52 @@ def linear_estimate(active_sops, events, neurons, *, lanes, updates=None):
     accumulate = max(math.ceil(active_sops / lanes), events) + PIPELINE_LATENCY
     sweep = math.ceil(neurons / (updates or lanes)) + 3
     return max(accumulate, sweep)
+
+
+def conv_lane_work(layer, channels, *, dense=False):
+    """Synaptic operations each input address costs each lane, int64 ``[L, n_in]``.
+
+    ``channels[j]`` are the output channels lane ``j`` owns (:attr:`hdl.conv.ConvPlan.channels`);
+    the rows sum to :func:`hdl.conv.conv_work`.
+    """
+    from .conv import conv_work
+    rows = []
+    for chans in channels:
+        part = _channel_subset(layer, list(chans))
+        rows.append(conv_work(part, dense=dense))
+    return np.stack(rows) if rows else np.zeros((0, layer.n_in), dtype=np.int64)
+
+
+def _channel_subset(layer, chans):
+    from dataclasses import replace
+    _, ho, wo = layer.out_shape
+    weight = np.asarray(layer.weight)[chans]
+    return replace(layer, weight=weight, out_shape=(len(chans), ho, wo),
+                   bias=None if layer.bias is None else np.asarray(layer.bias)[chans])
+
+
+def conv_estimate(lane_sops, events, *, in_size, out_shape, lanes, out_events, chunk=16):
+    """Expected cycles per step of a :class:`hdl.conv.Conv2dEngine` in steady state.
+
+    ``lane_sops`` are the step's synaptic operations of each lane (the busiest lane sets the
+    pace), ``events`` the non-zero input positions, ``out_events`` the spikes the step emits.
+    The step costs the longest of: the input compressor's pass (one cycle per ``chunk``-bit
+    word and per spike) or the busiest lane, plus the decode and accumulate latency; the sweep
+    (``ceil(K / L) * Ho * Wo`` neurons per lane); and the output compressor's pass over
+    ``K * ceil(Ho * Wo / chunk)`` words plus one cycle per output spike.
+    """
+    k_out, ho, wo = out_shape
+    compress = events + math.ceil(in_size / chunk) + CONV_FILL
+    accumulate = max(max(lane_sops, default=0), compress) + CONV_LATENCY
+    sweep = math.ceil(k_out / lanes) * ho * wo + CONV_SWEEP_FILL
+    output = out_events + k_out * math.ceil(ho * wo / chunk) + CONV_FILL
+    return max(accumulate, sweep, output)
+
+
+def pool_estimate(events, *, out_size, out_events, chunk=16):
+    """Expected cycles per step of a :class:`hdl.pool.SpikePool`: one cycle per input event
+    into its bitmap, then a compressor pass over ``ceil(out_size / chunk)`` words plus one cycle
+    per output spike (the two overlap across steps, double-buffered)."""
+    receive = events + CONV_FILL
+    output = out_events + math.ceil(out_size / chunk) + CONV_FILL
+    return max(receive, output)

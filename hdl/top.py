@@ -77,23 +77,12 @@ class Accelerator(wiring.Component):
         value_shape = input_value_shape(bundle)
         it = iter(lane_list)
         for layer in bundle.layers:
-            if layer.kind == "linear":
-                n_lanes = next(it)
-                engine = LinearEngine(layer, value_shape=value_shape, lanes=n_lanes, fmt=fmt,
-                                      dense=dense, fifo_depth=fifo_depth,
-                                      updates=None if updates is None else updates * n_lanes)
-            elif layer.kind == "conv2d":
-                from .conv import Conv2dEngine
-                n_lanes = next(it)
-                if not isinstance(lanes, (list, tuple)):
-                    # Convolution lanes run across output channels: at most one per channel.
-                    n_lanes = min(n_lanes, layer.out_shape[0])
-                engine = Conv2dEngine(layer, value_shape=value_shape, lanes=n_lanes,
-                                      dense=dense)
-            elif layer.kind == "spike_pool":
-                from .pool import SpikePool
-                engine = SpikePool(layer)
-            else:
+            try:
+                engine = self._make_engine(layer, lanes, it, value_shape, fmt=fmt, dense=dense,
+                                           fifo_depth=fifo_depth, updates=updates)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"Layer {layer.name!r}: {exc}") from None
+            if engine is None:
                 continue
             self._engines.append((layer, engine))
             value_shape = unsigned(1)
@@ -105,6 +94,26 @@ class Accelerator(wiring.Component):
             members["status"] = Out(Status)
         self._status = bool(status)
         super().__init__(members)
+
+    @staticmethod
+    def _make_engine(layer, lanes, it, value_shape, *, fmt, dense, fifo_depth, updates):
+        """The engine of one layer (``None`` for a layer that needs no hardware)."""
+        if layer.kind == "linear":
+            n_lanes = next(it)
+            return LinearEngine(layer, value_shape=value_shape, lanes=n_lanes, fmt=fmt,
+                                dense=dense, fifo_depth=fifo_depth,
+                                updates=None if updates is None else updates * n_lanes)
+        if layer.kind == "conv2d":
+            from .conv import Conv2dEngine
+            n_lanes = next(it)
+            if not isinstance(lanes, (list, tuple)):
+                # Convolution lanes run across output channels: at most one per channel.
+                n_lanes = min(n_lanes, layer.out_shape[0])
+            return Conv2dEngine(layer, value_shape=value_shape, lanes=n_lanes, dense=dense)
+        if layer.kind == "spike_pool":
+            from .pool import SpikePool
+            return SpikePool(layer)
+        return None
 
     @property
     def bundle(self):

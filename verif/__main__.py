@@ -6,7 +6,6 @@ arguments or a bundle that does not load.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -14,35 +13,31 @@ from pathlib import Path
 
 import numpy as np
 
+from gen.cli import OneLineParser, check_bundle_options, float_arg, int_arg, lanes_arg
+
 __all__ = ["build_parser", "main"]
 
-
-def _prob(name):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, not {text!r}") from None
-        if not 0 <= value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be in [0, 1), not {text}")
-        return value
-    return parse
+RANDOM_SAMPLES = 4
+RANDOM_DENSITY = 0.2
 
 
-def _positive(name):
-    def parse(text):
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, not {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, not {value}")
-        return value
-    return parse
+def _first_samples(bundle, n, parser):
+    """The first ``n`` samples of the bundle's vectors, after checking that their stored spikes
+    are what the golden model gives (stale vectors are an error, as for the whole set)."""
+    from models import golden
+    v = bundle.vectors
+    if n > v.samples:
+        parser.error(f"--samples {n}: the bundle's vectors hold {v.samples} samples")
+    events = v.events[v.events[:, 0] < n]
+    x = golden.events_to_dense(events, n, v.steps, bundle.input.size)
+    rows = golden.spike_rows(golden.run(bundle, x).output)
+    if not np.array_equal(rows, v.spikes[v.spikes[:, 0] < n]):
+        parser.error("vectors.npz spikes disagree with models.golden (stale vectors)")
+    return events, n
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m verif",
         description="emit the accelerator of a bundle and prove it equal to the golden model by "
                     "cosimulation of its Verilog")
@@ -50,30 +45,34 @@ def build_parser():
                    help="bundle folder (bundle.json, weights.npz, optional vectors.npz)")
     p.add_argument("--sim", choices=("icarus", "verilator"), default="icarus",
                    help="simulator (default: %(default)s)")
-    p.add_argument("--lanes", type=_positive("--lanes"), default=1, metavar="L",
-                   help="accumulate lanes per layer (default: %(default)s)")
+    p.add_argument("--lanes", type=lanes_arg(1, 16), default=1, metavar="L[,L...]",
+                   help="accumulate lanes: one number for every layer, or one per neuron "
+                        "layer (default: %(default)s)")
     p.add_argument("--format", choices=("auto", "csr", "bitmap", "dense"), default="auto",
-                   help="weight memory format (default: %(default)s)")
+                   help="weight memory format of linear layers (default: %(default)s)")
     p.add_argument("--dense", action="store_true", help="build the dense baseline")
-    stim = p.add_argument_group("stimulus (random events, when the bundle has no vectors.npz)")
-    stim.add_argument("--samples", type=_positive("--samples"), default=4, metavar="N",
-                      help="samples (default: %(default)s)")
-    stim.add_argument("--density", type=_prob("--density"), default=0.2, metavar="D",
-                      help="probability of an input event per input and step "
-                           "(default: %(default)s)")
+    stim = p.add_argument_group("stimulus (the bundle's vectors.npz, else random events)")
+    stim.add_argument("--samples", type=int_arg(1, 10 ** 9), metavar="N",
+                      help="the first N samples of the vectors, or N random samples "
+                           f"(default: all of the vectors, {RANDOM_SAMPLES} random)")
+    stim.add_argument("--density", type=float_arg(0.0, 1.0, hi_open=True), metavar="D",
+                      help="probability of a random input event per input and step "
+                           f"(default: {RANDOM_DENSITY})")
     stim.add_argument("--random", action="store_true",
                       help="use random events even if the bundle has vectors.npz")
     run = p.add_argument_group("run")
-    run.add_argument("--seed", type=int, default=0, metavar="S",
+    run.add_argument("--seed", type=int_arg(0, 2 ** 32 - 1), default=0, metavar="S",
                      help="seed of the stimulus, stalls, shuffling (default: %(default)s)")
-    run.add_argument("--in-gap", type=_prob("--in-gap"), default=0.3, metavar="P",
+    run.add_argument("--in-gap", type=float_arg(0.0, 1.0, hi_open=True), default=0.3,
+                     metavar="P",
                      help="probability of an idle input cycle (default: %(default)s)")
-    run.add_argument("--out-stall", type=_prob("--out-stall"), default=0.3, metavar="P",
+    run.add_argument("--out-stall", type=float_arg(0.0, 1.0, hi_open=True), default=0.3,
+                     metavar="P",
                      help="probability the output is not ready in a cycle "
                           "(default: %(default)s)")
     run.add_argument("--shuffle", action="store_true",
                      help="shuffle the input events within each step")
-    run.add_argument("--zero-events", type=float, default=0.0, metavar="R",
+    run.add_argument("--zero-events", type=float_arg(0.0, 100.0), default=0.0, metavar="R",
                      help="extra value=0 input events per event (default: %(default)s)")
     run.add_argument("--json", type=Path, metavar="FILE",
                      help="also write the full result (counts, cycles) to FILE")
@@ -85,8 +84,6 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.zero_events < 0:
-        parser.error(f"--zero-events must be at least 0, not {args.zero_events}")
 
     from models import bundle as bundle_io
     from models.synth import random_events
@@ -96,13 +93,21 @@ def main(argv=None):
         bundle = bundle_io.load(args.bundle)
     except bundle_io.BundleError as exc:
         parser.error(str(exc))
+    check_bundle_options(parser, bundle, fmt=args.format, lanes=args.lanes)
     events = samples = None
     if bundle.vectors is None or args.random:
         spec = bundle.input
-        events = random_events(np.random.default_rng(args.seed), samples=args.samples,
-                               steps=spec.steps, n_in=spec.size, density=args.density,
+        samples = args.samples or RANDOM_SAMPLES
+        events = random_events(np.random.default_rng(args.seed), samples=samples,
+                               steps=spec.steps, n_in=spec.size,
+                               density=RANDOM_DENSITY if args.density is None else args.density,
                                bits=spec.bits, signed=spec.signed)
-        samples = args.samples
+    else:
+        if args.density is not None:
+            parser.error("--density sets random stimulus, and the bundle has vectors.npz; "
+                         "add --random to use random events")
+        if args.samples is not None:
+            events, samples = _first_samples(bundle, args.samples, parser)
 
     from gen import emit_verilog
     options = {"lanes": args.lanes, "dense": args.dense,

@@ -40,13 +40,44 @@ def test_cli_fails_on_stale_vectors(tmp_path, capsys):
     assert "disagree with models.golden" in captured.err
 
 
+def test_cli_first_samples_of_vectors(tmp_path, capsys):
+    path = _bundle_with_vectors(tmp_path / "b")
+    out_json = tmp_path / "result.json"
+    assert main(["--bundle", str(path), "--samples", "1", "--json", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    spikes = bundle_io.load(path).vectors.spikes
+    assert result["samples"] == 1 and result["mismatches"] == 0
+    assert result["spikes_compared"] == int(np.count_nonzero(spikes[:, 0] == 0))
+
+
+def test_cli_first_samples_of_stale_vectors(tmp_path, capsys):
+    path = _bundle_with_vectors(tmp_path / "b", stale=True)
+    with pytest.raises(SystemExit) as exc:
+        main(["--bundle", str(path), "--samples", "1"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == ("python -m verif: error: vectors.npz spikes disagree "
+                                       "with models.golden (stale vectors)\n")
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--bundle", "/nonexistent/bundle"], "is not a bundle folder"),
-    (["--bundle", ".", "--in-gap", "1.5"], r"--in-gap must be in \[0, 1\), not 1.5"),
-    (["--bundle", ".", "--lanes", "0"], "--lanes must be a positive integer, not 0"),
+    (["--bundle", "/nonexistent/bundle"], "/nonexistent/bundle: is not a bundle folder"),
+    (["--bundle", "B", "--in-gap", "1.5"], "argument --in-gap: must be in [0.0, 1.0), not 1.5"),
+    (["--bundle", "B", "--lanes", "0"], "argument --lanes: must be in [1, 16], not 0"),
+    (["--bundle", "B", "--zero-events", "nan"],
+     "argument --zero-events: must be in [0.0, 100.0], not nan"),
+    (["--bundle", "B", "--zero-events", "-1"],
+     "argument --zero-events: must be in [0.0, 100.0], not -1"),
+    (["--bundle", "B", "--density", "0.5"],
+     "--density sets random stimulus, and the bundle has vectors.npz; add --random to use "
+     "random events"),
+    (["--bundle", "B", "--samples", "3"], "--samples 3: the bundle's vectors hold 2 samples"),
+    (["--bundle", "B", "--lanes", "2,2"],
+     "--lanes must give one number or one per neuron layer (1), not 2"),
 ])
-def test_cli_bad_arguments(argv, message, capsys):
+def test_cli_bad_arguments(tmp_path, argv, message, capsys):
+    path = _bundle_with_vectors(tmp_path / "b")
+    argv = [str(path) if a == "B" else a for a in argv]
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    assert message.replace("\\", "") in capsys.readouterr().err
+    assert capsys.readouterr().err == f"python -m verif: error: {message}\n"
