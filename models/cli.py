@@ -23,6 +23,12 @@ ARCHS = ("mlp", "csnn")
 SURROGATES = ("fast_sigmoid", "atan")
 ENCODINGS = ("rate", "delta", "direct", "latency")
 
+#: Defaults of the options that only some commands or settings use: parsed as ``None`` so that
+#: one given where it would do nothing is refused rather than ignored.
+OPTION_DEFAULTS = {"neuron": "lif", "beta": 0.9, "threshold": 1.0, "hidden": [128],
+                   "channels": [8, 16], "direct_bits": 4, "delta_threshold": 0.25,
+                   "frac_bits": 8}
+
 #: The trained bundles under models/zoo: ``train`` options of each (export: 8-bit weights,
 #: the whole 360-sample test split). ``python -m models zoo`` rebuilds them.
 ZOO = {
@@ -65,21 +71,22 @@ def _add_net_options(p):
     g.add_argument("--arch", choices=ARCHS, default="mlp",
                    help="mlp: 64-HIDDEN-10; csnn: conv-pool-conv-pool-linear "
                         "(default: %(default)s)")
-    g.add_argument("--neuron", choices=NEURONS, default="lif",
-                   help="snn.Leaky (lif) or snn.Lapicque (default: %(default)s)")
-    g.add_argument("--beta", type=float, default=0.9, metavar="BETA",
-                   help="membrane decay (lapicque: R=1, C=1/ln(1/BETA)) (default: %(default)s)")
-    g.add_argument("--threshold", type=float, default=1.0, metavar="THETA",
-                   help="firing threshold (default: %(default)s)")
+    g.add_argument("--neuron", choices=NEURONS,
+                   help=f"snn.Leaky (lif) or snn.Lapicque (default: {OPTION_DEFAULTS['neuron']})")
+    g.add_argument("--beta", type=float, metavar="BETA",
+                   help="membrane decay (lapicque: R=1, C=1/ln(1/BETA)) "
+                        f"(default: {OPTION_DEFAULTS['beta']})")
+    g.add_argument("--threshold", type=float, metavar="THETA",
+                   help=f"firing threshold (default: {OPTION_DEFAULTS['threshold']})")
     g.add_argument("--reset", choices=RESETS, default="subtract",
                    help="reset mechanism (default: %(default)s)")
     g.add_argument("--surrogate", choices=SURROGATES, default="fast_sigmoid",
                    help="surrogate gradient (default: %(default)s)")
     g.add_argument("--slope", type=float, default=25.0, metavar="K",
                    help="fast sigmoid slope or arctan alpha (default: %(default)s)")
-    g.add_argument("--hidden", type=_ints, default=[128], metavar="N[,N...]",
+    g.add_argument("--hidden", type=_ints, metavar="N[,N...]",
                    help="mlp hidden widths (default: 128)")
-    g.add_argument("--channels", type=_ints, default=[8, 16], metavar="C[,C...]",
+    g.add_argument("--channels", type=_ints, metavar="C[,C...]",
                    help="csnn conv channels (default: 8,16)")
     g.add_argument("--no-bias", dest="bias", action="store_false",
                    help="synapses without bias")
@@ -92,10 +99,12 @@ def _add_train_options(p, *, epochs=20, prune_epochs=10, sparsity=0.75):
                    help="input encoder (default: %(default)s)")
     g.add_argument("--steps", type=int, default=25, metavar="T",
                    help="timesteps per sample (default: %(default)s)")
-    g.add_argument("--direct-bits", type=int, default=4, metavar="BITS",
-                   help="event value bits of direct encoding (default: %(default)s)")
-    g.add_argument("--delta-threshold", type=float, default=0.25, metavar="D",
-                   help="intensity change that makes a delta event (default: %(default)s)")
+    g.add_argument("--direct-bits", type=int, metavar="BITS",
+                   help="event value bits of direct encoding "
+                        f"(default: {OPTION_DEFAULTS['direct_bits']})")
+    g.add_argument("--delta-threshold", type=float, metavar="D",
+                   help="intensity change that makes a delta event "
+                        f"(default: {OPTION_DEFAULTS['delta_threshold']})")
     g.add_argument("--epochs", type=int, default=epochs, metavar="N",
                    help="dense training epochs (default: %(default)s)")
     g.add_argument("--prune-epochs", type=int, default=prune_epochs, metavar="N",
@@ -111,14 +120,42 @@ def _add_train_options(p, *, epochs=20, prune_epochs=10, sparsity=0.75):
                    help="Adam learning rate (default: %(default)s)")
     g.add_argument("--leak", choices=LEAK_MODES, default="mul",
                    help="integer leak the float decay is snapped to (default: %(default)s)")
-    g.add_argument("--frac-bits", type=int, default=8, metavar="F",
-                   help="fraction bits of the mul leak (default: %(default)s)")
+    g.add_argument("--frac-bits", type=int, metavar="F",
+                   help=f"fraction bits of the mul leak (default: {OPTION_DEFAULTS['frac_bits']})")
     g.add_argument("--potential-bits", type=int, default=16, metavar="P",
                    help="membrane potential width (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, metavar="SEED",
                    help="seed of weights, shuffling and training encodings (default: %(default)s)")
     g.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch CPU threads (default: %(default)s)")
+
+
+def _resolve_options(args, parser):
+    """Refuse options this command would ignore (one line, exit 2); fill in the defaults."""
+    def given(dest):
+        return getattr(args, dest, None) is not None
+
+    def refuse(dest, why):
+        parser.error(f"--{dest.replace('_', '-')} {why}")
+
+    if args.command == "sweep":
+        for dest, plural in (("neuron", "--neurons"), ("beta", "--betas"),
+                             ("threshold", "--thresholds")):
+            if given(dest):
+                refuse(dest, f"is swept in a sweep: give {plural} instead")
+    if args.arch == "csnn" and given("hidden"):
+        refuse("hidden", "sets the mlp's widths, not the csnn's (use --channels)")
+    if args.arch == "mlp" and given("channels"):
+        refuse("channels", "sets the csnn's convolutions, not the mlp's (use --hidden)")
+    if args.encoding != "direct" and given("direct_bits"):
+        refuse("direct_bits", f"applies to --encoding direct, not {args.encoding}")
+    if args.encoding != "delta" and given("delta_threshold"):
+        refuse("delta_threshold", f"applies to --encoding delta, not {args.encoding}")
+    if args.leak != "mul" and given("frac_bits"):
+        refuse("frac_bits", f"applies to --leak mul, not {args.leak}")
+    for dest, value in OPTION_DEFAULTS.items():
+        if hasattr(args, dest) and getattr(args, dest) is None:
+            setattr(args, dest, value)
 
 
 def _configs(args):
@@ -232,7 +269,7 @@ def _parser():
     p.add_argument("-o", "--output", metavar="CHECKPOINT",
                    help="checkpoint to write; metrics go beside it as .json "
                         "(default: runs/ARCH_NEURON.pt)")
-    p.set_defaults(run=_train)
+    p.set_defaults(run=_train, subparser=p)
 
     p = sub.add_parser("export", help="quantize a checkpoint into a bundle with vectors")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by train")
@@ -265,7 +302,7 @@ def _parser():
                    help="folder for sweep.json and sweep.png (default: %(default)s)")
     p.add_argument("--plot", metavar="PNG", default=None,
                    help="also write the plot here (e.g. docs/sweep.png)")
-    p.set_defaults(run=_sweep)
+    p.set_defaults(run=_sweep, subparser=p)
 
     p = sub.add_parser("zoo", help="retrain and re-export the bundles of models/zoo")
     p.add_argument("names", nargs="*", metavar="NAME",
@@ -281,6 +318,8 @@ def _parser():
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command in ("train", "sweep"):
+        _resolve_options(args, args.subparser)
     from .bundle import BundleError
     try:
         return args.run(args)

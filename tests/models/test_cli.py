@@ -101,7 +101,31 @@ BAD_TRAIN = [
     (["--direct-bits", "9", "--encoding", "direct"],
      "Direct input bits must be an integer in [1, 8], not 9"),
     (["--hidden", "64,0"], "Hidden widths must be a list of positive integers, not (64, 0)"),
+    # Options the run would ignore.
+    (["--arch", "csnn", "--hidden", "32"],
+     "--hidden sets the mlp's widths, not the csnn's (use --channels)"),
+    (["--channels", "4"], "--channels sets the csnn's convolutions, not the mlp's (use --hidden)"),
+    (["--direct-bits", "3"], "--direct-bits applies to --encoding direct, not rate"),
+    (["--delta-threshold", "0.1", "--encoding", "rate"],
+     "--delta-threshold applies to --encoding delta, not rate"),
+    (["--frac-bits", "6", "--leak", "shift"], "--frac-bits applies to --leak mul, not shift"),
 ]
+
+BAD_SWEEP = [
+    (["--beta", "0.5"], "--beta is swept in a sweep: give --betas instead"),
+    (["--threshold", "2"], "--threshold is swept in a sweep: give --thresholds instead"),
+    (["--neuron", "lif"], "--neuron is swept in a sweep: give --neurons instead"),
+    (["--hidden", "8", "--arch", "csnn"],
+     "--hidden sets the mlp's widths, not the csnn's (use --channels)"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_SWEEP, ids=[" ".join(a) for a, _ in BAD_SWEEP])
+def test_bad_sweep_options(args, message, capsys, tmp_path):
+    status, out, err = run_main(["sweep", *args, "-o", str(tmp_path / "s")], capsys)
+    assert (status, out) == (2, "")
+    assert err == f"python -m models sweep: error: {message}\n"
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize("args, message", BAD_TRAIN, ids=[" ".join(a) for a, _ in BAD_TRAIN])
