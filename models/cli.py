@@ -159,8 +159,8 @@ def _resolve_options(args, parser):
 
 
 def _configs(args):
+    from .data import TrainConfig
     from .nets import NetConfig, check_config
-    from .train import TrainConfig
     ncfg = check_config(NetConfig(arch=args.arch, hidden=tuple(args.hidden),
                                   channels=tuple(args.channels), neuron=args.neuron,
                                   beta=args.beta, threshold=args.threshold, reset=args.reset,
@@ -185,7 +185,8 @@ def _summary(prefix, metrics):
 
 
 def _train(args):
-    from .train import save_checkpoint, train
+    from .data import save_checkpoint
+    from .train import train
     ncfg, tcfg = _configs(args)
     out = Path(args.output or f"runs/{ncfg.arch}_{ncfg.neuron}.pt")
     net, metrics = train(ncfg, tcfg, progress=_progress)
@@ -234,7 +235,7 @@ def _eval(args):
 
 
 def _sweep(args):
-    from .train import run_sweep
+    from .sweep import run_sweep
     ncfg, tcfg = _configs(args)
     run_sweep(ncfg, tcfg, neurons=args.neurons, betas=args.betas, thresholds=args.thresholds,
               out=Path(args.output), plot=args.plot, weight_bits=args.weight_bits,

@@ -79,9 +79,9 @@ def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
     import snntorch
     import torch
 
+    from .data import encode_split, evaluate, load_digits_split
     from .encoders import input_spec, to_events
     from .quantize import check_options, quantize
-    from .train import encode_split, evaluate, load_digits_split
 
     train_metrics = train_metrics or {}
     potential_bits = tcfg.potential_bits if potential_bits is None else potential_bits
@@ -160,7 +160,7 @@ def export_checkpoint(checkpoint, out, *, weight_bits=8, potential_bits=None, sa
     """
     import torch
 
-    from .train import load_checkpoint
+    from .data import load_checkpoint
 
     net, tcfg, train_metrics = load_checkpoint(checkpoint)
     torch.set_num_threads(tcfg.threads)

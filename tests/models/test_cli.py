@@ -10,7 +10,7 @@ import torch
 
 from models import bundle as B
 from models.cli import main
-from models.train import load_checkpoint
+from models.data import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--steps", "4", "--epochs", "1", "--prune-epochs", "1", "--hidden", "16"]
