@@ -21,9 +21,9 @@ sys.path.insert(0, str(REPO))
 
 from boards.build import BuildError, build, default_capacity, failure_message  # noqa: E402
 from boards.cosim import cosimulate  # noqa: E402
-from boards.link import HostLink  # noqa: E402
-from boards.protocol import EventFormat, bundle_ident, sample_stream  # noqa: E402
 from boards.top import BOARDS  # noqa: E402
+from hdl.link import HostLink  # noqa: E402
+from hdl.protocol import EventFormat, bundle_ident, sample_stream  # noqa: E402
 from models.bundle import load  # noqa: E402
 
 

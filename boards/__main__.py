@@ -190,8 +190,9 @@ def _cmd_build(args, parser):
 
 
 def _cmd_run(args, parser):
+    from hdl.protocol import ProtocolError
+
     from .host import BoardLink, HostError, format_report, open_port, run_samples
-    from .protocol import ProtocolError
     bundle = _load_bundle(args.bundle, parser)
     if bundle.vectors is None:
         parser.error(f"{args.bundle}: has no vectors.npz, so there are no test samples to run")

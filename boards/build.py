@@ -18,10 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from .link import HostLink
-from .protocol import EventFormat, bundle_ident, sample_stream
+from hdl.link import HostLink
+from hdl.protocol import EventFormat, bundle_ident, sample_stream
+from hdl.uart import MIN_DIVISOR, baud_divisor
+
 from .top import BoardTop, board
-from .uart import MIN_DIVISOR, baud_divisor
 
 __all__ = [
     "BuildError",

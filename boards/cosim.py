@@ -1,6 +1,6 @@
 """Cosimulation of the host link's Verilog with the real host driver on a pseudo-terminal.
 
-:func:`cosimulate` emits the Verilog of a :class:`~boards.link.HostLink` (accelerator, UART and
+:func:`cosimulate` emits the Verilog of a :class:`~hdl.link.HostLink` (accelerator, UART and
 protocol: everything of the board top but clock and pins), runs it under Icarus through cocotb,
 and starts ``python -m boards run --port /dev/pts/N`` against it. The cocotb test in this module
 is the UART model between the two: bytes the host writes to the pseudo-terminal are driven onto

@@ -1,6 +1,6 @@
 """Host driver: talk to a board (or its cosimulation) over a serial port, run test samples.
 
-:class:`BoardLink` speaks the protocol of :mod:`boards.protocol` over any object with
+:class:`BoardLink` speaks the protocol of :mod:`hdl.protocol` over any object with
 ``write(bytes)`` and ``read(n) -> bytes`` (short on timeout), which is what a pyserial port is;
 the cosimulation hands it a pseudo-terminal, so board and simulation share this code path.
 :func:`run_samples` streams a bundle's test vectors, compares every result with the golden model
@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models import golden
-
-from . import protocol
-from .protocol import (
+from hdl import protocol
+from hdl.protocol import (
     MAX_PAYLOAD,
     Command,
     Error,
@@ -30,6 +28,7 @@ from .protocol import (
     encode_frame,
     sample_stream,
 )
+from models import golden
 
 __all__ = ["BoardLink", "HostError", "RunReport", "format_report", "open_port", "run_samples"]
 
@@ -68,7 +67,7 @@ class BoardLink:
         return reply
 
     def info(self):
-        """The board's :class:`~boards.protocol.Info` (asked once, then remembered)."""
+        """The board's :class:`~hdl.protocol.Info` (asked once, then remembered)."""
         if self._info is None:
             self._info = Info.unpack(self.request(Command.INFO, expect=Reply.INFO))
         return self._info
@@ -83,7 +82,7 @@ class BoardLink:
         return count
 
     def run(self):
-        """Run the buffered sample; return its :class:`~boards.protocol.Result`."""
+        """Run the buffered sample; return its :class:`~hdl.protocol.Result`."""
         return Result.unpack(self.request(Command.RUN, expect=Reply.RESULT), self.info().n_out)
 
     def read(self):

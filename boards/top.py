@@ -1,7 +1,7 @@
 """Board tops: clock (oscillator or PLL), reset, UART pins and LEDs around a :class:`HostLink`.
 
 :data:`BOARDS` names the supported boards. :class:`BoardTop` holds no logic of its own besides
-clocking: everything that talks to the host is in :class:`boards.link.HostLink`, which is also
+clocking: everything that talks to the host is in :class:`hdl.link.HostLink`, which is also
 what the cosimulation runs.
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ class BoardTop(Elaboratable):
 
     Parameters
     ----------
-    link : :class:`boards.link.HostLink`
+    link : :class:`hdl.link.HostLink`
     clock_hz : :class:`float`
         Frequency of the ``sync`` domain, for the timing constraint.
     pll : :class:`boards.pll.PLL` or ``None``

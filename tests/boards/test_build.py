@@ -152,8 +152,8 @@ def test_failure_messages():
                                          ("ulx3s", 100e6)])
 def test_board_top_elaborates(name, clock):
     """The board top with its PLL and pins goes through Amaranth's platform flow (no tools)."""
-    from boards.link import HostLink
-    from tests.boards.standin import StandIn
+    from hdl.link import HostLink
+    from tests.hdl.standin import StandIn
     bundle = random_linear_bundle(n_in=8, n_out=4, sparsity=0.5, steps=3)
     b = board(name)
     pll, clock_hz, divisor = clock_for(b, clock, 1_000_000)

@@ -7,8 +7,8 @@ import pytest
 
 from boards.build import default_capacity
 from boards.cosim import cosimulate
-from boards.link import HostLink
-from boards.protocol import bundle_ident
+from hdl.link import HostLink
+from hdl.protocol import bundle_ident
 from hdl.top import Accelerator
 from models import golden
 from models.bundle import load, save

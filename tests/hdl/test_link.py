@@ -8,9 +8,9 @@ import pytest
 from amaranth import *
 from amaranth.sim import Simulator
 
-from boards import protocol
-from boards.link import HostLink, crc8_next
-from boards.protocol import (
+from hdl import protocol
+from hdl.link import HostLink, crc8_next
+from hdl.protocol import (
     Command,
     Error,
     EventFormat,
@@ -20,7 +20,7 @@ from boards.protocol import (
 )
 from models import golden
 from models.synth import random_events, random_linear_bundle
-from tests.boards.standin import StandIn
+from tests.hdl.standin import StandIn
 from tests.sim import run_sim
 
 DIVISOR = 4

@@ -5,7 +5,7 @@ import pytest
 from amaranth import *
 from amaranth.sim import Simulator
 
-from boards.uart import UARTRx, UARTTx, baud_divisor, uart_decode, uart_encode
+from hdl.uart import UARTRx, UARTTx, baud_divisor, uart_decode, uart_encode
 from tests.sim import run_sim, stall_stream_get
 
 

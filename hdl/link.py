@@ -1,4 +1,4 @@
-"""The host link: a UART, the frame protocol of :mod:`boards.protocol`, and an accelerator.
+"""The host link: a UART, the frame protocol of :mod:`hdl.protocol`, and an accelerator.
 
 :class:`HostLink` is everything a board top holds besides clocks and pins, so the same gateware
 is built for a board and cosimulated from its Verilog (``rx``/``tx`` are its only I/O).
@@ -16,7 +16,7 @@ __all__ = ["HostLink", "check_accelerator", "crc8_next"]
 
 
 def crc8_next(crc, byte):
-    """CRC-8 of :func:`boards.protocol.crc8` after one more byte, as a combinational value.
+    """CRC-8 of :func:`hdl.protocol.crc8` after one more byte, as a combinational value.
 
     One byte of a CRC is linear in ``crc ^ byte``: output bit i is the XOR of the input bits j
     whose unit vector sets bit i. The matrix comes from the reference itself.
@@ -78,7 +78,7 @@ class ReplyKind(enum.Enum, shape=2):
 class HostLink(wiring.Component):
     """Accelerator behind a UART: load a sample's events, run it, return counts and cycles.
 
-    The protocol is in :mod:`boards.protocol` and docs/boards.md. LOAD frames append events to
+    The protocol is in :mod:`hdl.protocol` and docs/boards.md. LOAD frames append events to
     an on-chip buffer of ``capacity`` events (a failed frame leaves the buffer as it was). RUN
     clears the spike counters, then streams the buffer into the accelerator at up to one event
     per cycle while taking every output event (``o.ready`` is held high), and replies with the
@@ -104,7 +104,7 @@ class HostLink(wiring.Component):
     clock_hz : :class:`int`
         Clock frequency reported in INFO.
     ident : :class:`int`
-        32-bit identity of the network (:func:`boards.protocol.bundle_ident`), reported in INFO.
+        32-bit identity of the network (:func:`hdl.protocol.bundle_ident`), reported in INFO.
 
     Members
     -------

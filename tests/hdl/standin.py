@@ -1,4 +1,4 @@
-"""A small stand-in accelerator with the ports of DESIGN.md section 5, for the board tests.
+"""A small stand-in accelerator with the ports of DESIGN.md section 5, for the host link tests.
 
 It runs a bundle whose only layer is ``linear``, with every neuron in registers: currents add
 up per input event (all neurons in parallel), the step's update runs in one cycle on ``last``,

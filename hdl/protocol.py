@@ -9,7 +9,7 @@ CRC-8 (polynomial 0x07, initial 0) over code, length and payload. All multi-byte
 little-endian. The board answers every frame it parses with exactly one reply frame.
 
 This module is pure Python (numpy for event arrays): the host driver, the gateware in
-:mod:`boards.link` and the tests share its constants and reference functions.
+:mod:`hdl.link` and the tests share its constants and reference functions.
 """
 from __future__ import annotations
 
