@@ -6,7 +6,6 @@ writes what a user needs beside it.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +47,6 @@ def make_report(top, *, density=None, name=DEFAULT_NAME):
     outputs are assumed active at that rate. Layers run as a pipeline, so a step costs what the
     slowest layer takes.
     """
-    from hdl import weights
-
     bundle = top.bundle
     if density is None and bundle.vectors is None:
         raise ValueError("The cycle estimate needs the bundle's vectors or an input density")
@@ -62,41 +59,29 @@ def make_report(top, *, density=None, name=DEFAULT_NAME):
                  "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape)}
         engine = engines.get(id(layer))
         if layer.has_neurons:
-            w, wb = layer.weight, layer.weight_bits
+            w = layer.weight
             entry.update({
-                "weight_bits": wb, "nonzero_weights": int(np.count_nonzero(w)),
+                "weight_bits": layer.weight_bits, "nonzero_weights": int(np.count_nonzero(w)),
                 "weight_sparsity": round(1 - np.count_nonzero(w) / w.size, 6),
                 "potential_bits": layer.neuron.potential_bits,
                 "neuron": layer.neuron.to_json(),
-                "dense_weight_bits": weights.dense_bits(w, wb),
+                "dense_weight_bits": engine.weight_bits_dense,
                 "lanes": engine.lanes, "current_bits": engine.current_bits,
                 "dense_baseline": engine.dense,
             })
-            total["dense_weight_bits"] += entry["dense_weight_bits"]
-        if layer.kind == "linear":
-            pw = engine.packed
-            entry.update({
-                "format": pw.fmt, "updates_per_cycle": engine.updates,
-                "stored_weight_bits": pw.stored_bits,
-                "csr_formula_bits": weights.csr_bits(layer.weight, layer.weight_bits),
-                "bitmap_formula_bits": weights.bitmap_bits(layer.weight, layer.weight_bits),
-            })
-        elif layer.kind == "conv2d":
-            plan = engine.plan
-            entry.update({
-                "kernel": layer.kernel, "stride": layer.stride, "padding": layer.padding,
-                "format": "dense" if engine.dense else "sparse-kernel",
-                "updates_per_cycle": engine.lanes,
-                "stored_weight_bits": plan.stored_bits,
-                "entry_bits": plan.entry_bits, "record_bits": plan.record_bits,
-            })
-        elif layer.kind == "spike_pool":
-            entry["kernel"] = layer.kernel
-        else:
+        # The layer's geometry, as the bundle writes it.
+        entry.update((key, value) for key, value in layer.to_json().items()
+                     if key in ("kernel", "stride", "padding"))
+        if engine is None:
             entry["hardware"] = "none: a convolution's output order is the flatten order"
-        if "stored_weight_bits" in entry:
-            total["stored_weight_bits"] += entry["stored_weight_bits"]
-        if engine is not None:
+        else:
+            if engine.weight_format is not None:
+                entry.update({"format": engine.weight_format,
+                              "updates_per_cycle": engine.updates,
+                              "stored_weight_bits": engine.weight_bits_stored,
+                              **engine.weight_figures})
+            total["stored_weight_bits"] += engine.weight_bits_stored
+            total["dense_weight_bits"] += engine.weight_bits_dense
             events, sops, out_events, bound, estimate = _layer_cycles(layer, engine, act)
             entry.update({
                 "input_events_per_step": round(float(np.mean(events)), 3),
@@ -157,55 +142,17 @@ def _activity(bundle, density):
 
 
 def _layer_cycles(layer, engine, act):
-    """Per-step figures of one layer: ``(events, sops, out_events, bound, estimate)`` arrays
-    (one entry per step, or a single expected step at an assumed density)."""
-    from hdl import cycles
-
+    """Per-step figures of one layer from its engine's cycle model: ``(events, sops,
+    out_events, bound, estimate)`` arrays (one entry per step, or a single expected step at an
+    assumed density)."""
     if "density" in act:
-        events = np.array([act["density"] * layer.n_in])
+        active = act["density"]
         out_events = np.array([act["density"] * layer.n_out])
     else:
-        events = np.count_nonzero(act["active"], axis=1)
-        out_events = act["out_events"]
-    rows = []
-    if layer.kind == "linear":
-        work = np.count_nonzero(layer.weight, axis=0).astype(np.int64)
-        if engine.dense:
-            work = np.full(layer.n_in, layer.n_out, dtype=np.int64)
-        sops = (np.array([act["density"] * work.sum()]) if "density" in act
-                else act["active"].astype(np.int64) @ work)
-        for e, a in zip(events, sops):
-            e, a = math.ceil(e), math.ceil(a)
-            rows.append((cycles.lower_bound(a, e, layer.n_out, lanes=engine.lanes,
-                                            updates=engine.updates),
-                         cycles.linear_estimate(a, e, layer.n_out, lanes=engine.lanes,
-                                                updates=engine.updates)))
-    elif layer.kind == "conv2d":
-        lane_work = cycles.conv_lane_work(layer, engine.plan.channels, dense=engine.dense)
-        if engine.dense:
-            # The dense baseline visits every input position, active or not.
-            lane_sops = np.repeat(lane_work.sum(axis=1)[None, :], len(events), axis=0)
-            events = np.full(len(events), layer.n_in)
-        elif "density" in act:
-            lane_sops = act["density"] * lane_work.sum(axis=1)[None, :]
-        else:
-            lane_sops = act["active"].astype(np.int64) @ lane_work.T
-        sops = lane_sops.sum(axis=1)
-        for e, ls, o in zip(events, lane_sops, out_events):
-            e, o = math.ceil(e), math.ceil(o)
-            ls = [math.ceil(v) for v in ls]
-            rows.append((cycles.lower_bound(sum(ls), e, layer.n_out, lanes=engine.lanes),
-                         cycles.conv_estimate(ls, e, in_size=layer.n_in,
-                                              out_shape=layer.out_shape, lanes=engine.lanes,
-                                              out_events=o)))
-    else:                                                   # spike_pool
-        sops = np.zeros(len(events))
-        for e, o in zip(events, out_events):
-            e, o = math.ceil(e), math.ceil(o)
-            rows.append((max(e, o), cycles.pool_estimate(e, out_size=layer.n_out,
-                                                          out_events=o)))
-    bound, estimate = (np.array(col, dtype=np.int64) for col in zip(*rows))
-    return events, sops, out_events, bound, estimate
+        active, out_events = act["active"], act["out_events"]
+    events, sops = engine.work(active)
+    bound, estimate = engine.estimate_cycles(active, out_events)
+    return tuple(np.atleast_1d(v) for v in (events, sops, out_events, bound, estimate))
 
 
 def write_outputs(out_dir, *, verilog_text, bundle, report, name=DEFAULT_NAME):

@@ -12,6 +12,7 @@ engine does per input address: both are integer Python, beside the component the
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ from models.bundle import Layer
 from models.golden import current_bits
 
 from .compress import SpikeCompressor
+from .cycles import activity, conv_estimate, conv_lane_work, lower_bound
 from .event import EventLayout
 from .linear import check_int, value_max
 from .neuron import check_neuron, neuron_update
@@ -313,6 +315,11 @@ class Conv2dEngine(wiring.Component):
 
     ``stats`` (not a port) is a ``Signal(ConvStats())`` of work counters for benchmarks, and
     ``sop_count`` (not a port) its ``sops``, as the other engines offer it to the top.
+
+    The engine contract (docs/architecture.md, "Engine contract"): :attr:`layer`,
+    :attr:`lanes`, :attr:`updates`, :attr:`weight_format`, :attr:`weight_bits_stored`,
+    :attr:`weight_bits_dense`, :attr:`weight_figures`, :attr:`current_bits`, :attr:`dense`,
+    :meth:`work` and :meth:`estimate_cycles`.
     """
     def __init__(self, layer, *, value_shape=unsigned(1), lanes=1, dense=False, queue_depth=8):
         if not isinstance(layer, Layer) or layer.kind != "conv2d":
@@ -342,6 +349,7 @@ class Conv2dEngine(wiring.Component):
         self._lanes, self._dense, self._queue_depth = lanes, dense, queue_depth
         self._plan = plan_conv(layer, lanes=lanes, dense=dense)
         self._current_bits = current_bits(layer, value_max(value_shape))
+        self._lane_work = None                      # conv_lane_work, made on first use
         self.stats = Signal(ConvStats())
         # Synaptic operations since reset, as every engine offers it to the top's status port.
         self.sop_count = Signal(32)
@@ -352,15 +360,77 @@ class Conv2dEngine(wiring.Component):
 
     @property
     def layer(self):
+        """The layer this engine computes."""
         return self._layer
 
     @property
     def lanes(self):
+        """Accumulate lanes ``L``: synaptic operations per cycle, across output channels."""
+        return self._lanes
+
+    @property
+    def updates(self):
+        """Neuron updates per cycle of the sweep: one per lane."""
         return self._lanes
 
     @property
     def dense(self):
+        """Whether this is the dense baseline (every input position and weight visited)."""
         return self._dense
+
+    @property
+    def weight_format(self):
+        """Weight memory format: ``"sparse-kernel"``, or ``"dense"`` for the dense baseline."""
+        return "dense" if self._dense else "sparse-kernel"
+
+    @property
+    def weight_figures(self):
+        """Further weight figures for reports: the bits of the entries and of the records."""
+        return {"entry_bits": self._plan.entry_bits, "record_bits": self._plan.record_bits}
+
+    def work(self, active_inputs):
+        """Input positions and synaptic operations of steps with the given input activity.
+
+        ``active_inputs`` as :func:`hdl.cycles.activity` takes it. Returns ``(events, sops)``:
+        numbers for one step, arrays ``[steps]`` for a batch. The dense baseline visits every
+        input position, active or not.
+        """
+        act = activity(active_inputs, self._layer.n_in)
+        events, lane_sops = self._work(act)
+        return act.answer(events), act.answer(lane_sops.sum(axis=1))
+
+    def estimate_cycles(self, active_inputs, out_events):
+        """Cycles of steps with the given input activity: ``(lower_bound, estimate)``.
+
+        The bound is DESIGN.md section 7's (:func:`hdl.cycles.lower_bound`, ``U = L``), the
+        estimate :func:`hdl.cycles.conv_estimate`, paced by the busiest lane; ``out_events``
+        are the steps' output spikes (a number, or one per step). Numbers for one step, int64
+        arrays ``[steps]`` for a batch.
+        """
+        layer, lanes = self._layer, self._lanes
+        act = activity(active_inputs, layer.n_in)
+        events, lane_sops = self._work(act)
+        rows = []
+        for e, ls, o in zip(events, lane_sops, act.per_step(out_events)):
+            e, o = math.ceil(e), math.ceil(o)
+            ls = [math.ceil(v) for v in ls]
+            rows.append((lower_bound(sum(ls), e, layer.n_out, lanes=lanes),
+                         conv_estimate(ls, e, in_size=layer.n_in, out_shape=layer.out_shape,
+                                       lanes=lanes, out_events=o)))
+        return tuple(act.answer(np.array(col, dtype=np.int64)) for col in zip(*rows))
+
+    def _work(self, act):
+        """Per step: input positions visited, and each lane's synaptic operations."""
+        if self._lane_work is None:
+            self._lane_work = conv_lane_work(self._layer, self._plan.channels, dense=self._dense)
+        lane_work, n_in = self._lane_work, self._layer.n_in
+        if self._dense:
+            return (np.full(act.steps, n_in),
+                    np.repeat(lane_work.sum(axis=1)[None, :], act.steps, axis=0))
+        if act.density is not None:
+            return (np.array([act.density * n_in]),
+                    act.density * lane_work.sum(axis=1)[None, :])
+        return np.count_nonzero(act.active, axis=1), act.active.astype(np.int64) @ lane_work.T
 
     @property
     def plan(self):

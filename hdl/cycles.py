@@ -7,12 +7,13 @@ Per step and layer, with ``A`` active synaptic operations, ``S`` input events, `
 how many cycles a step will take; benchmarks measure the real figure in simulation.
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = [
     "step_work", "lower_bound", "linear_estimate", "conv_lane_work", "conv_estimate",
-    "pool_estimate", "PIPELINE_LATENCY", "CONV_FILL", "CONV_LATENCY",
+    "pool_estimate", "Activity", "activity", "PIPELINE_LATENCY", "CONV_FILL", "CONV_LATENCY",
 ]
 
 # Cycles from the last event of a step entering a linear engine to its sweep starting: queue,
@@ -100,3 +101,42 @@ def pool_estimate(events, *, out_size, out_events, chunk=16):
     receive = events + CONV_FILL
     output = out_events + math.ceil(out_size / chunk) + CONV_FILL
     return max(receive, output)
+
+
+class Activity(NamedTuple):
+    """Input activity of the steps an engine estimates (made by :func:`activity`)."""
+    active: np.ndarray | None   # bool [steps, n_in]; None at an assumed density
+    density: float | None       # the assumed rate of every input, or None
+    single: bool                # one step (a vector or a density): answers are numbers
+
+    @property
+    def steps(self):
+        return 1 if self.active is None else len(self.active)
+
+    def per_step(self, values):
+        """``values`` (a number, or one per step) as a float array ``[steps]``."""
+        return np.broadcast_to(np.asarray(values, dtype=np.float64), (self.steps,))
+
+    def answer(self, values):
+        """Per-step ``values`` as the caller asked: a number for one step, else the array."""
+        values = np.asarray(values)
+        return values[0].item() if self.single else values
+
+
+def activity(active_inputs, n_in):
+    """Read an engine's input activity: what ``estimate_cycles`` and ``work`` take.
+
+    ``active_inputs`` is a 0/1 vector ``[n_in]`` (one step), a batch ``[steps, n_in]``, or a
+    number in ``[0, 1]``: every input active at that rate (one expected step; its figures may
+    be fractional).
+    """
+    if np.ndim(active_inputs) == 0:
+        density = float(active_inputs)
+        if not 0 <= density <= 1:
+            raise ValueError(f"Input density must be in [0, 1], not {active_inputs!r}")
+        return Activity(None, density, True)
+    active = np.asarray(active_inputs)
+    if active.ndim > 2 or active.shape[-1] != n_in:
+        raise ValueError(f"Active inputs must have shape [{n_in}] or [steps, {n_in}], "
+                         f"not {list(active.shape)}")
+    return Activity((active != 0).reshape(-1, n_in), None, active.ndim == 1)

@@ -1,5 +1,7 @@
 """Event-driven linear layer: sparse weights, L accumulate lanes, neuron sweep, compressor."""
+import math
 
+import numpy as np
 from amaranth import *
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -8,9 +10,10 @@ from models.bundle import Layer
 from models.golden import current_bits
 
 from .compress import SpikeCompressor, SpikeWord
+from .cycles import activity, linear_estimate, lower_bound
 from .event import EventLayout
 from .neuron import check_neuron, neuron_clamp, neuron_leak, neuron_sum
-from .weights import FORMATS, choose_format, pack_linear
+from .weights import FORMATS, bitmap_bits, choose_format, csr_bits, dense_bits, pack_linear
 
 __all__ = ["LinearEngine", "check_int", "value_max"]
 
@@ -73,6 +76,11 @@ class LinearEngine(wiring.Component):
     -------
     i : ``In(stream.Signature(EventLayout(n_in, value_shape)))``
     o : ``Out(stream.Signature(EventLayout(n_out)))``
+
+    The engine contract (docs/architecture.md, "Engine contract"): :attr:`layer`,
+    :attr:`lanes`, :attr:`updates`, :attr:`weight_format`, :attr:`weight_bits_stored`,
+    :attr:`weight_bits_dense`, :attr:`weight_figures`, :attr:`current_bits`, :attr:`dense`,
+    :meth:`work` and :meth:`estimate_cycles`.
     """
     def __init__(self, layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=False,
                  fifo_depth=8, updates=None):
@@ -119,15 +127,17 @@ class LinearEngine(wiring.Component):
 
     @property
     def layer(self):
+        """The layer this engine computes."""
         return self._layer
 
     @property
     def lanes(self):
+        """Accumulate lanes ``L``: synaptic operations per cycle."""
         return self._lanes
 
     @property
     def updates(self):
-        """Neuron updates per cycle of the sweep."""
+        """Neuron updates per cycle of the sweep ``U``."""
         return self._updates
 
     @property
@@ -142,7 +152,67 @@ class LinearEngine(wiring.Component):
 
     @property
     def dense(self):
+        """Whether this is the dense baseline (every input and weight visited each step)."""
         return self._dense
+
+    @property
+    def weight_format(self):
+        """Weight memory format: ``"csr"``, ``"bitmap"`` or ``"dense"``."""
+        return self._packed.fmt
+
+    @property
+    def weight_bits_stored(self):
+        """Bits of the weight memories: every lane's entries and row records."""
+        return self._packed.stored_bits
+
+    @property
+    def weight_bits_dense(self):
+        """Bits of the plain dense matrix ``n_out * n_in * weight_bits``, for comparison."""
+        return dense_bits(self._layer.weight, self._layer.weight_bits)
+
+    @property
+    def weight_figures(self):
+        """Further weight figures for reports: the bits CSR and bitmap store, by formula."""
+        w, wb = self._layer.weight, self._layer.weight_bits
+        return {"csr_formula_bits": csr_bits(w, wb), "bitmap_formula_bits": bitmap_bits(w, wb)}
+
+    def work(self, active_inputs):
+        """Input events and synaptic operations of steps with the given input activity.
+
+        ``active_inputs`` as :func:`hdl.cycles.activity` takes it. Returns ``(events, sops)``:
+        numbers for one step, arrays ``[steps]`` for a batch. The dense baseline visits every
+        weight of an active input's row, zeros included.
+        """
+        act = activity(active_inputs, self._layer.n_in)
+        events, sops = self._work(act)
+        return act.answer(events), act.answer(sops)
+
+    def estimate_cycles(self, active_inputs, out_events):
+        """Cycles of steps with the given input activity: ``(lower_bound, estimate)``.
+
+        The bound is DESIGN.md section 7's (:func:`hdl.cycles.lower_bound`), the estimate
+        :func:`hdl.cycles.linear_estimate`; ``out_events`` (the steps' output spikes) does not
+        change either. Numbers for one step, int64 arrays ``[steps]`` for a batch.
+        """
+        act = activity(active_inputs, self._layer.n_in)
+        rows = []
+        for e, a in zip(*self._work(act)):
+            e, a = math.ceil(e), math.ceil(a)
+            n, lanes, updates = self._layer.n_out, self._lanes, self._updates
+            rows.append((lower_bound(a, e, n, lanes=lanes, updates=updates),
+                         linear_estimate(a, e, n, lanes=lanes, updates=updates)))
+        return tuple(act.answer(np.array(col, dtype=np.int64)) for col in zip(*rows))
+
+    def _work(self, act):
+        layer = self._layer
+        if self._dense:
+            row_sops = np.full(layer.n_in, layer.n_out, dtype=np.int64)
+        else:
+            row_sops = np.count_nonzero(layer.weight, axis=0).astype(np.int64)
+        if act.density is not None:
+            return (np.array([act.density * layer.n_in]),
+                    np.array([act.density * row_sops.sum()]))
+        return np.count_nonzero(act.active, axis=1), act.active.astype(np.int64) @ row_sops
 
     def elaborate(self, platform):
         m = Module()

@@ -3,6 +3,9 @@
 ``flatten`` needs no hardware: a convolution emits its spikes in ``(k, y, x)`` row-major order,
 which already is the flattened order.
 """
+import math
+
+import numpy as np
 from amaranth import *
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -11,6 +14,7 @@ from models.bundle import Layer
 
 from .compress import SpikeCompressor
 from .conv import CHUNK, const_divmod, word_queue
+from .cycles import activity, pool_estimate
 from .event import EventLayout
 
 __all__ = ["SpikePool", "pool_ref"]
@@ -52,6 +56,11 @@ class SpikePool(wiring.Component):
     -------
     i : ``In(stream.Signature(EventLayout(C * H * W)))``
     o : ``Out(stream.Signature(EventLayout(C * (H // k) * (W // k))))``
+
+    The engine contract (docs/architecture.md, "Engine contract"), as a pool has it: one lane
+    (one input event per cycle), no weights (:attr:`weight_format` ``None``, no stored bits),
+    no currents and no neuron sweep (:attr:`current_bits` and :attr:`updates` ``None``), no
+    dense baseline; :meth:`work` and :meth:`estimate_cycles` as every engine.
     """
     def __init__(self, layer):
         if not isinstance(layer, Layer) or layer.kind != "spike_pool":
@@ -77,7 +86,77 @@ class SpikePool(wiring.Component):
 
     @property
     def layer(self):
+        """The layer this engine computes."""
         return self._layer
+
+    @property
+    def lanes(self):
+        """One: the pool takes one input event per cycle."""
+        return 1
+
+    @property
+    def updates(self):
+        """``None``: a pool has no neurons to sweep."""
+        return None
+
+    @property
+    def current_bits(self):
+        """``None``: a pool accumulates no currents."""
+        return None
+
+    @property
+    def dense(self):
+        """``False``: a pool has no dense baseline."""
+        return False
+
+    @property
+    def weight_format(self):
+        """``None``: a pool has no weights."""
+        return None
+
+    @property
+    def weight_bits_stored(self):
+        """Zero: a pool has no weights."""
+        return 0
+
+    @property
+    def weight_bits_dense(self):
+        """Zero: a pool has no weights."""
+        return 0
+
+    @property
+    def weight_figures(self):
+        """No further weight figures."""
+        return {}
+
+    def work(self, active_inputs):
+        """Input events and synaptic operations (none) of steps with the given activity.
+
+        ``active_inputs`` as :func:`hdl.cycles.activity` takes it. Returns ``(events, sops)``:
+        numbers for one step, arrays ``[steps]`` for a batch.
+        """
+        act = activity(active_inputs, self._layer.n_in)
+        events = self._events(act)
+        return act.answer(events), act.answer(np.zeros(len(events)))
+
+    def estimate_cycles(self, active_inputs, out_events):
+        """Cycles of steps with the given input activity: ``(lower_bound, estimate)``.
+
+        The bound is one cycle per input event and per output spike (``out_events``, a number
+        or one per step); the estimate :func:`hdl.cycles.pool_estimate`. Numbers for one step,
+        int64 arrays ``[steps]`` for a batch.
+        """
+        act = activity(active_inputs, self._layer.n_in)
+        rows = []
+        for e, o in zip(self._events(act), act.per_step(out_events)):
+            e, o = math.ceil(e), math.ceil(o)
+            rows.append((max(e, o), pool_estimate(e, out_size=self._layer.n_out, out_events=o)))
+        return tuple(act.answer(np.array(col, dtype=np.int64)) for col in zip(*rows))
+
+    def _events(self, act):
+        if act.density is not None:
+            return np.array([act.density * self._layer.n_in])
+        return np.count_nonzero(act.active, axis=1)
 
     def elaborate(self, platform):
         m = Module()

@@ -3,10 +3,8 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from models.bundle import Bundle
-
+from .engines import input_value_shape, make_engines
 from .event import EventLayout, SpikeLayout
-from .linear import LinearEngine
 
 __all__ = ["Accelerator", "Status", "input_value_shape"]
 
@@ -25,17 +23,13 @@ class Status(data.Struct):
     sops: 32
 
 
-def input_value_shape(bundle):
-    """Shape of the top's input event values, from the bundle's ``input`` section."""
-    return (signed if bundle.input.signed else unsigned)(bundle.input.bits)
-
-
 class Accelerator(wiring.Component):
     """A whole SNN from a bundle, with the generated top's ports (DESIGN.md section 5).
 
-    Layers run as a pipeline of engines: layer ``l + 1`` processes step ``t`` while layer ``l``
-    may already work on step ``t + 1``. ``flatten`` needs no hardware (a convolution's output
-    order is the flatten order). Never drops or reorders events under any ``ready`` pattern.
+    Layers run as a pipeline of engines (:func:`hdl.engines.make_engines`): layer ``l + 1``
+    processes step ``t`` while layer ``l`` may already work on step ``t + 1``. ``flatten``
+    needs no hardware (a convolution's output order is the flatten order). Never drops or
+    reorders events under any ``ready`` pattern.
 
     Parameters
     ----------
@@ -47,6 +41,8 @@ class Accelerator(wiring.Component):
         Weight format of linear layers (``None``: fewest stored bits per layer).
     dense : :class:`bool`
         Build the dense baseline (every input and every weight visited each step).
+    queue_depth : :class:`int` or ``None``
+        Events each lane of a neuron layer may queue (``None``: each engine's default).
     updates : :class:`int` or ``None``
         Neuron updates per cycle of each linear layer's sweep, as a multiple of its lanes (a
         power of two; default 1: ``U = L``).
@@ -60,32 +56,11 @@ class Accelerator(wiring.Component):
     o : ``Out(stream.Signature(SpikeLayout(n_out)))``
     status : ``Out(Status)``, only with ``status=True``
     """
-    def __init__(self, bundle, *, lanes=1, fmt=None, dense=False, fifo_depth=8, status=False,
-                 updates=None):
-        if not isinstance(bundle, Bundle):
-            raise TypeError(f"Bundle must be a models.bundle.Bundle, not {bundle!r:.80}")
-        neuron_layers = bundle.neuron_layers
-        if isinstance(lanes, (list, tuple)):
-            if len(lanes) != len(neuron_layers):
-                raise ValueError(f"Lanes must give one value per neuron layer "
-                                 f"({len(neuron_layers)}), not {list(lanes)!r}")
-            lane_list = list(lanes)
-        else:
-            lane_list = [lanes] * len(neuron_layers)
+    def __init__(self, bundle, *, lanes=1, fmt=None, dense=False, queue_depth=None,
+                 status=False, updates=None):
         self._bundle = bundle
-        self._engines = []
-        value_shape = input_value_shape(bundle)
-        it = iter(lane_list)
-        for layer in bundle.layers:
-            try:
-                engine = self._make_engine(layer, lanes, it, value_shape, fmt=fmt, dense=dense,
-                                           fifo_depth=fifo_depth, updates=updates)
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"Layer {layer.name!r}: {exc}") from None
-            if engine is None:
-                continue
-            self._engines.append((layer, engine))
-            value_shape = unsigned(1)
+        self._engines = make_engines(bundle, lanes=lanes, fmt=fmt, dense=dense,
+                                     updates=updates, queue_depth=queue_depth)
         members = {
             "i": In(stream.Signature(EventLayout(bundle.input.size, input_value_shape(bundle)))),
             "o": Out(stream.Signature(SpikeLayout(bundle.n_out))),
@@ -94,26 +69,6 @@ class Accelerator(wiring.Component):
             members["status"] = Out(Status)
         self._status = bool(status)
         super().__init__(members)
-
-    @staticmethod
-    def _make_engine(layer, lanes, it, value_shape, *, fmt, dense, fifo_depth, updates):
-        """The engine of one layer (``None`` for a layer that needs no hardware)."""
-        if layer.kind == "linear":
-            n_lanes = next(it)
-            return LinearEngine(layer, value_shape=value_shape, lanes=n_lanes, fmt=fmt,
-                                dense=dense, fifo_depth=fifo_depth,
-                                updates=None if updates is None else updates * n_lanes)
-        if layer.kind == "conv2d":
-            from .conv import Conv2dEngine
-            n_lanes = next(it)
-            if not isinstance(lanes, (list, tuple)):
-                # Convolution lanes run across output channels: at most one per channel.
-                n_lanes = min(n_lanes, layer.out_shape[0])
-            return Conv2dEngine(layer, value_shape=value_shape, lanes=n_lanes, dense=dense)
-        if layer.kind == "spike_pool":
-            from .pool import SpikePool
-            return SpikePool(layer)
-        return None
 
     @property
     def bundle(self):
