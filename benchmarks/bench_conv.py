@@ -90,7 +90,7 @@ def measure(layer, steps, *, lanes, dense=False):
     busy cycles and the cycles at which the step's accumulation and sweep ended, after checking
     every output event against the golden model.
     """
-    dut = Conv2dEngine(layer, lanes=lanes, dense=dense)
+    dut = Conv2dEngine(layer, lanes=lanes, dense=dense, counters=True)
     events = [[(int(a), 1) for a in np.flatnonzero(x)] or [(0, 0)] for x in steps]
     out, stats, closed_at, clock = [], [], [], [0]
 
@@ -120,7 +120,7 @@ def measure(layer, steps, *, lanes, dense=False):
             await ctx.tick()
             cycle += 1
             clock[0] = cycle
-            st = ctx.get(dut.stats)
+            st = ctx.get(dut.counters)
             if st.accumulated:
                 stats.append({"spikes": int(st.step_spikes), "sops": int(st.step_sops),
                               "compress_cycles": int(st.step_compress_cycles),

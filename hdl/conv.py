@@ -26,15 +26,15 @@ from models.golden import current_bits
 
 from .compress import SpikeCompressor
 from .cycles import activity, conv_estimate, conv_lane_work, lower_bound
-from .event import EventLayout
-from .linear import check_int, value_max
+from .event import EngineCounters, EventLayout
+from .linear import check_bool, check_int, value_max
 from .neuron import check_neuron, neuron_update
 
 __all__ = [
     "CHUNK",
     "Conv2dEngine",
     "ConvPlan",
-    "ConvStats",
+    "ConvCounters",
     "const_divmod",
     "conv_work",
     "plan_conv",
@@ -236,14 +236,15 @@ def conv_work(layer, *, dense=False):
     return work.reshape(-1)
 
 
-class ConvStats(data.StructLayout):
-    """Work counters of a :class:`Conv2dEngine`.
+class ConvCounters(EngineCounters):
+    """Work counters of a :class:`Conv2dEngine` built with ``counters=True``.
 
-    Running totals: ``spikes`` input positions handed to the lanes (non-zero after summing;
-    every position in the dense baseline), ``sops`` synaptic operations done by the lanes,
-    ``compress_cycles`` cycles the input compressor worked (from a step's start to its last
-    event, less the cycles the lanes held it back), ``accumulate_cycles`` cycles the compressor
-    or any lane had work, ``sweep_cycles`` cycles of neuron sweeps, ``steps`` steps swept.
+    :class:`hdl.event.EngineCounters` (``steps`` swept, ``sops`` done by the lanes) and more
+    running totals: ``spikes`` input positions handed to the lanes (non-zero after summing;
+    every position in the dense baseline), ``compress_cycles`` cycles the input compressor
+    worked (from a step's start to its last event, less the cycles the lanes held it back),
+    ``accumulate_cycles`` cycles the compressor or any lane had work, ``sweep_cycles`` cycles
+    of neuron sweeps.
 
     ``accumulated`` is high for one cycle when a step's accumulation is complete; in that cycle
     ``step_spikes``, ``step_sops`` and ``step_compress_cycles`` are that step's own figures
@@ -252,11 +253,11 @@ class ConvStats(data.StructLayout):
     """
     def __init__(self):
         super().__init__({
-            "steps": unsigned(32), "spikes": unsigned(32), "sops": unsigned(32),
-            "compress_cycles": unsigned(32), "accumulate_cycles": unsigned(32),
-            "sweep_cycles": unsigned(32), "step_spikes": unsigned(32),
-            "step_sops": unsigned(32), "step_compress_cycles": unsigned(32),
-            "accumulated": unsigned(1), "swept": unsigned(1),
+            "spikes": unsigned(32), "compress_cycles": unsigned(32),
+            "accumulate_cycles": unsigned(32), "sweep_cycles": unsigned(32),
+            "step_spikes": unsigned(32), "step_sops": unsigned(32),
+            "step_compress_cycles": unsigned(32), "accumulated": unsigned(1),
+            "swept": unsigned(1),
         })
 
 
@@ -307,21 +308,22 @@ class Conv2dEngine(wiring.Component):
         included) whose target lies inside the output.
     queue_depth : :class:`int`
         Spikes the lanes may drift apart by (a power of two); deeper queues even out the lanes.
+    counters : :class:`bool`
+        Add the ``counters`` member: the work counters of :class:`ConvCounters`.
 
     Members
     -------
     i : ``In(stream.Signature(EventLayout(C * H * W, value_shape)))``
     o : ``Out(stream.Signature(EventLayout(K * Ho * Wo)))``
-
-    ``stats`` (not a port) is a ``Signal(ConvStats())`` of work counters for benchmarks, and
-    ``sop_count`` (not a port) its ``sops``, as the other engines offer it to the top.
+    counters : ``Out(ConvCounters())``, only with ``counters=True``
 
     The engine contract (docs/architecture.md, "Engine contract"): :attr:`layer`,
     :attr:`lanes`, :attr:`updates`, :attr:`weight_format`, :attr:`weight_bits_stored`,
     :attr:`weight_bits_dense`, :attr:`weight_figures`, :attr:`current_bits`, :attr:`dense`,
     :meth:`work` and :meth:`estimate_cycles`.
     """
-    def __init__(self, layer, *, value_shape=unsigned(1), lanes=1, dense=False, queue_depth=8):
+    def __init__(self, layer, *, value_shape=unsigned(1), lanes=1, dense=False, queue_depth=8,
+                 counters=False):
         if not isinstance(layer, Layer) or layer.kind != "conv2d":
             raise TypeError(f"Layer must be a models.bundle.Layer of kind 'conv2d', "
                             f"not {layer!r:.80}")
@@ -340,8 +342,7 @@ class Conv2dEngine(wiring.Component):
         check_int("Lanes", lanes, 1)
         if lanes > kout:
             raise ValueError(f"Lanes must be at most the output channels ({kout}), not {lanes}")
-        if not isinstance(dense, bool):
-            raise TypeError(f"Dense must be a bool, not {dense!r}")
+        check_bool("Dense", dense)
         check_int("Queue depth", queue_depth, 2)
         if queue_depth & (queue_depth - 1):
             raise ValueError(f"Queue depth must be a power of two, not {queue_depth}")
@@ -350,13 +351,14 @@ class Conv2dEngine(wiring.Component):
         self._plan = plan_conv(layer, lanes=lanes, dense=dense)
         self._current_bits = current_bits(layer, value_max(value_shape))
         self._lane_work = None                      # conv_lane_work, made on first use
-        self.stats = Signal(ConvStats())
-        # Synaptic operations since reset, as every engine offers it to the top's status port.
-        self.sop_count = Signal(32)
-        super().__init__({
+        self._counters = check_bool("Counters", counters)
+        members = {
             "i": In(stream.Signature(EventLayout(layer.n_in, value_shape))),
             "o": Out(stream.Signature(EventLayout(layer.n_out))),
-        })
+        }
+        if counters:
+            members["counters"] = Out(ConvCounters())
+        super().__init__(members)
 
     @property
     def layer(self):
@@ -1077,34 +1079,34 @@ class Conv2dEngine(wiring.Component):
                      of_word.end.eq(of_end),
                      of_word.first.eq(of_first)]
 
-        # ---- Work counters. -------------------------------------------------------------------
-        st = self.stats
-        spike_in = adv & d2_valid & d2_spike
-        comp_work = cmp_busy & ~compressed & ~(ev.valid & ~ev.ready)
-        bank_sops = [sum(v & (bk == b) for v, bk in lane_sops) for b in range(2)]
-        per_bank = {name: [Signal(32, name=f"{name}{b}") for b in range(2)]
-                    for name in ("step_spikes", "step_sops", "step_compress_cycles")}
-        for b in range(2):
-            with m.If(start_acc & (nb == b)):
-                m.d.sync += [per_bank[name][b].eq(0) for name in per_bank]
-            with m.Else():
-                m.d.sync += per_bank["step_sops"][b].eq(per_bank["step_sops"][b] + bank_sops[b])
-                with m.If(cmp_bank == b):
-                    m.d.sync += [
-                        per_bank["step_spikes"][b].eq(per_bank["step_spikes"][b] + spike_in),
-                        per_bank["step_compress_cycles"][b].eq(
-                            per_bank["step_compress_cycles"][b] + comp_work)]
-        m.d.comb += [st.accumulated.eq(acc_done), st.swept.eq(sweep_done),
-                     self.sop_count.eq(st.sops)]
-        m.d.comb += [getattr(st, name).eq(Mux(ab, regs[1], regs[0]))
-                     for name, regs in per_bank.items()]
-        m.d.sync += [
-            st.sops.eq(st.sops + sum(v for v, _ in lane_sops)),
-            st.spikes.eq(st.spikes + spike_in),
-            st.compress_cycles.eq(st.compress_cycles + comp_work),
-            st.accumulate_cycles.eq(st.accumulate_cycles
-                                    + (cmp_busy | Cat(*lane_busy).any())),
-            st.sweep_cycles.eq(st.sweep_cycles + (sw_active | s1_valid | s2_valid | s3_valid)),
-            st.steps.eq(st.steps + sweep_done),
-        ]
+        # ---- Work counters, with counters=True. ---------------------------------------------
+        if self._counters:
+            st = self.counters
+            spike_in = adv & d2_valid & d2_spike
+            comp_work = cmp_busy & ~compressed & ~(ev.valid & ~ev.ready)
+            bank_sops = [sum(v & (bk == b) for v, bk in lane_sops) for b in range(2)]
+            per_bank = {name: [Signal(32, name=f"{name}{b}") for b in range(2)]
+                        for name in ("step_spikes", "step_sops", "step_compress_cycles")}
+            for b in range(2):
+                with m.If(start_acc & (nb == b)):
+                    m.d.sync += [per_bank[name][b].eq(0) for name in per_bank]
+                with m.Else():
+                    m.d.sync += per_bank["step_sops"][b].eq(per_bank["step_sops"][b] + bank_sops[b])
+                    with m.If(cmp_bank == b):
+                        m.d.sync += [
+                            per_bank["step_spikes"][b].eq(per_bank["step_spikes"][b] + spike_in),
+                            per_bank["step_compress_cycles"][b].eq(
+                                per_bank["step_compress_cycles"][b] + comp_work)]
+            m.d.comb += [st.accumulated.eq(acc_done), st.swept.eq(sweep_done)]
+            m.d.comb += [getattr(st, name).eq(Mux(ab, regs[1], regs[0]))
+                         for name, regs in per_bank.items()]
+            m.d.sync += [
+                st.sops.eq(st.sops + sum(v for v, _ in lane_sops)),
+                st.spikes.eq(st.spikes + spike_in),
+                st.compress_cycles.eq(st.compress_cycles + comp_work),
+                st.accumulate_cycles.eq(st.accumulate_cycles
+                                        + (cmp_busy | Cat(*lane_busy).any())),
+                st.sweep_cycles.eq(st.sweep_cycles + (sw_active | s1_valid | s2_valid | s3_valid)),
+                st.steps.eq(st.steps + sweep_done),
+            ]
         return m

@@ -25,7 +25,7 @@ def input_value_shape(bundle):
 
 
 def make_engine(layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=False,
-                updates=None, queue_depth=None):
+                updates=None, queue_depth=None, counters=False):
     """The engine of ``layer``, or ``None`` for a layer that needs no hardware (``flatten``).
 
     Every layer kind takes the same options; a kind refuses, with a :exc:`ValueError` naming
@@ -52,6 +52,9 @@ def make_engine(layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=Fals
     queue_depth : :class:`int` or ``None``
         Events each lane may queue (``None``: the engine's default; a convolution needs a
         power of two); a pool has no lanes to queue for.
+    counters : :class:`bool`
+        Give the engine its ``counters`` member (:class:`hdl.event.EngineCounters`, or the
+        engine's extension of it).
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"Layer must be a models.bundle.Layer, not {layer!r:.80}")
@@ -84,14 +87,16 @@ def make_engine(layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=Fals
                 check_int("Updates", updates, 1)
             return LinearEngine(layer, value_shape=value_shape, lanes=lanes, fmt=fmt,
                                 dense=dense, updates=None if updates is None else updates * lanes,
+                                counters=counters,
                                 **({} if queue_depth is None else {"fifo_depth": queue_depth}))
         if layer.kind == "conv2d":
             return Conv2dEngine(layer, value_shape=value_shape, lanes=lanes, dense=dense,
+                                counters=counters,
                                 **({} if queue_depth is None else {"queue_depth": queue_depth}))
         if layer.kind == "spike_pool":
             if Shape.cast(value_shape) != unsigned(1):
                 refuse("Value shape", "unsigned(1) (it takes spikes)", Shape.cast(value_shape))
-            return SpikePool(layer)
+            return SpikePool(layer, counters=counters)
         return None
     except (TypeError, ValueError) as exc:
         if str(exc).startswith(f"Layer {layer.name!r}: "):
@@ -99,11 +104,13 @@ def make_engine(layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=Fals
         raise type(exc)(f"Layer {layer.name!r}: {exc}") from None
 
 
-def make_engines(bundle, *, lanes=1, fmt=None, dense=False, updates=None, queue_depth=None):
+def make_engines(bundle, *, lanes=1, fmt=None, dense=False, updates=None, queue_depth=None,
+                 counters=False):
     """``[(layer, engine)]`` for every layer of ``bundle`` that needs hardware, in order.
 
     Options are the network's, applied where a layer takes them: ``fmt`` and ``updates`` to
-    the linear layers, ``dense`` and ``queue_depth`` to the neuron layers. ``lanes`` is one
+    the linear layers, ``dense`` and ``queue_depth`` to the neuron layers, ``counters`` to
+    every engine. ``lanes`` is one
     number (capped at a convolution's output channels: its lanes run across channels) or one
     per neuron layer. The first engine takes the bundle's input values, the others spikes.
     """
@@ -120,7 +127,7 @@ def make_engines(bundle, *, lanes=1, fmt=None, dense=False, updates=None, queue_
                      else min(lanes, layer.out_shape[0]) for layer in neuron_layers}
     engines, value_shape = [], input_value_shape(bundle)
     for layer in bundle.layers:
-        options = {}
+        options = {"counters": counters}
         if layer.has_neurons:
             options.update(lanes=per_layer[id(layer)], dense=dense, queue_depth=queue_depth)
         if layer.kind == "linear":

@@ -1,4 +1,4 @@
-"""Event payloads shared by every engine (DESIGN.md section 5, a contract).
+"""Event payloads and work counters shared by every engine (DESIGN.md section 5, a contract).
 
 The top's input stream and every stream between layers carry :class:`EventLayout` payloads:
 an address, a value (the input's bits for the first layer, ``unsigned(1)`` spikes after it),
@@ -15,7 +15,7 @@ from amaranth import *
 from amaranth.lib import data
 from amaranth.utils import ceil_log2
 
-__all__ = ["addr_bits", "EventLayout", "SpikeLayout"]
+__all__ = ["addr_bits", "EventLayout", "SpikeLayout", "EngineCounters"]
 
 
 def addr_bits(n):
@@ -42,3 +42,17 @@ class SpikeLayout(data.StructLayout):
             "spike": unsigned(1),
             "last": unsigned(1),
         })
+
+
+class EngineCounters(data.StructLayout):
+    """``{steps, sops, ...}``: the work counters of an engine built with ``counters=True``.
+
+    Running totals since reset, 32 bits each, wrapping: ``steps`` counts the steps the engine
+    has swept (updated their neurons; a pool: emptied their bitmap into its compressor; their
+    output events may still be on their way) and ``sops`` the synaptic operations of its lanes
+    (weights visited, the dense baseline's zeros included; 0 in a pool, which has none). An
+    engine that counts more adds its own fields after these (``fields``), so every engine's
+    counters have ``steps`` and ``sops`` with these shapes.
+    """
+    def __init__(self, fields=None):
+        super().__init__({"steps": unsigned(32), "sops": unsigned(32), **(fields or {})})

@@ -11,11 +11,11 @@ from models.golden import current_bits
 
 from .compress import SpikeCompressor, SpikeWord
 from .cycles import activity, linear_estimate, lower_bound
-from .event import EventLayout
+from .event import EngineCounters, EventLayout
 from .neuron import check_neuron, neuron_clamp, neuron_leak, neuron_sum
 from .weights import FORMATS, bitmap_bits, choose_format, csr_bits, dense_bits, pack_linear
 
-__all__ = ["LinearEngine", "check_int", "value_max"]
+__all__ = ["LinearEngine", "check_bool", "check_int", "value_max"]
 
 
 def value_max(shape):
@@ -29,6 +29,13 @@ def check_int(name, value, lo):
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         kind = "a positive integer" if lo == 1 else f"an integer of at least {lo}"
         raise TypeError(f"{name} must be {kind}, not {value!r}")
+    return value
+
+
+def check_bool(name, value):
+    """Validate a flag (``TypeError`` naming it unless it is a :class:`bool`)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {value!r}")
     return value
 
 
@@ -71,11 +78,14 @@ class LinearEngine(wiring.Component):
     updates : :class:`int` or ``None``
         Neuron updates per cycle ``U`` of the sweep: ``L`` times a power of two (each lane's
         neurons are split into ``U / L`` sub-banks, swept in parallel). Default ``L``.
+    counters : :class:`bool`
+        Add the ``counters`` member: the work counters of :class:`hdl.event.EngineCounters`.
 
     Members
     -------
     i : ``In(stream.Signature(EventLayout(n_in, value_shape)))``
     o : ``Out(stream.Signature(EventLayout(n_out)))``
+    counters : ``Out(EngineCounters())``, only with ``counters=True``
 
     The engine contract (docs/architecture.md, "Engine contract"): :attr:`layer`,
     :attr:`lanes`, :attr:`updates`, :attr:`weight_format`, :attr:`weight_bits_stored`,
@@ -83,7 +93,7 @@ class LinearEngine(wiring.Component):
     :meth:`work` and :meth:`estimate_cycles`.
     """
     def __init__(self, layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=False,
-                 fifo_depth=8, updates=None):
+                 fifo_depth=8, updates=None, counters=False):
         if not isinstance(layer, Layer) or layer.kind != "linear":
             raise TypeError(f"Layer must be a models.bundle.Layer of kind 'linear', "
                             f"not {layer!r:.80}")
@@ -117,13 +127,14 @@ class LinearEngine(wiring.Component):
         self._packed = pack_linear(layer.weight, lanes=lanes, fmt=fmt,
                                    weight_bits=layer.weight_bits)
         self._current_bits = current_bits(layer, value_max(value_shape))
-        # Synaptic operations done since reset (weights visited, zeros included in the dense
-        # baseline); not a port: the top exposes it on its optional status port.
-        self.sop_count = Signal(32)
-        super().__init__({
+        self._counters = check_bool("Counters", counters)
+        members = {
             "i": In(stream.Signature(EventLayout(layer.n_in, value_shape))),
             "o": Out(stream.Signature(EventLayout(layer.n_out))),
-        })
+        }
+        if counters:
+            members["counters"] = Out(EngineCounters())
+        super().__init__(members)
 
     @property
     def layer(self):
@@ -537,7 +548,8 @@ class LinearEngine(wiring.Component):
 
         all_ready = Cat(*lane_ready).all()
         all_drained = Cat(*lane_drained).all()
-        m.d.sync += self.sop_count.eq(self.sop_count + sum(lane_sops))
+        if self._counters:
+            m.d.sync += self.counters.sops.eq(self.counters.sops + sum(lane_sops))
 
         # Sweep pipeline bookkeeping and the spike-word queue.
         m.d.sync += [sw1_valid.eq(issue_sweep), sw1_j.eq(j),
@@ -655,5 +667,7 @@ class LinearEngine(wiring.Component):
                     m.d.sync += j.eq(j + 1)
             with m.Elif(~sw1_valid & ~sw2_valid & ~sw3_valid & ~sw4_valid):
                 m.d.sync += sweep_busy.eq(0)
+                if self._counters:
+                    m.d.sync += self.counters.steps.eq(self.counters.steps + 1)
 
         return m

@@ -15,7 +15,8 @@ from models.bundle import Layer
 from .compress import SpikeCompressor
 from .conv import CHUNK, const_divmod, word_queue
 from .cycles import activity, pool_estimate
-from .event import EventLayout
+from .event import EngineCounters, EventLayout
+from .linear import check_bool
 
 __all__ = ["SpikePool", "pool_ref"]
 
@@ -51,18 +52,22 @@ class SpikePool(wiring.Component):
     ----------
     layer : :class:`models.bundle.Layer`
         A ``spike_pool`` layer.
+    counters : :class:`bool`
+        Add the ``counters`` member (:class:`hdl.event.EngineCounters`: ``steps`` counts the
+        bitmaps emptied into the compressor, ``sops`` stays 0).
 
     Members
     -------
     i : ``In(stream.Signature(EventLayout(C * H * W)))``
     o : ``Out(stream.Signature(EventLayout(C * (H // k) * (W // k))))``
+    counters : ``Out(EngineCounters())``, only with ``counters=True``
 
     The engine contract (docs/architecture.md, "Engine contract"), as a pool has it: one lane
     (one input event per cycle), no weights (:attr:`weight_format` ``None``, no stored bits),
     no currents and no neuron sweep (:attr:`current_bits` and :attr:`updates` ``None``), no
     dense baseline; :meth:`work` and :meth:`estimate_cycles` as every engine.
     """
-    def __init__(self, layer):
+    def __init__(self, layer, *, counters=False):
         if not isinstance(layer, Layer) or layer.kind != "spike_pool":
             raise TypeError(f"Layer must be a models.bundle.Layer of kind 'spike_pool', "
                             f"not {layer!r:.80}")
@@ -79,10 +84,14 @@ class SpikePool(wiring.Component):
             raise ValueError(f"Output shape must be {(c_in, h // k, w // k)!r}, "
                              f"not {tuple(layer.out_shape)!r}")
         self._layer = layer
-        super().__init__({
+        self._counters = check_bool("Counters", counters)
+        members = {
             "i": In(stream.Signature(EventLayout(layer.n_in))),
             "o": Out(stream.Signature(EventLayout(layer.n_out))),
-        })
+        }
+        if counters:
+            members["counters"] = Out(EngineCounters())
+        super().__init__(members)
 
     @property
     def layer(self):
@@ -264,6 +273,8 @@ class SpikePool(wiring.Component):
         m.d.sync += [clr_valid.eq(issue), clr_addr.eq(fw)]
         with m.If(f_valid & (f_index == words - 1)):      # the buffer's last word is read
             m.d.sync += rb.eq(~rb)
+            if self._counters:
+                m.d.sync += self.counters.steps.eq(self.counters.steps + 1)
             for b in range(2):
                 with m.If(rb == b):
                     m.d.sync += [claimed[b].eq(0), full[b].eq(0)]

@@ -15,7 +15,8 @@ class Status(data.Struct):
     ``sample_cycles`` counts from the current sample's first input transfer to its latest
     step's closing output transfer; ``step_cycles`` is the time between the last two closing
     output transfers (a step's interval in steady state); ``steps`` counts closed output steps
-    and ``sops`` the synaptic operations of the linear engines since reset.
+    and ``sops`` the synaptic operations of every engine since reset (the sum of the engines'
+    ``counters.sops``, :class:`hdl.event.EngineCounters`).
     """
     sample_cycles: 32
     step_cycles: 32
@@ -59,8 +60,10 @@ class Accelerator(wiring.Component):
     def __init__(self, bundle, *, lanes=1, fmt=None, dense=False, queue_depth=None,
                  status=False, updates=None):
         self._bundle = bundle
+        # The status port sums the engines' counters: they exist only when it does.
         self._engines = make_engines(bundle, lanes=lanes, fmt=fmt, dense=dense,
-                                     updates=updates, queue_depth=queue_depth)
+                                     updates=updates, queue_depth=queue_depth,
+                                     counters=bool(status))
         members = {
             "i": In(stream.Signature(EventLayout(bundle.input.size, input_value_shape(bundle)))),
             "o": Out(stream.Signature(SpikeLayout(bundle.n_out))),
@@ -106,7 +109,5 @@ class Accelerator(wiring.Component):
             with m.If(out_last):
                 m.d.sync += [st.sample_cycles.eq(sample_time), st.step_cycles.eq(since_last + 1),
                              since_last.eq(0), st.steps.eq(st.steps + 1)]
-            sops = [engine.sop_count for _, engine in self._engines
-                    if hasattr(engine, "sop_count")]
-            m.d.comb += st.sops.eq(sum(sops) if sops else 0)
+            m.d.comb += st.sops.eq(sum(engine.counters.sops for _, engine in self._engines))
         return m

@@ -240,19 +240,21 @@ def test_reset_clears_state():
 
 @pytest.mark.parametrize("dense", [False, True])
 def test_work_counters(dense):
-    """``stats`` counts the spikes and synaptic operations of :func:`conv_work`, per step."""
+    """``counters`` count the spikes and synaptic operations of :func:`conv_work`, per step."""
     layer = conv_layer(9, cin=2, cout=4, size=(6, 6), kernel=3, stride=1, padding=1,
                        neuron=LIF)
     inputs = random_steps(9, layer, samples=1, steps=4, value_shape=unsigned(1))
-    dut, per_step, totals, compress = Conv2dEngine(layer, lanes=2, dense=dense), [], [], []
+    dut = Conv2dEngine(layer, lanes=2, dense=dense, counters=True)
+    per_step, totals, compress = [], [], []
 
     async def monitor(ctx):
         while True:
             await ctx.tick()
-            if ctx.get(dut.stats.accumulated):
-                per_step.append((ctx.get(dut.stats.step_spikes), ctx.get(dut.stats.step_sops)))
-                compress.append(ctx.get(dut.stats.step_compress_cycles))
-                totals.append((ctx.get(dut.stats.spikes), ctx.get(dut.stats.sops)))
+            st = ctx.get(dut.counters)
+            if st.accumulated:
+                per_step.append((st.step_spikes, st.step_sops))
+                compress.append(st.step_compress_cycles)
+                totals.append((st.spikes, st.sops))
 
     results = []
     sim = Simulator(dut)
