@@ -3,10 +3,15 @@
 For each lane count the accelerator of a bundle is built for each board (YoWASP, automatic
 clock: the fastest PLL clock that meets timing), and the cycles per inference are measured by
 running test samples through the host link's Verilog under Icarus (the counter the board itself
-reports). Writes ``report.json``, ``table.md`` and, where matplotlib is installed, ``lanes.png``
-into the output folder, and prints the table.
+reports). Writes ``report.json`` (with its provenance; one row per board and lane count, a
+failed build as a row with its ``error``), ``table.md`` and, where matplotlib is installed,
+``lanes.png`` into ``OUTPUT/<bundle name>/``, and prints the table.
 
     python benchmarks/bench_boards.py --bundle models/zoo/digits_mlp --lanes 1 2 4 8
+
+Slow: each lane count is a cosimulation and one FPGA build per board, with a retry at a
+lower clock when timing fails (minutes each; tens of minutes for the digits MLP at lanes 1 2 4
+8 on both boards). ``--reuse`` runs only what the output folder lacks.
 """
 from __future__ import annotations
 
@@ -19,12 +24,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.provenance import PROVENANCE_KEYS, provenance, write_result  # noqa: E402
 from boards.build import BuildError, build, default_capacity, failure_message  # noqa: E402
 from boards.cosim import cosimulate  # noqa: E402
 from boards.top import BOARDS  # noqa: E402
 from hdl.link import HostLink  # noqa: E402
 from hdl.protocol import EventFormat, bundle_ident, sample_stream  # noqa: E402
 from models.bundle import load  # noqa: E402
+
+# What report.json holds (checked before writing and by tests/test_benchmark_results.py when
+# a copy sits under benchmarks/results/); bump SCHEMA when the layout changes.
+SCHEMA = 1
+SOURCES = ("hdl/*.py", "boards/*.py")
+ROW_KEYS = {"board", "lanes", "cycles", "error", "logic_cells", "logic_cells_total", "ffs",
+            "bram", "bram_total", "dsp", "fmax_mhz", "clock_mhz", "timing_met",
+            "inferences_per_s", "link_inferences_per_s", "build_seconds"}
+RESULT_KEYS = {
+    "": {"provenance", "benchmark", "bundle", "boards", "lanes", "samples", "baud", "rows"},
+    "provenance": PROVENANCE_KEYS,
+    "rows/*": ROW_KEYS,
+}
 
 
 def measure_cycles(bundle, bundle_dir, lanes, samples, folder):
@@ -61,6 +80,7 @@ def main(argv=None):
     p.add_argument("--reuse", action="store_true",
                    help="reuse cycle counts and build reports already in the output folder")
     args = p.parse_args(argv)
+    prov = provenance(__file__, SOURCES, schema=SCHEMA, argv=argv)     # before measuring
     bundle = load(args.bundle)
     out = args.output / args.bundle.name
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +99,8 @@ def main(argv=None):
         print(f"lanes {lanes}: {mean_cycles:.0f} cycles per inference "
               f"({time.monotonic() - start:.0f} s)", flush=True)
         for board_name in args.boards:
-            row = {"board": board_name, "lanes": lanes, "cycles": mean_cycles}
+            row = dict.fromkeys(ROW_KEYS)          # a failed build leaves its figures None
+            row.update({"board": board_name, "lanes": lanes, "cycles": mean_cycles})
             folder = out / f"{board_name}_l{lanes}"
             try:
                 tim = folder / "snn_board.tim"
@@ -114,13 +135,21 @@ def main(argv=None):
             print(f"  {board_name} lanes {lanes}: {r['logic_cells']} LC, {r['bram']} BRAM, "
                   f"Fmax {report['fmax_mhz']} MHz, clock {report['clock_mhz']:.2f} MHz, "
                   f"{row['inferences_per_s']:.0f} inf/s", flush=True)
-            (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n")
+            write_report(out / "report.json", rows, args, prov)     # keep what is done so far
     table = format_table(rows, bundle, args)
     (out / "table.md").write_text(table + "\n")
-    (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_report(out / "report.json", rows, args, prov)
     print(table)
     plot(rows, out / "lanes.png")
     return 0
+
+
+def write_report(path, rows, args, prov):
+    """Write ``report.json``: the rows so far, the run's settings and its provenance."""
+    write_result(path, {"benchmark": "boards", "bundle": args.bundle.name,
+                        "boards": list(args.boards), "lanes": list(args.lanes),
+                        "samples": args.samples, "baud": args.baud, "rows": rows},
+                 provenance=prov, result_keys=RESULT_KEYS)
 
 
 def format_table(rows, bundle, args):
@@ -130,7 +159,7 @@ def format_table(rows, bundle, args):
              f"{bundle.input.steps} steps, mean of {args.samples} test samples", "",
              head, "|" + " --- |" * (head.count("|") - 1)]
     for row in rows:
-        if "error" in row:
+        if row["error"] is not None:
             lines.append(f"| {row['board']} | {row['lanes']} | {row['error']} | | | | | | | "
                          f"{row['cycles']:.0f} | |")
             continue
@@ -140,7 +169,8 @@ def format_table(rows, bundle, args):
             f"| {row['dsp']} | {row['fmax_mhz']:.1f} | {row['clock_mhz']:.2f} | "
             f"{'met' if row['timing_met'] else 'MISSED'} | {row['cycles']:.0f} | "
             f"{row['inferences_per_s']:.0f} |")
-    link = next((r["link_inferences_per_s"] for r in rows if "link_inferences_per_s" in r), None)
+    link = next((r["link_inferences_per_s"] for r in rows
+                 if r["link_inferences_per_s"] is not None), None)
     if link:
         lines += ["", f"The {args.baud} baud host link carries at most {link:.0f} inferences/s "
                       f"of this network (events in, counts out)."]
@@ -156,7 +186,7 @@ def plot(rows, path):
         return
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for board_name in sorted({r["board"] for r in rows}):
-        good = [r for r in rows if r["board"] == board_name and "error" not in r]
+        good = [r for r in rows if r["board"] == board_name and r["error"] is None]
         if not good:
             continue
         lanes = [r["lanes"] for r in good]

@@ -8,39 +8,70 @@ means over the measured steps: input spikes S, active synaptic operations A, the
 cycles and its budget (S plus one pass of ``ceil(C*H*W / 16)`` words), the accumulate cycles,
 the step interval, the lower bound of DESIGN.md section 7 (``max(A/L, S, N/U)``, U = L), their
 ratio, lane utilisation ``A / (L * accumulate cycles)``, and the dense baseline's interval on
-the same inputs and lanes with the speedup.
+the same inputs and lanes with the speedup, and the engine's own estimate (the engine
+contract's ``estimate_cycles``) with its error against the measured interval.
 
     python -m benchmarks.bench_conv [--quick] [--steps T] [-o DIR]
+
+The default run takes about 7 minutes on an idle 2-core machine, ``--quick`` about 1.
 
 The input is offered every cycle and the output is always ready; step 0 fills the pipeline and
 is not counted. The step interval is the time between the closing output events of consecutive
 steps: the stages of consecutive steps overlap, so this is what a step costs, as the next layer
 sees it. The output stream carries one event per cycle, so a step that fires more neurons than
 the bound's cycles is limited by its output; ``out_events`` shows when. Writes ``conv.json``
-and ``conv.png``.
+(with its provenance) and ``conv.png``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from amaranth.sim import Simulator
 
-from hdl import cycles
-from hdl.conv import CHUNK, Conv2dEngine, conv_work, plan_conv
-from models import bundle as bundle_io
-from models import golden
-from models.bundle import Bundle, InputSpec, Layer, Leak, Neuron
-from models.synth import random_weights
-
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_conv.py
+
+from benchmarks.provenance import PROVENANCE_KEYS, provenance, write_result  # noqa: E402
+from hdl import cycles  # noqa: E402
+from hdl.conv import CHUNK, Conv2dEngine, conv_work, plan_conv  # noqa: E402
+from models import bundle as bundle_io  # noqa: E402
+from models import golden  # noqa: E402
+from models.bundle import Bundle, InputSpec, Layer, Leak, Neuron  # noqa: E402
+from models.synth import random_weights  # noqa: E402
+
 CSNN = ROOT / "models" / "zoo" / "digits_csnn"
 DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+# What conv.json holds (checked before writing and by tests/test_benchmark_results.py); bump
+# SCHEMA when the layout changes.
+SCHEMA = 1
+SOURCES = ("hdl/*.py",)
+STEP_KEYS = {"spikes", "sops", "out_events", "compress_cycles", "compress_budget",
+             "accumulate_cycles", "interval", "lower_bound", "ratio", "utilisation",
+             "output_bound", "output_ratio", "work_bound", "estimate", "model_error",
+             "dense_sops", "dense_interval", "speedup"}
+# A point: the means of its steps' figures, and what the means do not say.
+POINT_KEYS = (STEP_KEYS - {"work_bound"}) | {
+    "work_bound_steps", "work_bound_utilisation", "work_bound_ratio",
+    "max_compress_over_budget", "model_error_worst", "density", "steps"}
+RESULT_KEYS = {
+    "": {"provenance", "source", "chunk", "steps_per_run", "bound", "layers", "csnn"},
+    "provenance": PROVENANCE_KEYS,
+    "layers/*": {"name", "in_shape", "out_shape", "kernel", "stride", "padding", "lanes",
+                 "weight_sparsity", "weight_bits_stored", "weight_entry_bits",
+                 "weight_index_bits", "weight_bits_dense", "points"},
+    "layers/*/points/*": POINT_KEYS | {"dense_measured_at"},
+    "layers/*/points/*/steps/*": STEP_KEYS,
+    "csnn/*": POINT_KEYS | {"name", "lanes", "samples"},
+    "csnn/*/steps/*": STEP_KEYS,
+}
 
 
 def random_conv(seed, *, cin, cout, size, kernel=3, stride=1, padding=1, sparsity=0.75,
@@ -87,8 +118,9 @@ def measure(layer, steps, *, lanes, dense=False):
     """Run ``steps`` (``[S_in-long 0/1 vectors]``, one sample) through the engine.
 
     Returns per step: spikes, sops, compressor cycles, the running total of accumulate-stage
-    busy cycles and the cycles at which the step's accumulation and sweep ended, after checking
-    every output event against the golden model.
+    busy cycles, the cycles at which the step's accumulation and sweep ended and the engine's
+    own estimate of the step (``estimate_cycles``), after checking every output event against
+    the golden model.
     """
     dut = Conv2dEngine(layer, lanes=lanes, dense=dense, counters=True)
     events = [[(int(a), 1) for a in np.flatnonzero(x)] or [(0, 0)] for x in steps]
@@ -152,9 +184,11 @@ def measure(layer, steps, *, lanes, dense=False):
                    or [(0, 0, 1)])
     if out != expect:
         raise SystemExit(f"{layer.name}: output differs from the golden model")
-    for st, s, at in zip(stats, spikes, closed_at):
+    _, estimate = dut.estimate_cycles(np.asarray(steps), [int(s.sum()) for s in spikes])
+    for st, s, at, est in zip(stats, spikes, closed_at, estimate):
         st["out_events"] = max(1, int(s.sum()))
         st["closed_at"] = at
+        st["estimate"] = int(est)
     return stats
 
 
@@ -187,6 +221,7 @@ def summarise(layer, steps, *, lanes, dense=None):
             "output_bound": max(bound, s["out_events"]),
             "output_ratio": interval / max(bound, s["out_events"]),
             "work_bound": math.ceil(s["sops"] / lanes) == bound,
+            "estimate": s["estimate"], "model_error": (s["estimate"] - interval) / interval,
             "dense_sops": d["sops"], "dense_interval": dense_interval,
             "speedup": dense_interval / interval,
         })
@@ -198,6 +233,7 @@ def summarise(layer, steps, *, lanes, dense=None):
     mean["work_bound_ratio"] = statistics.fmean(r["ratio"] for r in work) if work else None
     mean["max_compress_over_budget"] = max(r["compress_cycles"] - r["compress_budget"]
                                            for r in rows)
+    mean["model_error_worst"] = max(abs(r["model_error"]) for r in rows)
     return mean, rows, dense
 
 
@@ -212,8 +248,9 @@ def report(name, point):
           f"acc={point['accumulate_cycles']:6.1f} int={point['interval']:6.1f} "
           f"lb={point['lower_bound']:6.1f} ratio={point['ratio']:.2f} "
           f"(out {point['output_ratio']:.2f}) "
-          f"util={point['utilisation']:.2f} dense={point['dense_interval']:7.1f} "
-          f"x{point['speedup']:.1f}", flush=True)
+          f"util={point['utilisation']:.2f} est={point['estimate']:6.1f} "
+          f"(err {point['model_error']:+.1%}, worst {point['model_error_worst']:.1%}) "
+          f"dense={point['dense_interval']:7.1f} x{point['speedup']:.1f}", flush=True)
 
 
 def plot(results, path):
@@ -260,6 +297,7 @@ def main(argv=None):
                         metavar="DIR", help="folder for conv.json and conv.png "
                                             "(default: %(default)s)")
     args = parser.parse_args(argv)
+    prov = provenance(__file__, SOURCES, schema=SCHEMA, argv=argv)     # before measuring
     steps = 3 if args.quick else args.steps
     densities = (0.1, 0.3) if args.quick else DENSITIES
     rng = np.random.default_rng(0)
@@ -299,10 +337,11 @@ def main(argv=None):
             t0 = time.time()
             point, rows, dense = summarise(layer, random_steps(rng, layer.n_in, density, steps),
                                            lanes=lanes, dense=reuse)
+            point["dense_measured_at"] = density
             if once:
                 reuse = dense
-                point["dense_measured_at"] = entry["points"][0]["density"] \
-                    if entry["points"] else density
+                if entry["points"]:
+                    point["dense_measured_at"] = entry["points"][0]["density"]
             point["density"] = density
             point["steps"] = rows
             entry["points"].append(point)
@@ -320,8 +359,8 @@ def main(argv=None):
             report(layer.name + "*", point)
 
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "conv.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_result(out / "conv.json", results, provenance=prov,
+                 result_keys=RESULT_KEYS)
     plot(results, out / "conv.png")
     print(f"wrote {out / 'conv.json'} and {out / 'conv.png'}")
     return 0

@@ -8,25 +8,43 @@ ones, so the timed work is the real one.
 
     python -m benchmarks.bench_golden [--bundle DIR ...] [--repeats N] [-o FILE]
 
-Writes ``benchmarks/results/golden.json``. numpy only: no torch, no amaranth.
+Writes ``benchmarks/results/golden.json`` (with its provenance) in a few seconds. numpy
+only: no torch, no amaranth.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from models import bundle as bundle_io
-from models import golden
-
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_golden.py
+
+from benchmarks.provenance import PROVENANCE_KEYS, provenance, write_result  # noqa: E402
+from models import bundle as bundle_io  # noqa: E402
+from models import golden  # noqa: E402
+
 DEFAULT = [ROOT / "models" / "zoo" / "digits_mlp", ROOT / "models" / "zoo" / "digits_csnn"]
+
+# What golden.json holds (checked before writing and by tests/test_benchmark_results.py); bump
+# SCHEMA when the layout changes. The timed code is the golden model and the bundle reader.
+SCHEMA = 1
+SOURCES = ("hdl/*.py", "models/golden.py", "models/bundle.py")
+RESULT_KEYS = {
+    "": {"provenance", "machine", "results"},
+    "provenance": PROVENANCE_KEYS,
+    "machine": {"platform", "python", "numpy", "cpus", "load_average"},
+    "results/*": {"bundle", "samples", "steps", "neurons", "median_seconds", "min_seconds",
+                  "repeats", "events_to_dense_seconds", "samples_per_second", "accuracy",
+                  "spikes_per_inference"},
+}
 
 
 def bench(path, repeats):
@@ -73,6 +91,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, not {args.repeats}")
+    prov = provenance(__file__, SOURCES, schema=SCHEMA, argv=argv)     # before measuring
     paths = [Path(p) for p in args.bundle] if args.bundle else [p for p in DEFAULT if p.is_dir()]
     results = []
     for path in paths:
@@ -85,12 +104,12 @@ def main(argv=None):
               f"{r['median_seconds']:.3f} s (min {r['min_seconds']:.3f} s, {args.repeats} runs), "
               f"{r['samples_per_second']:.0f} samples/s, accuracy {100 * r['accuracy']:.2f}%")
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    write_result(out, {
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "numpy": np.__version__, "cpus": os.cpu_count(),
                     "load_average": list(os.getloadavg())},
-        "results": results}, indent=2) + "\n")
+        "results": results}, provenance=prov,
+        result_keys=RESULT_KEYS)
     print(f"wrote {out}")
     return 0
 
