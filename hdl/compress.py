@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .event import EventLayout
+from .lsb import clear_lowest, lowest_set_bit
 
 __all__ = ["SpikeWord", "SpikeCompressor", "compress_ref"]
 
@@ -59,7 +60,8 @@ class SpikeCompressor(wiring.Component):
     Parameters
     ----------
     width : :class:`int`
-        Spike bits per word (at most 16 keeps the find-first-set within one iCE40 cycle).
+        Spike bits per word (at most :data:`hdl.lsb.CHUNK` keeps the find-first-set within one
+        iCE40 cycle).
     n : :class:`int`
         Number of neurons; addresses ``>= n`` must never be set.
 
@@ -97,11 +99,7 @@ class SpikeCompressor(wiring.Component):
         pend_addr = Signal.like(self.o.p.addr)
         first_pending = Signal()
 
-        # Lowest set bit of the current word: a priority encoder, lowest index wins.
-        lsb = Signal(range(width))
-        for b in reversed(range(width)):
-            with m.If(w_bits[b]):
-                m.d.comb += lsb.eq(b)
+        lsb, spikes_left = lowest_set_bit(m, w_bits)        # the next spike of the word
         new_addr = (w_index * width + lsb)[:len(pend_addr)]
 
         out_free = ~self.o.valid | self.o.ready
@@ -109,7 +107,7 @@ class SpikeCompressor(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
 
         consumed = Signal()
-        with m.If(w_valid & (w_bits != 0)):
+        with m.If(w_valid & spikes_left):
             with m.If(~pend_valid | out_free):
                 with m.If(pend_valid):
                     m.d.sync += [
@@ -120,7 +118,7 @@ class SpikeCompressor(wiring.Component):
                         self.o.p.first.eq(first_pending),
                         first_pending.eq(0),
                     ]
-                rest = w_bits & (w_bits - 1)                    # clear the lowest set bit
+                rest = clear_lowest(w_bits)
                 m.d.sync += [
                     pend_valid.eq(1),
                     pend_addr.eq(new_addr),

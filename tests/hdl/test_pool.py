@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from amaranth import *
 
+from hdl.lsb import CHUNK
 from hdl.pool import SpikePool, pool_ref
 from models import golden
 from models.bundle import Layer
@@ -84,6 +85,62 @@ def test_short_steps_back_to_back():
     rng = random.Random(4)
     steps = [(t == 0, [(rng.randrange(layer.n_in), 1)] if t % 2 else []) for t in range(30)]
     assert rtl_pool(layer, steps, gap=0.0, stall=0.7) == ref_pool(layer, steps)
+
+
+def test_addresses_beyond_the_input_are_ignored():
+    layer = pool_layer(3, 7, 5, 2)                     # 105 inputs on 7 address bits
+    steps = random_steps(9, layer, 8)
+    rng = random.Random(9)
+    noisy = []
+    for first, events in steps:                        # five spikes beyond, anywhere (or last)
+        events = events + [(rng.randrange(layer.n_in, 128), 1) for _ in range(5)]
+        rng.shuffle(events)
+        noisy.append((first, events))
+    assert rtl_pool(layer, noisy, gap=0.2, stall=0.3) == ref_pool(layer, steps)
+
+
+def rtl_pool_timing(layer, steps, *, idle):
+    """Cycles at which each step's last event is taken and its closing event leaves.
+
+    The input is offered every cycle (after ``idle`` cycles), the output is always ready.
+    """
+    dut, taken, closed = SpikePool(layer), [], []
+    producer = step_producer(dut, steps, gap=0.0, seed=0)
+
+    async def delayed_producer(ctx):
+        for _ in range(idle):
+            await ctx.tick()
+        await producer(ctx)
+
+    async def monitor(ctx):
+        ctx.set(dut.o.ready, 1)
+        cycle = 0
+        while len(closed) < len(steps):
+            _, _, take, in_last, out, out_last = await ctx.tick().sample(
+                dut.i.valid & dut.i.ready, dut.i.p.last, dut.o.valid, dut.o.p.last)
+            cycle += 1
+            if take and in_last:
+                taken.append(cycle)
+            if out and out_last:
+                closed.append(cycle)
+
+    run_sim(dut, [delayed_producer, monitor], name="pool_timing",
+            watchdog_cycles=idle + 2 * sum(len(e) + layer.n_out for _, e in steps) + 100)
+    return taken, closed
+
+
+def test_latency_and_rate():
+    """The docstring's figures: a step's words reach the compressor eight cycles after its last
+    event (window map 3, bitmap 5), which then takes a cycle per spike or empty word and one to
+    close; steps whose events outnumber that pass arrive and leave one event per cycle."""
+    layer = pool_layer(4, 8, 8, 2)                     # 64 outputs: four 16-bit words
+    words = -(-layer.n_out // CHUNK)
+    # Four spikes into each of eight windows: 32 events, 8 output spikes, pass <= 8 + 4 + 1.
+    busy = [(y * 8 + x + 64 * c, 1) for c in range(2) for y in range(4) for x in range(4)]
+    steps = [(True, [(0, 1)])] + [(False, busy)] * 6
+    taken, closed = rtl_pool_timing(layer, steps, idle=20)   # bitmaps cleared by then
+    assert closed[0] - taken[0] == 3 + 5 + words + 1
+    assert [b - a for a, b in zip(closed[3:], closed[4:])] == [len(busy)] * 3
 
 
 @pytest.mark.slow
