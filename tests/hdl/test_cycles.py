@@ -35,8 +35,12 @@ def test_conv_estimate_terms():
 
 
 def test_pool_estimate_terms():
-    assert cycles.pool_estimate(100, out_size=128, out_events=5) == 100 + cycles.CONV_FILL
-    assert cycles.pool_estimate(3, out_size=128, out_events=20) == 20 + 8 + cycles.CONV_FILL
+    # Input-bound: one cycle per event.
+    assert cycles.pool_estimate(100, out_size=128, out_events=5) == 100
+    # An empty step: the compressor's 8 words (128 outputs / 16) and the close.
+    assert cycles.pool_estimate(0, out_size=128, out_events=0) == 8 + cycles.POOL_CLOSE
+    # Output-bound: one cycle per output spike, words with spikes cost nothing extra.
+    assert cycles.pool_estimate(16, out_size=128, out_events=16) == 16 + cycles.POOL_CLOSE
 
 
 @pytest.mark.parametrize("lanes", [1, 2, 3, 6])
