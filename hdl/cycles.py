@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "step_work", "lower_bound", "linear_estimate", "conv_lane_work", "conv_estimate",
     "pool_estimate", "Activity", "activity", "PIPELINE_LATENCY", "CONV_FILL", "CONV_LATENCY",
+    "POOL_CLOSE",
 ]
 
 # Cycles from the last event of a step entering a linear engine to its sweep starting: queue,
