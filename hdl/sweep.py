@@ -78,7 +78,8 @@ class NeuronSweep(wiring.Component):
     the leak of the previous potential and the current plus the bias; the sum with the reset;
     the clamp and the spike compare, the state write-back, and the word of spike bits
     ``(bits, index = r, end = (r == rows - 1), first)`` into a :class:`~hdl.queue.ReadQueue`,
-    :data:`LATENCY` cycles after the issue; ``o`` follows the stream rules.
+    :data:`LATENCY` cycles after the issue; ``o`` follows the stream rules. (Without the output
+    queue, see ``output_queue``, rows issue without credit and the words leave a register.)
 
     Throughput one row per cycle while ``o`` keeps up. The bank's currents have all been read
     when ``o_read`` carries row ``rows - 1``; ``i`` takes the next command from the cycle after
@@ -107,6 +108,11 @@ class NeuronSweep(wiring.Component):
     queue_depth : :class:`int`
         Spike words the output queue holds (default :func:`~hdl.queue.full_rate_depth` of
         :data:`LATENCY`: the fewest that keep one row per cycle).
+    output_queue : :class:`bool`
+        ``False``: no output queue, for a consumer that takes a word in every cycle (one that
+        has room for a whole sweep before it lets the sweep start). ``o`` is then
+        ``always_ready`` and each word leaves a register, :data:`LATENCY` + 1 cycles after its
+        row's issue as with the queue; rows issue one per cycle, without credit.
 
     Members
     -------
@@ -114,14 +120,15 @@ class NeuronSweep(wiring.Component):
     o_read : ``Out(stream.Signature(SweepRequest(rows), always_ready=True))``
     i_current : ``In(stream.Signature(ArrayLayout(signed(current_bits), width),
     always_ready=True))``
-    o : ``Out(stream.Signature(SpikeWord(width, rows)))``
+    o : ``Out(stream.Signature(SpikeWord(width, rows)))``, ``always_ready`` without the output
+        queue
 
     FIXME(amaranth-lang/amaranth#1574): ``verilog.convert`` cannot take this component as the
     top (the ``ready`` of an ``always_ready`` stream is a constant); build it inside another
     module, as the engines do.
     """
     def __init__(self, neuron, *, current_bits, rows, width, bias=None, live=None,
-                 queue_depth=None):
+                 queue_depth=None, output_queue=True):
         check_neuron(neuron)
         for name, value, lo in (("Current bits", current_bits, 2), ("Rows", rows, 1),
                                 ("Width", width, 1)):
@@ -148,6 +155,11 @@ class NeuronSweep(wiring.Component):
                 raise ValueError(f"Live must be {width} row counts from 0 to {rows}, "
                                  f"not {live!r}")
             live = counts
+        if not isinstance(output_queue, bool):
+            raise TypeError(f"Output queue must be a bool, not {output_queue!r}")
+        if queue_depth is not None and not output_queue:
+            raise ValueError(f"Queue depth must be None without the output queue, "
+                             f"not {queue_depth!r}")
         if queue_depth is None:
             queue_depth = full_rate_depth(LATENCY)
         if isinstance(queue_depth, bool) or not isinstance(queue_depth, int) or queue_depth < 1:
@@ -155,12 +167,13 @@ class NeuronSweep(wiring.Component):
         self._neuron, self._current_bits = neuron, current_bits
         self._rows, self._width, self._bias = rows, width, bias
         self._live, self._queue_depth = live or [rows] * width, queue_depth
+        self._output_queue = output_queue
         super().__init__({
             "i": In(stream.Signature(SweepCommand())),
             "o_read": Out(stream.Signature(SweepRequest(rows), always_ready=True)),
             "i_current": In(stream.Signature(data.ArrayLayout(signed(current_bits), width),
                                              always_ready=True)),
-            "o": Out(stream.Signature(SpikeWord(width, rows))),
+            "o": Out(stream.Signature(SpikeWord(width, rows), always_ready=not output_queue)),
         })
 
     @property
@@ -177,8 +190,13 @@ class NeuronSweep(wiring.Component):
         m = Module()
         neuron, cb, rows, width = self._neuron, self._current_bits, self._rows, self._width
 
-        m.submodules.words = words = ReadQueue(SpikeWord(width, rows), depth=self._queue_depth)
-        wiring.connect(m, words.o, wiring.flipped(self.o))
+        if self._output_queue:
+            m.submodules.words = words = ReadQueue(SpikeWord(width, rows),
+                                                   depth=self._queue_depth)
+            wiring.connect(m, words.o, wiring.flipped(self.o))
+            room = words.room
+        else:
+            room = 1                                 # the consumer takes every word
 
         # The row pipeline's bookkeeping, shifted along beside the neurons' data.
         runs = _bias_runs(self._bias, rows) if self._bias is not None else rows
@@ -197,9 +215,8 @@ class NeuronSweep(wiring.Component):
             m.d.sync += [active.eq(1), bank.eq(self.i.p.bank), first.eq(self.i.p.first),
                          zero.eq(self.i.p.first | fresh), fresh.eq(0), row.eq(0),
                          in_run.eq(0), run.eq(0)]
-        issue = active & words.room
+        issue = active & room
         m.d.comb += [
-            words.issue.eq(issue),
             self.o_read.valid.eq(issue), self.o_read.p.row.eq(row), self.o_read.p.bank.eq(bank),
             issue_ctrl.valid.eq(issue), issue_ctrl.row.eq(row), issue_ctrl.zero.eq(zero),
             issue_ctrl.first.eq(first), issue_ctrl.run.eq(run),
@@ -248,13 +265,18 @@ class NeuronSweep(wiring.Component):
                          st_wr.data.s.eq(spike), st_wr.en.eq(clamp.valid)]
             spikes.append(spike)
 
+        word = Signal(SpikeWord(width, rows))
         m.d.comb += [
-            words.i.valid.eq(clamp.valid),
-            words.i.p.bits.eq(Cat(*spikes)),
-            words.i.p.index.eq(clamp.row),
-            words.i.p.end.eq(clamp.row == rows - 1),
-            words.i.p.first.eq(clamp.first & (clamp.row == 0)),
+            word.bits.eq(Cat(*spikes)),
+            word.index.eq(clamp.row),
+            word.end.eq(clamp.row == rows - 1),
+            word.first.eq(clamp.first & (clamp.row == 0)),
         ]
+        if self._output_queue:
+            m.d.comb += [words.issue.eq(issue), words.i.valid.eq(clamp.valid),
+                         words.i.payload.eq(word)]
+        else:
+            m.d.sync += [self.o.valid.eq(clamp.valid), self.o.payload.eq(word)]
         return m
 
     def _bias_of(self, m, u, read, leak, runs):

@@ -27,9 +27,13 @@ def random_sweeps(rng, count, rows, width, cb):
             for _ in range(count)]
 
 
-def rtl_sweep(neuron, sweeps, *, rows, width, cb, bias=None, live=None, stall, gap, seed=0):
-    """A sweep against a stand-in accumulator that answers READ_LATENCY cycles later."""
-    dut = NeuronSweep(neuron, current_bits=cb, rows=rows, width=width, bias=bias, live=live)
+def rtl_sweep(neuron, sweeps, *, rows, width, cb, bias=None, live=None, stall, gap, seed=0,
+              output_queue=True):
+    """A sweep against a stand-in accumulator that answers READ_LATENCY cycles later.
+
+    Without the output queue ``o`` is always ready: the consumer samples it every cycle."""
+    dut = NeuronSweep(neuron, current_bits=cb, rows=rows, width=width, bias=bias, live=live,
+                      output_queue=output_queue)
     words, done = [], []
 
     async def commander(ctx):
@@ -57,7 +61,10 @@ def rtl_sweep(neuron, sweeps, *, rows, width, cb, bias=None, live=None, stall, g
     async def consumer(ctx):
         rng = random.Random(seed + 1)
         for _ in range(rows * len(sweeps)):
-            w = await stall_stream_get(ctx, dut.o, rng, stall)
+            if output_queue:
+                w = await stall_stream_get(ctx, dut.o, rng, stall)
+            else:
+                w, = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
             words.append((w.bits, w.index, w.end, w.first))
         done.append(True)
 
@@ -100,6 +107,51 @@ def test_bias_and_live(bias_kind, stall):
     assert all(not bits >> 2 & 1 for bits, *_ in expect)
     assert rtl_sweep(neuron, sweeps, rows=rows, width=width, cb=cb, bias=bias, live=live,
                      stall=stall, gap=0.2) == expect
+
+
+@pytest.mark.parametrize("name", NEURONS)
+@pytest.mark.parametrize("rows, width", [(1, 1), (3, 2), (7, 1)])
+@pytest.mark.parametrize("gap", [0.0, 0.4])
+def test_without_output_queue(name, rows, width, gap):
+    # The words leave a register for a consumer that takes one every cycle; same words.
+    neuron, cb = NEURONS[name], NEURONS[name].potential_bits + 1
+    rng = random.Random(f"noqueue-{name}-{rows}-{width}")
+    sweeps = random_sweeps(rng, 8, rows, width, cb)
+    bias = [[rng.randint(-5, 5) for _ in range(width)] for _ in range(rows)]
+    live = [rows - 1 if u else rows for u in range(width)]
+    expect = sweep_ref(neuron, sweeps, rows=rows, width=width, bias=bias, live=live)
+    assert rtl_sweep(neuron, sweeps, rows=rows, width=width, cb=cb, bias=bias, live=live,
+                     stall=0.0, gap=gap, output_queue=False) == expect
+
+
+def test_without_output_queue_timing():
+    # One row per cycle without credit, and each word LATENCY + 1 cycles after its issue, as
+    # the queue would give it to an always-ready consumer.
+    neuron, rows, width, cb = NEURONS["lif-subtract-shift"], 6, 2, 11
+    timing = {}
+    for output_queue in (True, False):
+        dut = NeuronSweep(neuron, current_bits=cb, rows=rows, width=width,
+                          output_queue=output_queue)
+        issued, emitted = [], []
+
+        async def testbench(ctx, dut=dut, issued=issued, emitted=emitted, queue=output_queue):
+            if queue:
+                ctx.set(dut.o.ready, 1)
+            ctx.set(dut.i.valid, 1)
+            for cycle in range(40):
+                if ctx.get(dut.o_read.valid):
+                    issued.append(cycle)
+                if ctx.get(dut.o.valid):
+                    emitted.append(cycle)
+                await ctx.tick()
+
+        run_sim(dut, [testbench], watchdog_cycles=100)
+        timing[output_queue] = issued, emitted
+    issued, emitted = timing[False]
+    assert timing[True] == timing[False]
+    start = issued[0]
+    assert issued[:2 * rows] == [start + k * (rows + 1) + r for k in range(2) for r in range(rows)]
+    assert emitted[:rows] == [cycle + LATENCY + 1 for cycle in issued[:rows]]
 
 
 def test_live_rows():
@@ -224,6 +276,9 @@ def test_lane_converts_to_verilog():
     ({"live": [4, 5]}, ValueError, r"^Live must be 2 row counts from 0 to 4, not \[4, 5\]$"),
     ({"live": 4}, ValueError, r"^Live must be 2 row counts from 0 to 4, not 4$"),
     ({"queue_depth": 0}, TypeError, r"^Queue depth must be a positive integer, not 0$"),
+    ({"output_queue": 1}, TypeError, r"^Output queue must be a bool, not 1$"),
+    ({"output_queue": False, "queue_depth": 6}, ValueError,
+     r"^Queue depth must be None without the output queue, not 6$"),
 ])
 def test_wrong_parameters(kwargs, exc, message):
     params = {"neuron": Neuron(), "current_bits": 8, "rows": 4, "width": 2, **kwargs}
