@@ -3,7 +3,7 @@
 An engine that collects a step's events in a bitmap first turns each input address into the
 bit it sets: the convolution engine's position-major order (input ``(c, y, x)`` is bit
 ``(y * W + x) * C + c``), the pool's window (input ``(c, y, x)`` sets output
-``(c, y // k, x // k)``). Such maps are divisions by constants (:func:`hdl.conv.const_divmod`)
+``(c, y // k, x // k)``). Such maps are divisions by constants (:func:`hdl.divmod.const_divmod`)
 and products: too long for one cycle, so :class:`IndexMap` registers after every stage, and
 the event's value and framing ride along.
 """

@@ -7,7 +7,7 @@ import pytest
 from amaranth import *
 from amaranth.sim import Simulator
 
-from hdl.conv import Conv2dEngine, const_divmod, conv_work, plan_conv
+from hdl.conv import Conv2dEngine, conv_work, plan_conv
 from models import golden
 from models.bundle import Bundle, InputSpec, Layer, Leak, Neuron
 from models.synth import random_weights
@@ -346,26 +346,6 @@ def test_stored_bits_properties():
     assert engine.weight_bits_dense == 8 * 4 * 9 * 6
     assert engine.weight_bits_stored == engine.plan.entry_bits + engine.plan.record_bits
     assert engine.weight_bits_stored < engine.weight_bits_dense
-
-
-@pytest.mark.parametrize("divisor, max_value", [(1, 20), (3, 200), (7, 1000), (16, 300),
-                                                (25, 783), (49, 4095)])
-def test_const_divmod(divisor, max_value):
-    value = Signal(range(max_value + 1))
-    q, r = const_divmod(value, divisor, max_value)
-    got = []
-
-    async def bench(ctx):
-        for v in range(max_value + 1):
-            ctx.set(value, v)
-            got.append((ctx.get(q), ctx.get(r)))
-
-    m = Module()
-    m.d.comb += Signal().eq(q + r)
-    sim = Simulator(m)
-    sim.add_testbench(bench)
-    sim.run()
-    assert got == [divmod(v, divisor) for v in range(max_value + 1)]
 
 
 def _layer(**kw):
