@@ -49,6 +49,7 @@ __all__ = [
     "ConvTally",
     "SpikeDecoder",
     "conv_work",
+    "decode_ref",
     "plan_conv",
     "taps",
 ]
@@ -311,6 +312,31 @@ class ConvTally(wiring.Component):
             st.sweep_cycles.eq(st.sweep_cycles + (sweeps != 0)),
         ]
         return m
+
+
+def decode_ref(layer, plan, bit, value, *, dense=False):
+    """Reference: the :class:`ConvSpike` fields :class:`SpikeDecoder` makes of input ``bit``.
+
+    ``bit`` is position-major (``(y * W + x) * C + c``). Returns a :class:`dict` without
+    ``bank`` and ``end`` (the framing), with ``hits = 0`` for a zero value (outside the dense
+    baseline) or a spike without targets inside the output; then the other fields are
+    whatever the hardware computes and are not compared.
+    """
+    cin, h, w = layer.in_shape
+    _, ho, wo = layer.out_shape
+    k, s, p = layer.kernel, layer.stride, layer.padding
+    pos, c = divmod(bit, cin)
+    y, x = divmod(pos, w)
+    (by, ry), (bx, rx) = divmod(y + p, s), divmod(x + p, s)
+    ny, nx = taps(k, s, ry), taps(k, s, rx)
+    qy0, qy1 = max(0, by - (ho - 1)), min(by, ny - 1)
+    qx0, qx1 = max(0, bx - (wo - 1)), min(bx, nx - 1)
+    hits = bool(value or dense) and ny > 0 and nx > 0 and qy0 <= qy1 and qx0 <= qx1
+    if not hits:
+        return {"hits": 0}
+    return {"rec": c * len(plan.phases) + plan.phases.index((ry, rx)), "qy0": qy0,
+            "qy1": qy1, "qx0": qx0, "qx_end": qx1 + 1, "tgt": by * wo + bx, "value": value,
+            "hits": 1}
 
 
 class SpikeDecoder(wiring.Component):

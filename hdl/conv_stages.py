@@ -27,7 +27,7 @@ from .queue import WORD_QUEUE_DEPTH, ReadQueue
 from .sweep import SweepCommand
 
 __all__ = ["ConvSpike", "StepBanks", "SpikeBroadcast", "KernelScatter", "ChannelPacker",
-           "SEGMENT_QUEUE_DEPTH"]
+           "SEGMENT_QUEUE_DEPTH", "scatter_ref", "pack_ref"]
 
 #: Segments (kernel rows of a spike) a lane's row stage may queue ahead of its entry stage.
 #: A segment leaves when the entry stage starts it, so while the entry stage walks one segment
@@ -59,6 +59,46 @@ class ConvSpike(data.StructLayout):
             "hits": unsigned(1),
             "end": unsigned(1),
         })
+
+
+def scatter_ref(plan, lane, spike, *, width, positions):
+    """Reference: the operations ``(addr, delta)`` lane ``lane`` issues for ``spike``, in order.
+
+    ``spike`` is a :class:`dict` of :class:`ConvSpike` fields; ``width`` and ``positions`` are
+    ``Wo`` and ``Ho * Wo``. Rows ascending, then entries ascending (columns, then channels).
+    """
+    if not spike["hits"]:
+        return []
+    record, ops = plan.records[lane][spike["rec"]], []
+    for qy in range(spike["qy0"], spike["qy1"] + 1):
+        for entry in range(record[qy][spike["qx0"]], record[qy][spike["qx_end"]]):
+            weight, local, qx = plan.entries[lane][entry]
+            ops.append((spike["tgt"] - qy * width + local * positions - qx,
+                        weight * spike["value"]))
+    return ops
+
+
+def pack_ref(channels, positions, sweeps):
+    """Reference: the words :class:`ChannelPacker` emits for ``sweeps`` ``[(first, rows)]``.
+
+    ``rows[r][j]`` is the spike of lane ``j``'s neuron ``r``. Returns ``[(bits, index, end,
+    first)]`` as :class:`~hdl.compress.SpikeWord` fields, channel after channel.
+    """
+    words_out = -(-positions // CHUNK)
+    owner = {k: (j, local) for j, chans in enumerate(channels) for local, k in enumerate(chans)}
+    n_words = len(owner) * words_out
+    words = []
+    for first, rows in sweeps:
+        for k in range(len(owner)):
+            j, local = owner[k]
+            for w in range(words_out):
+                spread = range(w * CHUNK, min(positions, (w + 1) * CHUNK))
+                bits = sum(rows[local * positions + pos][j] << (pos - w * CHUNK)
+                           for pos in spread)
+                index = k * words_out + w
+                words.append((bits, index, int(index == n_words - 1),
+                              int(bool(first) and index == 0)))
+    return words
 
 
 class StepBanks(wiring.Component):
@@ -199,6 +239,12 @@ class SpikeBroadcast(wiring.Component):
     o : ``Out(stream.Signature(shape)).array(readers)``
     """
     def __init__(self, shape, *, depth, readers):
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2:
+            raise TypeError(f"Depth must be an integer of at least 2, not {depth!r}")
+        if depth & (depth - 1):
+            raise ValueError(f"Depth must be a power of two, not {depth}")
+        if isinstance(readers, bool) or not isinstance(readers, int) or readers < 1:
+            raise TypeError(f"Readers must be a positive integer, not {readers!r}")
         self._shape, self._depth = shape, depth
         super().__init__({
             "i": In(stream.Signature(shape)),
@@ -270,6 +316,8 @@ class KernelScatter(wiring.Component):
         A spike or an operation is in this lane (the input queue's head included).
     """
     def __init__(self, plan, lane, *, spike, width, positions, current_bits):
+        if lane not in range(plan.lanes):
+            raise ValueError(f"Lane must be one of the plan's {plan.lanes} lanes, not {lane!r}")
         self._plan, self._lane, self._spike = plan, lane, spike
         self._width, self._positions = width, positions
         depth = plan.local_channels * positions
