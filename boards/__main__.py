@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from gen.cli import OneLineParser, float_arg, int_arg
+from gen.cli import OneLineParser, check_bundle_options, float_arg, int_arg, lanes_arg
 
 from .top import BOARDS
 
@@ -43,8 +43,10 @@ def build_parser():
                      help="seed of the random layer, and first place-and-route seed (retries "
                           "take K+1, K+2, ...) (default: %(default)s)")
     hw = b.add_argument_group("hardware")
-    hw.add_argument("--lanes", type=int_arg(1, 16), default=1, metavar="L",
-                    help="accumulate lanes (default: %(default)s)")
+    hw.add_argument("--lanes", type=lanes_arg(1, 16), default=1, metavar="L[,L...]",
+                    help="accumulate lanes: one number for every layer (capped at a "
+                         "convolution's output channels), or one per neuron layer, e.g. 2,1 "
+                         "(default: %(default)s)")
     hw.add_argument("--clock", type=float_arg(1.0, 400.0), metavar="MHZ",
                     help="clock to build for, tried with up to 3 place-and-route seeds; a PLL "
                          "makes it from the oscillator (default: automatic, a clock that meets "
@@ -158,6 +160,7 @@ def _cmd_build(args, parser):
         if args.steps is None:
             args.steps = 16
         bundle = _random_bundle(args)
+    check_bundle_options(parser, bundle, lanes=args.lanes)
     if args.bundle is None:
         from models.bundle import save
         save(bundle, args.output / "bundle")

@@ -2,7 +2,11 @@
 
 :class:`HostLink` is everything a board top holds besides clocks and pins, so the same gateware
 is built for a board and cosimulated from its Verilog (``rx``/``tx`` are its only I/O).
+:func:`reply_plan` is the byte layout its replies are sent from, and :class:`SkidBuffer` the
+register slice between its event buffer and the accelerator.
 """
+import functools
+
 from amaranth import *
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -12,7 +16,8 @@ from . import protocol
 from .protocol import COUNT_BITS, RESULT_HEAD, Command, Error, Reply
 from .uart import MIN_DIVISOR, UARTRx, UARTTx
 
-__all__ = ["HostLink", "check_accelerator", "crc8_next"]
+__all__ = ["HostLink", "ReplyKind", "SkidBuffer", "check_accelerator", "crc8_next",
+           "reply_plan"]
 
 
 def crc8_next(crc, byte):
@@ -75,6 +80,88 @@ class ReplyKind(enum.Enum, shape=2):
     RESULT = 3
 
 
+def reply_plan(info, n_out):
+    """The bytes of every reply up to its spike counts: ``{ReplyKind: [entry, ...]}``.
+
+    An entry is a constant byte (:class:`int`) or ``(field, k)``, byte ``k`` (little-endian) of
+    a value the link holds: ``committed`` (LOADED), ``verdict`` and ``command`` (ERROR),
+    ``class``, ``steps`` and ``cycles`` (RESULT). A RESULT reply goes on with the ``n_out`` spike
+    counts (two bytes each), and every reply ends with its CRC-8. ``info`` is the
+    :class:`hdl.protocol.Info` the INFO reply carries.
+    """
+    def header(code, length):
+        return [protocol.SYNC_REPLY, int(code), length & 0xFF, length >> 8]
+
+    def field(name, size):
+        return [(name, k) for k in range(size)]
+
+    return {
+        ReplyKind.INFO: header(Reply.INFO, protocol.INFO_LENGTH) + list(info.pack()),
+        ReplyKind.LOADED: header(Reply.LOADED, 2) + field("committed", 2),
+        ReplyKind.ERROR: header(Reply.ERROR, 2) + field("verdict", 1) + field("command", 1),
+        ReplyKind.RESULT: (header(Reply.RESULT, RESULT_HEAD + 2 * n_out) + field("class", 2)
+                           + field("steps", 2) + field("cycles", 4)),
+    }
+
+
+class SkidBuffer(wiring.Component):
+    """Register slice whose ``i.ready`` is a register: no combinational path crosses it.
+
+    ``o`` is driven from a register. A transfer on ``i`` while ``o`` stalls lands in a second
+    (skid) register and ``i.ready`` falls; it rises again the cycle after ``o`` has taken the
+    skid register's payload. Latency 1, throughput one transfer per cycle; nothing is dropped or
+    reordered. ``o.ready`` reaches only the enables of the two registers, and ``i.ready``
+    depends on nothing but the skid register's valid bit.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        The payload.
+
+    Members
+    -------
+    i : ``In(stream.Signature(shape))``
+    o : ``Out(stream.Signature(shape))``
+    """
+    def __init__(self, shape):
+        try:
+            Shape.cast(shape)
+        except TypeError:
+            raise TypeError(f"Shape must be shape-castable, not {shape!r}") from None
+        self._shape = shape
+        super().__init__({
+            "i": In(stream.Signature(shape)),
+            "o": Out(stream.Signature(shape)),
+        })
+
+    @property
+    def shape(self):
+        """The payload's shape."""
+        return self._shape
+
+    def elaborate(self, platform):
+        m = Module()
+        skid = Signal(self._shape)
+        skid_valid = Signal()
+        m.d.comb += self.i.ready.eq(~skid_valid)
+        with m.If(~self.o.valid | self.o.ready):
+            # The output register is free or drains now: refill it, from the skid slot first.
+            m.d.sync += [self.o.valid.eq(skid_valid | self.i.valid), skid_valid.eq(0)]
+            with m.If(skid_valid):
+                m.d.sync += self.o.payload.eq(skid)
+            with m.Else():
+                m.d.sync += self.o.payload.eq(self.i.payload)
+        with m.Elif(self.i.valid & ~skid_valid):
+            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+        return m
+
+
+def _byte(value, k):
+    """Byte ``k`` of ``value``, little-endian, zero beyond its width."""
+    value = Value.cast(value)
+    return value[8 * k:8 * k + 8] if 8 * k < len(value) else C(0, 8)
+
+
 class HostLink(wiring.Component):
     """Accelerator behind a UART: load a sample's events, run it, return counts and cycles.
 
@@ -86,7 +173,14 @@ class HostLink(wiring.Component):
     output neuron; the buffer is empty afterwards. The cycle count runs from the cycle of the
     sample's first input transfer to the cycle of the last output transfer of its last step,
     both included. One frame is handled at a time: bytes that arrive while a frame is being
-    answered are lost, so the host waits for each reply.
+    answered are dropped, so the host waits for each reply.
+
+    Widths. A sample holds at most ``capacity`` events, so it has at most ``capacity`` steps
+    (each is closed by an event with ``last``), and a neuron spikes at most once per step: the
+    step and spike counters are ``range(capacity + 1)`` wide, zero-extended into their 16-bit
+    protocol fields. The cycle counter keeps the full 32 bits of its field (wrapping after
+    2**32 cycles): how long a sample runs is up to the accelerator, not bounded by anything the
+    link knows.
 
     Parameters
     ----------
@@ -167,265 +261,321 @@ class HostLink(wiring.Component):
                              self._capacity, self._clock_hz, self._ident)
 
     def elaborate(self, platform):
-        # One FSM runs the link: parse a frame (Idle .. Checksum), decide (Decide registers the
-        # verdict, Dispatch acts on it), run a sample if asked (Clear Counts, Run), then send the
-        # reply byte by byte (Reply Start / Fetch / Load / Send: a cycle for the counter memory's
-        # registered read, one to register the byte, then offer it). Decisions and bytes are
-        # registered a cycle ahead because the UART leaves plenty of cycles and the UP5K few
-        # nanoseconds. LOAD payload bytes are assembled into events and written to the event buffer
-        # as they arrive; `committed` marks the end of the last good LOAD, so a frame that fails its
-        # checksum or length check is rolled back. During Run the buffer's read port register is the
-        # accelerator's input register (its enable holds it under backpressure), and output spikes
-        # are counted in a memory with a read-modify-write pipeline whose read is transparent to the
-        # write one cycle ahead, so back-to-back spikes of one neuron (end of one step, start of the
-        # next) add up; the running argmax follows one stage behind.
+        # Three small state machines run the link, handing over through registered strobes:
+        # "parse" receives a frame (Idle .. Checksum) and waits in Handle until it is answered;
+        # "control" decides on it (Decide registers the verdict, Dispatch acts on it), runs a
+        # sample if asked (Clear Counts, Run) and has it answered; "reply" sends the answer. The
+        # parser and the reply move at UART speed, so every condition they branch on (the end of
+        # the payload, a full buffer, the timeout, the end of a run) is registered a cycle ahead,
+        # off the fast paths. Registers that are always written before they are read have no
+        # reset, so that a clear or a load of their own can use the flip-flop's reset pin.
+        #
+        # LOAD payload bytes are assembled into events and written to the event buffer as they
+        # arrive; `committed` marks the end of the last good LOAD and every frame starts writing
+        # there, so a frame that fails a check is simply not committed. During Run the buffer's
+        # read register is the first stage of the feed: it is refilled whenever it is empty or
+        # the skid buffer takes its event, decided from registers only, so the accelerator's
+        # `i.ready` stops at the skid buffer instead of reaching the RAM. Output spikes are
+        # counted in a memory with a read-modify-write pipeline whose read is transparent to the
+        # write one cycle ahead, so back-to-back spikes of one neuron (end of one step, start of
+        # the next) add up; the running argmax follows one stage behind, as one comparison of
+        # (count, inverted address) keys.
+        #
+        # A reply is sent byte by byte from `reply_plan`: a position counter selects a constant
+        # or a byte of a held value, then the counts are read from their memory, then the CRC.
+        # Each byte is registered in `tx_byte` before the UART takes it. The transmit CRC starts
+        # at the sync byte's own value: CRC-8 is linear, so the sync byte cancels out and the CRC
+        # covers code, length and payload as the protocol says.
         m = Module()
         m.submodules.uart_rx = urx = UARTRx(divisor=self._divisor)
         m.submodules.uart_tx = utx = UARTTx(divisor=self._divisor)
+        m.submodules.feed = feed = SkidBuffer(self._ev_layout)
         m.submodules.accelerator = acc = self._accelerator
+        wiring.connect(m, feed.o, acc.i)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
 
-        width = Shape.cast(self._ev_layout).width
         nbytes = self.event_bytes
         n_out, capacity = self._n_out, self._capacity
+        tally = Shape.cast(range(capacity + 1))        # steps and spike counts (see docstring)
+        addr_shape = Shape.cast(acc.o.p.addr.shape())
 
-        m.submodules.events = ev_mem = memory.Memory(shape=width, depth=capacity, init=[])
+        m.submodules.events = ev_mem = memory.Memory(shape=self._ev_layout, depth=capacity,
+                                                     init=[])
         ev_wr = ev_mem.write_port()
         ev_rd = ev_mem.read_port()
-        m.submodules.counts = cnt_mem = memory.Memory(shape=COUNT_BITS, depth=n_out, init=[])
+        m.submodules.counts = cnt_mem = memory.Memory(shape=tally, depth=n_out, init=[])
         cnt_wr = cnt_mem.write_port()
         cnt_rd = cnt_mem.read_port(transparent_for=(cnt_wr,))
 
-        byte = urx.o.payload
-        got = urx.o.valid & urx.o.ready
+        # A register that is always written before it is read needs no reset.
+        register = functools.partial(Signal, reset_less=True)
 
-        # Frame being parsed.
-        cmd = Signal(8)
-        length = Signal(16)
-        remaining = Signal(16)
-        crc = Signal(8)
-        crc_ok = Signal()
-        lane = Signal(range(nbytes))
-        ev_shift = Signal(8 * nbytes)
-        quiet = Signal(range(self._timeout + 1))
-        timed_out = Signal()
+        # Received bytes are taken at once; outside a frame's parse they are dropped.
+        byte = urx.o.payload
+        got = urx.o.valid
+        m.d.comb += urx.o.ready.eq(1)
+
+        # Frame being parsed, and the strobes that pass it on and close it.
+        cmd = register(8)
+        is_info = register()
+        is_load = register()
+        is_run = register()
+        is_read = register()
+        remaining = register(16)            # payload bytes still to come
+        one_left = register()               # registered `remaining == 1`
+        empty = register()                  # the frame has no payload
+        crc = register(8)
+        crc_ok = register()
+        lane = register(range(nbytes))      # byte of the event being assembled
+        lane_last = register()              # registered `lane == nbytes - 1`
+        ev_bytes = register(8 * (nbytes - 1))  # the event's bytes before its last
+        quiet = register(range(self._timeout + 1))
+        timed_out = register()              # registered `quiet == timeout`, no byte meanwhile
+        frame_timed_out = register()
+        framed = Signal()                   # strobe: a frame has ended (parse -> control)
+        send = Signal()                     # strobe: send the reply of `kind` (control -> reply)
+        replied = Signal()                  # strobe: the reply is out (reply -> parse, control)
+        verdict = register(3)               # 0, or the frame's error code
 
         # Event buffer.
-        wptr = Signal(range(capacity + 1))
+        wptr = register(range(capacity + 1))
         committed = Signal(range(capacity + 1))
-        overflow = Signal()
-        frame_steps = Signal(COUNT_BITS)
-        frame_last = Signal()
-        total_steps = Signal(COUNT_BITS)
-        first_ok = Signal()
-        last_ok = Signal()
+        at_start = register()               # registered `wptr == 0`
+        full = register()                   # registered `wptr == capacity`
+        write_due = register()              # the next LOAD byte completes an event that fits
+        overflow = register()
+        first_ok = Signal()                 # the buffer's first event has `first`
+        frame_last = register()             # the frame's last event has `last`
+        last_ok = Signal()                  # the buffer's last event has `last`
 
         # Run and its result.
-        rptr = Signal(range(capacity + 1))
-        feed_valid = Signal()
-        started = Signal()
-        stopped = Signal()
-        cycles = Signal(32)
-        steps_out = Signal(COUNT_BITS)
-        steps_left = Signal(COUNT_BITS)
-        last_step = Signal()
-        s1_valid = Signal()
-        s1_addr = Signal(len(acc.o.p.addr))
-        s2_valid = Signal()
-        s2_addr = Signal(len(acc.o.p.addr))
-        s2_count = Signal(COUNT_BITS)
-        best = Signal(COUNT_BITS)
-        best_idx = Signal(COUNT_BITS)
-        have_result = Signal()
+        start_run = Signal()                # strobe: a RUN starts (first cycle of Clear Counts)
         running = Signal()
+        rptr = register(range(capacity + 1))
+        read_valid = Signal()               # the read register holds an event for the feed
+        read_done = register()              # the last event has been read
+        steps_in = register(tally)          # steps that entered the feed
+        steps_out = register(tally)         # steps the accelerator closed
+        done = Signal()
         finished = Signal()
-        clear_addr = Signal(range(n_out))
+        counting = Signal()
+        cycles = register(32)
+        have_result = Signal()
+        # The argmax key: among equal counts the lower address has the larger `rank`, so one
+        # unsigned comparison gives the class, ties to the lowest index (models.golden.predict).
+        # The best key is held inverted: `key > best` is then the carry out of `key + best_inv`,
+        # a plain carry chain from two registers.
+        key_layout = data.StructLayout({"rank": addr_shape, "count": tally})
+        s1_valid = Signal()
+        s1_addr = register(addr_shape)
+        s2_valid = Signal()
+        s2_key = register(key_layout)
+        best_inv = register(key_layout)
+        cnt_addr = Signal(range(n_out))     # Clear Counts and the reply walk the counts
 
         # Reply being sent.
-        kind = Signal(ReplyKind)
-        reply_len = Signal(16)
-        last_error = Signal()
-        m.d.comb += self.error.eq(last_error)
-
-        is_info, is_load, is_run, is_read = Signal(), Signal(), Signal(), Signal()
-        verdict = Signal(8)                 # 0, or the error code of the frame
-        parsing = Signal()
-        with m.If(parsing & ~got):
-            m.d.sync += quiet.eq(quiet + 1)
-        with m.Else():
-            m.d.sync += quiet.eq(0)
-        m.d.comb += timed_out.eq(parsing & (quiet == self._timeout))
-
-        # Reply: header, payload, checksum. Counters walk the reply instead of one byte index,
-        # so no byte select needs an adder or a wide comparison.
-        head = Signal(64)
-        with m.Switch(kind):
-            with m.Case(ReplyKind.LOADED):
-                m.d.comb += head.eq(committed)
-            with m.Case(ReplyKind.ERROR):
-                m.d.comb += head.eq(Cat(verdict, cmd))
-            with m.Case(ReplyKind.RESULT):
-                m.d.comb += head.eq(Cat(best_idx, steps_out, cycles))
-        info_word = Const(int.from_bytes(self.info.pack(), "little"), 8 * protocol.INFO_LENGTH)
-        codes = Array([Const(Reply.INFO, 8), Const(Reply.LOADED, 8), Const(Reply.ERROR, 8),
-                       Const(Reply.RESULT, 8)])
-        section = Signal(2)                 # 0 header, 1 payload, 2 checksum
-        k = Signal(2)                       # header byte
-        p = Signal(16)                      # payload byte
-        p_left = Signal(16)                 # payload bytes after this one
-        in_counts = Signal()                # RESULT: past the fixed fields, into the counts
-        cnt_addr = Signal(range(n_out))
+        kind = register(ReplyKind)
+        plan = reply_plan(self.info, n_out)
+        pos = Signal(range(max(len(entries) for entries in plan.values())))
         cnt_hi = Signal()
-        tx_crc = Signal(8)
-        tx_byte = Signal(8)                 # the byte, registered a cycle before it is sent
-        header = Array([Const(protocol.SYNC_REPLY, 8), codes[kind.as_value()], reply_len[:8],
-                        reply_len[8:]])
-        fields = Signal(64)                 # `head`, loaded at Reply Start, shifted per byte
-        use_info = Signal()
-        is_result = Signal()
-        payload_byte = Signal(8)
-        with m.If(use_info):
-            m.d.comb += payload_byte.eq(info_word.word_select(p[:4], 8))
-        with m.Elif(in_counts):
-            m.d.comb += payload_byte.eq(Mux(cnt_hi, cnt_rd.data[8:], cnt_rd.data[:8]))
+        tx_byte = register(8)
+        tx_valid = Signal()
+        tx_crc = Signal(8, init=protocol.SYNC_REPLY)
+
+        # Receive CRC over the bytes of a frame after its sync byte (Idle clears it), the
+        # silence counter, and the parser's conditions a cycle ahead.
+        with m.If(got):
+            m.d.sync += [crc.eq(crc8_next(crc, byte)), quiet.eq(0)]
         with m.Else():
-            m.d.comb += payload_byte.eq(fields[:8])
-        out_byte = Signal(8)
-        with m.Switch(section):
-            with m.Case(0):
-                m.d.comb += out_byte.eq(header[k])
-            with m.Case(1):
-                m.d.comb += out_byte.eq(payload_byte)
-            with m.Default():
-                m.d.comb += out_byte.eq(tx_crc)
+            m.d.sync += quiet.eq(quiet + 1)
+        m.d.sync += [timed_out.eq((quiet == self._timeout) & ~got),
+                     one_left.eq(remaining == 1),
+                     at_start.eq(wptr == 0), full.eq(wptr == capacity),
+                     lane_last.eq(lane == nbytes - 1),
+                     write_due.eq(is_load & (lane == nbytes - 1) & (wptr != capacity)),
+                     framed.eq(0), send.eq(0), replied.eq(0), start_run.eq(0)]
 
-        sizes = Array([Const(protocol.INFO_LENGTH, 16), Const(2, 16), Const(2, 16),
-                       Const(RESULT_HEAD + 2 * n_out, 16)])
+        # Feed: the read register, refilled from registers alone, then the skid buffer.
+        take = ~read_valid | feed.i.ready
+        m.d.comb += [ev_rd.addr.eq(rptr), ev_rd.en.eq(take),
+                     feed.i.valid.eq(read_valid), feed.i.payload.eq(ev_rd.data)]
+        with m.If(start_run):
+            m.d.sync += [rptr.eq(0), read_valid.eq(0), read_done.eq(0)]
+        with m.Elif(running & take):
+            m.d.sync += read_valid.eq(~read_done)
+            with m.If(~read_done):
+                m.d.sync += [rptr.eq(rptr + 1), read_done.eq(rptr + 1 == committed)]
+        with m.If(start_run):
+            m.d.sync += steps_in.eq(0)
+        with m.Elif(feed.i.valid & feed.i.ready & ev_rd.data.last):
+            m.d.sync += steps_in.eq(steps_in + 1)
+        # Every event has left the buffer and the accelerator has closed every step it took,
+        # registered: true from the second cycle after the last output transfer.
+        with m.If(start_run):
+            m.d.sync += done.eq(0)
+        with m.Else():
+            m.d.sync += done.eq(read_done & ~read_valid & (steps_out == steps_in))
 
-        def reply(what):
-            # The walk counters and `tx_crc` are zero between replies: Reply Send leaves them so.
-            m.d.sync += kind.eq(what)
-            m.next = "Reply Start"
+        # Cycle count: `counting` rises the cycle after the first input transfer and falls after
+        # the first cycle of `done`, two cycles after the last output transfer; counted from -1
+        # that is exactly the first-to-last transfer span, both included.
+        m.d.sync += counting.eq((counting | (acc.i.valid & acc.i.ready)) & ~done)
+        with m.If(start_run):
+            m.d.sync += cycles.eq(-1)
+        with m.Elif(counting):
+            m.d.sync += cycles.eq(cycles + 1)
 
-        # The run itself, enabled by a register of its own rather than the FSM's state decode.
-        with m.If(running):
-            # Feed: the read port's register is the input register.
-            m.d.comb += [acc.i.valid.eq(feed_valid), acc.i.payload.eq(ev_rd.data)]
-            with m.If(~feed_valid | acc.i.ready):
-                more = rptr != committed
-                m.d.comb += [ev_rd.en.eq(1), ev_rd.addr.eq(rptr)]
-                m.d.sync += [feed_valid.eq(more), rptr.eq(rptr + more)]
-            with m.Else():
-                m.d.comb += ev_rd.en.eq(0)
-            fire_in = acc.i.valid & acc.i.ready
+        # Take every output event; count spikes per neuron and the running argmax.
+        m.d.comb += acc.o.ready.eq(running)
+        fire_out = acc.o.valid & running
+        m.d.comb += cnt_rd.addr.eq(Mux(running, acc.o.p.addr, cnt_addr))
+        m.d.sync += [s1_valid.eq(fire_out & acc.o.p.spike), s1_addr.eq(acc.o.p.addr)]
+        count = (cnt_rd.data + 1)[:tally.width]
+        with m.If(s1_valid):
+            m.d.comb += [cnt_wr.addr.eq(s1_addr), cnt_wr.data.eq(count), cnt_wr.en.eq(1)]
+        m.d.sync += [s2_valid.eq(s1_valid), s2_key.rank.eq(~s1_addr), s2_key.count.eq(count)]
+        beats_best = (s2_key.as_value() + best_inv.as_value())[-1]
+        with m.If(start_run):
+            m.d.sync += [best_inv.rank.eq(0), best_inv.count.eq(-1)]
+        with m.Elif(s2_valid & beats_best):
+            m.d.sync += best_inv.eq(~s2_key.as_value())
+        with m.If(start_run):
+            m.d.sync += steps_out.eq(0)
+        with m.Elif(fire_out & acc.o.p.last):
+            m.d.sync += steps_out.eq(steps_out + 1)
+        m.d.sync += finished.eq(running & done & ~s1_valid & ~s2_valid)
 
-            # Take every output event; count spikes per neuron and the running argmax.
-            m.d.comb += acc.o.ready.eq(1)
-            fire_out = acc.o.valid
-            m.d.comb += cnt_rd.addr.eq(acc.o.p.addr)
-            m.d.sync += [s1_valid.eq(fire_out & acc.o.p.spike), s1_addr.eq(acc.o.p.addr)]
-            count = (cnt_rd.data + 1)[:COUNT_BITS]
-            with m.If(s1_valid):
-                m.d.comb += [cnt_wr.addr.eq(s1_addr), cnt_wr.data.eq(count), cnt_wr.en.eq(1)]
-            # The argmax runs one stage later, on registered counts, off the RAM's path.
-            m.d.sync += [s2_valid.eq(s1_valid), s2_count.eq(count), s2_addr.eq(s1_addr)]
-            with m.If(s2_valid):
-                # Ties go to the lowest index, as models.golden.predict.
-                with m.If((s2_count > best) | ((s2_count == best) & (s2_addr < best_idx))):
-                    m.d.sync += [best.eq(s2_count), best_idx.eq(s2_addr)]
-            # `last_step`: the step now leaving is the sample's last (a down counter keeps the
-            # comparison off the output path).
-            with m.If(fire_out & acc.o.p.last):
-                m.d.sync += [steps_out.eq(steps_out + 1), steps_left.eq(steps_left - 1),
-                             last_step.eq(steps_left == 2)]
-                with m.If(last_step):
-                    m.d.sync += stopped.eq(1)
-            with m.If((started | fire_in) & ~stopped):
-                m.d.sync += cycles.eq(cycles + 1)
-            m.d.sync += [started.eq(started | fire_in),
-                         finished.eq(stopped & ~s1_valid & ~s2_valid)]
+        # The reply byte at `pos` of `reply_plan`, and whether it is the last before the counts:
+        # the constant bytes as a small ROM, each held value's byte through a select of its own,
+        # all decoded into registers a cycle ahead. That is early enough: `pos` moves when a byte
+        # is registered and the next one is registered at least two cycles later, after the UART
+        # took this one; `kind` is set a cycle before the reply starts, and its first byte, the
+        # sync byte, is the same for every kind.
+        values = {"committed": committed, "verdict": verdict, "command": cmd,
+                  "class": best_inv.rank, "steps": steps_out, "cycles": cycles}
+        # Bytes of held values beyond their width are zero: constants, like the ROM's.
+        held = [entry for entries in plan.values() for entry in entries
+                if not isinstance(entry, int) and 8 * entry[1] < len(Value.cast(values[entry[0]]))]
+        plan_const = register(8)
+        plan_last = register()
+        plan_sel = register(len(held))
+        m.d.sync += [plan_const.eq(0), plan_last.eq(0), plan_sel.eq(0)]
+        with m.Switch(kind):
+            for what, entries in plan.items():
+                with m.Case(what):
+                    with m.Switch(pos):
+                        for index, entry in enumerate(entries):
+                            with m.Case(index):
+                                if isinstance(entry, int):
+                                    m.d.sync += plan_const.eq(entry)
+                                elif entry in held:
+                                    m.d.sync += plan_sel[held.index(entry)].eq(1)
+                                m.d.sync += plan_last.eq(index == len(entries) - 1)
+        plan_byte = plan_const
+        for index, (name, k) in enumerate(held):
+            plan_byte = plan_byte | Mux(plan_sel[index], _byte(values[name], k), 0)
+        count_byte = Mux(cnt_hi, _byte(cnt_rd.data, 1), _byte(cnt_rd.data, 0))
 
-        with m.FSM():
+        # The UART takes `tx_byte`; every byte sent goes into the CRC.
+        m.d.comb += [utx.i.valid.eq(tx_valid), utx.i.payload.eq(tx_byte)]
+        with m.If(utx.i.valid & utx.i.ready):
+            m.d.sync += [tx_valid.eq(0), tx_crc.eq(crc8_next(tx_crc, tx_byte))]
+
+        with m.FSM(name="parse"):
+            def end_frame(timeout):
+                m.d.sync += [framed.eq(1), frame_timed_out.eq(timeout)]
+                m.next = "Handle"
+
             with m.State("Idle"):
-                m.d.comb += urx.o.ready.eq(1)
+                m.d.sync += crc.eq(0)
                 with m.If(got & (byte == protocol.SYNC_REQUEST)):
-                    m.d.sync += crc.eq(0)
                     m.next = "Command"
 
-            for state, target in (("Command", "Length Low"), ("Length Low", "Length High")):
-                with m.State(state):
-                    m.d.comb += [urx.o.ready.eq(1), parsing.eq(1)]
-                    with m.If(got):
-                        m.d.sync += crc.eq(crc8_next(crc, byte))
-                        if state == "Command":
-                            m.d.sync += [cmd.eq(byte), is_info.eq(byte == Command.INFO),
-                                         is_load.eq(byte == Command.LOAD),
-                                         is_run.eq(byte == Command.RUN),
-                                         is_read.eq(byte == Command.READ)]
-                        else:
-                            m.d.sync += length[:8].eq(byte)
-                        m.next = target
-                    with m.Elif(timed_out):
-                        m.next = "Timed Out"
+            with m.State("Command"):
+                with m.If(got):
+                    m.d.sync += [cmd.eq(byte), is_info.eq(byte == Command.INFO),
+                                 is_load.eq(byte == Command.LOAD),
+                                 is_run.eq(byte == Command.RUN),
+                                 is_read.eq(byte == Command.READ)]
+                    m.next = "Length Low"
+                with m.Elif(timed_out):
+                    end_frame(timeout=1)
+
+            with m.State("Length Low"):
+                with m.If(got):
+                    m.d.sync += remaining[:8].eq(byte)
+                    m.next = "Length High"
+                with m.Elif(timed_out):
+                    end_frame(timeout=1)
 
             with m.State("Length High"):
-                m.d.comb += [urx.o.ready.eq(1), parsing.eq(1)]
-                full = Cat(length[:8], byte)
                 with m.If(got):
-                    m.d.sync += [crc.eq(crc8_next(crc, byte)), length[8:].eq(byte),
-                                 remaining.eq(full), lane.eq(0), overflow.eq(0),
-                                 frame_steps.eq(0), wptr.eq(committed)]
-                    with m.If(full == 0):
-                        m.next = "Checksum"
-                    with m.Else():
-                        m.next = "Payload"
+                    m.d.sync += [remaining[8:].eq(byte),
+                                 empty.eq((remaining[:8] == 0) & (byte == 0)), lane.eq(0),
+                                 overflow.eq(0), wptr.eq(committed)]
+                    m.next = "Length Check"
                 with m.Elif(timed_out):
-                    m.next = "Timed Out"
+                    end_frame(timeout=1)
+
+            with m.State("Length Check"):
+                # A cycle to branch on the registered length (no byte comes this soon).
+                with m.If(empty):
+                    m.next = "Checksum"
+                with m.Else():
+                    m.next = "Payload"
 
             with m.State("Payload"):
-                m.d.comb += [urx.o.ready.eq(1), parsing.eq(1)]
-                word = Cat(ev_shift[8:], byte)
-                event = data.View(self._ev_layout, word[:width])
+                word = Cat(ev_bytes, byte)
+                event = data.View(self._ev_layout, word[:Shape.cast(self._ev_layout).width])
                 with m.If(got):
-                    m.d.sync += [crc.eq(crc8_next(crc, byte)), remaining.eq(remaining - 1),
-                                 ev_shift.eq(word)]
-                    with m.If(cmd == Command.LOAD):
-                        with m.If(lane == nbytes - 1):
+                    m.d.sync += remaining.eq(remaining - 1)
+                    if nbytes > 1:
+                        m.d.sync += ev_bytes.eq(word[8:])
+                    with m.If(is_load):
+                        with m.If(lane_last):
                             m.d.sync += lane.eq(0)
-                            with m.If(wptr == capacity):
+                            with m.If(full):
                                 m.d.sync += overflow.eq(1)
-                            with m.Else():
-                                m.d.comb += [ev_wr.addr.eq(wptr), ev_wr.data.eq(word[:width]),
-                                             ev_wr.en.eq(1)]
-                                m.d.sync += [wptr.eq(wptr + 1),
-                                             frame_steps.eq(frame_steps + event.last),
-                                             frame_last.eq(event.last)]
-                                with m.If(wptr == 0):
-                                    m.d.sync += first_ok.eq(event.first)
                         with m.Else():
                             m.d.sync += lane.eq(lane + 1)
-                    with m.If(remaining == 1):
+                    with m.If(write_due):
+                        m.d.comb += [ev_wr.addr.eq(wptr), ev_wr.data.eq(event), ev_wr.en.eq(1)]
+                        m.d.sync += [wptr.eq(wptr + 1), frame_last.eq(event.last)]
+                        with m.If(at_start):
+                            m.d.sync += first_ok.eq(event.first)
+                    with m.If(one_left):
                         m.next = "Checksum"
                 with m.Elif(timed_out):
-                    m.next = "Timed Out"
+                    end_frame(timeout=1)
 
             with m.State("Checksum"):
-                m.d.comb += [urx.o.ready.eq(1), parsing.eq(1)]
                 with m.If(got):
                     m.d.sync += crc_ok.eq(byte == crc)
-                    m.next = "Decide"
+                    end_frame(timeout=0)
                 with m.Elif(timed_out):
-                    m.next = "Timed Out"
+                    end_frame(timeout=1)
 
-            with m.State("Timed Out"):
-                m.d.sync += wptr.eq(committed)
-                m.d.sync += verdict.eq(Error.TIMEOUT)
-                reply(ReplyKind.ERROR)
+            with m.State("Handle"):
+                with m.If(replied):
+                    m.next = "Idle"
+
+        with m.FSM(name="control"):
+            def reply(what):
+                m.d.sync += [kind.eq(what), send.eq(1)]
+                m.next = "Reply"
+
+            with m.State("Idle"):
+                with m.If(framed):
+                    m.next = "Decide"
 
             with m.State("Decide"):
-                # The frame's verdict, in order of precedence, registered for Dispatch.
-                length_ok = Mux(is_load, (length != 0) & (lane == 0), length == 0)
-                with m.If(~crc_ok):
+                # The frame's verdict, in order of precedence, registered for Dispatch. A buffer
+                # with a committed frame has `last_ok` from that frame, so an empty buffer fails
+                # `last_ok` too.
+                length_ok = Mux(is_load, ~empty & (lane == 0), empty)
+                with m.If(frame_timed_out):
+                    m.d.sync += verdict.eq(Error.TIMEOUT)
+                with m.Elif(~crc_ok):
                     m.d.sync += verdict.eq(Error.CRC)
                 with m.Elif(~(is_info | is_load | is_run | is_read)):
                     m.d.sync += verdict.eq(Error.COMMAND)
@@ -433,7 +583,7 @@ class HostLink(wiring.Component):
                     m.d.sync += verdict.eq(Error.LENGTH)
                 with m.Elif(is_load & overflow):
                     m.d.sync += verdict.eq(Error.OVERFLOW)
-                with m.Elif(is_run & ((committed == 0) | ~first_ok | ~last_ok)):
+                with m.Elif(is_run & ~(first_ok & last_ok)):
                     m.d.sync += verdict.eq(Error.SAMPLE)
                 with m.Elif(is_read & ~have_result):
                     m.d.sync += verdict.eq(Error.NO_RESULT)
@@ -443,81 +593,71 @@ class HostLink(wiring.Component):
 
             with m.State("Dispatch"):
                 with m.If(verdict != 0):
-                    with m.If(is_load):
-                        m.d.sync += wptr.eq(committed)
                     reply(ReplyKind.ERROR)
                 with m.Elif(is_info):
                     reply(ReplyKind.INFO)
                 with m.Elif(is_load):
-                    m.d.sync += [committed.eq(wptr), last_ok.eq(frame_last),
-                                 total_steps.eq(total_steps + frame_steps)]
+                    m.d.sync += [committed.eq(wptr), last_ok.eq(frame_last)]
                     reply(ReplyKind.LOADED)
                 with m.Elif(is_run):
-                    m.d.sync += [clear_addr.eq(0), rptr.eq(0), feed_valid.eq(0),
-                                 started.eq(0), stopped.eq(0), cycles.eq(0),
-                                 steps_out.eq(0), steps_left.eq(total_steps),
-                                 last_step.eq(total_steps == 1), best.eq(0), best_idx.eq(0)]
+                    m.d.sync += start_run.eq(1)
+                    m.d.sync += self.busy.eq(1)
                     m.next = "Clear Counts"
                 with m.Else():
                     reply(ReplyKind.RESULT)
 
             with m.State("Clear Counts"):
-                m.d.comb += [self.busy.eq(1), cnt_wr.addr.eq(clear_addr), cnt_wr.data.eq(0),
-                             cnt_wr.en.eq(1)]
-                m.d.sync += clear_addr.eq(clear_addr + 1)
-                with m.If(clear_addr == n_out - 1):
-                    m.d.sync += running.eq(1)
+                m.d.comb += [cnt_wr.addr.eq(cnt_addr), cnt_wr.data.eq(0), cnt_wr.en.eq(1)]
+                m.d.sync += cnt_addr.eq(cnt_addr + 1)
+                with m.If(cnt_addr == n_out - 1):
+                    m.d.sync += [cnt_addr.eq(0), running.eq(1)]
                     m.next = "Run"
 
             with m.State("Run"):
-                m.d.comb += self.busy.eq(1)
                 with m.If(finished):
-                    m.d.sync += [running.eq(0), finished.eq(0), have_result.eq(1),
-                                 committed.eq(0), wptr.eq(0), total_steps.eq(0),
-                                 first_ok.eq(0), last_ok.eq(0)]
+                    m.d.sync += [running.eq(0), self.busy.eq(0), have_result.eq(1),
+                                 committed.eq(0), first_ok.eq(0), last_ok.eq(0)]
                     reply(ReplyKind.RESULT)
 
-            with m.State("Reply Start"):
-                size = sizes[kind.as_value()]
-                m.d.sync += [reply_len.eq(size), p_left.eq(size - 1), fields.eq(head),
-                             use_info.eq(kind == ReplyKind.INFO),
-                             is_result.eq(kind == ReplyKind.RESULT)]
-                m.next = "Reply Fetch"
+            with m.State("Reply"):
+                with m.If(replied):
+                    m.next = "Idle"
 
-            with m.State("Reply Fetch"):
-                m.d.comb += cnt_rd.addr.eq(cnt_addr)
-                m.next = "Reply Load"
+        with m.FSM(name="reply"):
+            with m.State("Idle"):
+                with m.If(send):
+                    m.next = "Fixed"
 
-            with m.State("Reply Load"):
-                m.d.comb += cnt_rd.addr.eq(cnt_addr)
-                m.d.sync += tx_byte.eq(out_byte)
-                m.next = "Reply Send"
+            with m.State("Fixed"):
+                with m.If(~tx_valid):
+                    m.d.sync += [tx_byte.eq(plan_byte), tx_valid.eq(1), pos.eq(pos + 1)]
+                    with m.If(plan_last):
+                        m.d.sync += pos.eq(0)
+                        with m.If(kind == ReplyKind.RESULT):
+                            m.next = "Counts"
+                        with m.Else():
+                            m.next = "Checksum"
 
-            with m.State("Reply Send"):
-                m.d.comb += [utx.i.valid.eq(1), utx.i.payload.eq(tx_byte)]
-                with m.If(utx.i.ready):
-                    m.next = "Reply Fetch"
-                    with m.If((section != 0) | (k != 0)):
-                        m.d.sync += tx_crc.eq(crc8_next(tx_crc, tx_byte))
-                    with m.Switch(section):
-                        with m.Case(0):
-                            m.d.sync += k.eq(k + 1)
-                            with m.If(k == 3):
-                                m.d.sync += section.eq(1)      # every reply has a payload
-                        with m.Case(1):
-                            m.d.sync += [p.eq(p + 1), p_left.eq(p_left - 1),
-                                         fields.eq(fields >> 8),
-                                         in_counts.eq(in_counts |
-                                                      (is_result & (p[:3] == RESULT_HEAD - 1)))]
-                            with m.If(in_counts):
-                                m.d.sync += cnt_hi.eq(~cnt_hi)
-                                with m.If(cnt_hi):
-                                    m.d.sync += cnt_addr.eq(cnt_addr + 1)
-                            with m.If(p_left == 0):
-                                m.d.sync += section.eq(2)
-                        with m.Default():
-                            m.d.sync += [section.eq(0), k.eq(0), p.eq(0), in_counts.eq(0),
-                                         cnt_addr.eq(0), cnt_hi.eq(0), tx_crc.eq(0),
-                                         last_error.eq(kind == ReplyKind.ERROR)]
-                            m.next = "Idle"
+            with m.State("Counts"):
+                # The counts memory is read at `cnt_addr`, which moves on as a byte is registered;
+                # the next byte is registered after the UART took this one, two cycles later.
+                with m.If(~tx_valid):
+                    m.d.sync += [tx_byte.eq(count_byte), tx_valid.eq(1), cnt_hi.eq(~cnt_hi)]
+                    with m.If(cnt_hi):
+                        m.d.sync += cnt_addr.eq(cnt_addr + 1)
+                        with m.If(cnt_addr == n_out - 1):
+                            m.d.sync += cnt_addr.eq(0)
+                            m.next = "Checksum"
+
+            with m.State("Checksum"):
+                with m.If(~tx_valid):
+                    m.d.sync += [tx_byte.eq(tx_crc), tx_valid.eq(1)]
+                    m.next = "End"
+
+            with m.State("End"):
+                # Sending the CRC byte returned `tx_crc` to zero; start the next reply's at sync.
+                with m.If(~tx_valid):
+                    m.d.sync += [tx_crc.eq(protocol.SYNC_REPLY), replied.eq(1),
+                                 self.error.eq(kind == ReplyKind.ERROR)]
+                    m.next = "Idle"
         return m

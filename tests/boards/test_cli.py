@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import boards.build
 from boards.__main__ import main
 from models import golden
 from models.bundle import save
@@ -39,6 +40,10 @@ def bundle_dir(tmp_path):
      r"argument --sparsity: must be in \[0\.0, 1\.0\), not 1\.5"),
     (["build", "--neurons", "0"], r"argument --neurons: must be in \[1, 4096\], not 0"),
     (["build", "--neurons", "8", "--lanes", "x"], r"argument --lanes: must be an integer, not 'x'"),
+    (["build", "--neurons", "8", "--lanes", "2,0"],
+     r"argument --lanes: must be in \[1, 16\], not 0"),
+    (["build", "--neurons", "8", "--lanes", "2,1"],
+     r"--lanes must give one number or one per neuron layer \(1\), not 2$"),
     (["build", "--neurons", "8", "--variant", "85F"],
      r"--variant applies to ulx3s, not icebreaker"),
     (["build", "--neurons", "8", "--flash"], r"--flash needs --program"),
@@ -166,3 +171,37 @@ def test_build_that_misses_even_at_the_oscillator_fails_in_one_line(tmp_path, mo
                           "met even at the 12 MHz oscillator; 7 attempts: 48.00 MHz seed 1 ")
     assert re.search(r"^bitstream   none written$", out, re.MULTILINE)
     assert not (tmp_path / "snn_board.bin").exists()
+
+
+@pytest.fixture
+def mlp_dir(tmp_path):
+    """A two-layer bundle (two neuron layers) with test vectors."""
+    bundle = random_linear_bundle(n_in=8, n_out=4, sparsity=0.5, seed=3, steps=3, layers=2,
+                                  hidden=6)
+    events = random_events(np.random.default_rng(3), samples=2, steps=3, n_in=8, density=0.3)
+    bundle.vectors = golden.make_vectors(bundle, events, 2)
+    return save(bundle, tmp_path / "mlp")
+
+
+def test_build_takes_lanes_per_neuron_layer(mlp_dir, tmp_path, monkeypatch, capsys):
+    fake_builds(monkeypatch, lambda clock, seed: 60.0)
+    inner, seen = boards.build._build_once, []
+
+    def spy(bundle, *args, lanes, **kwargs):
+        seen.append(lanes)
+        return inner(bundle, *args, lanes=lanes, **kwargs)
+    monkeypatch.setattr(boards.build, "_build_once", spy)
+    out = tmp_path / "out"
+    assert main(["build", "--bundle", str(mlp_dir), "--lanes", "2,1", "-q", "-o", str(out)]) == 0
+    assert seen == [[2, 1]]
+    assert json.loads((out / "report.json").read_text())["lanes"] == [2, 1]
+    assert re.search(r"lanes \[2, 1\]$", capsys.readouterr().out, re.MULTILINE)
+
+
+def test_build_lanes_must_match_the_neuron_layers(mlp_dir, tmp_path, monkeypatch, capsys):
+    calls = fake_builds(monkeypatch, lambda clock, seed: 60.0)
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--bundle", str(mlp_dir), "--lanes", "1,1,1", "-o", str(tmp_path)])
+    assert exc.value.code == 2 and calls == []
+    assert capsys.readouterr().err == ("python -m boards build: error: --lanes must give one "
+                                       "number or one per neuron layer (2), not 3\n")
