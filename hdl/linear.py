@@ -3,25 +3,48 @@ import math
 
 import numpy as np
 from amaranth import *
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from models.bundle import Layer
 from models.golden import current_bits
 
-from .compress import SpikeCompressor, SpikeWord
+from .accumulator import BankedAccumulator, SweepRequest
+from .bitmap import EventBitmap
+from .compress import SpikeCompressor
 from .cycles import activity, linear_estimate, lower_bound
 from .event import EngineCounters, EventLayout
-from .neuron import check_neuron, neuron_clamp, neuron_leak, neuron_sum
+from .lane import LinearLane
+from .lsb import CHUNK
+from .neuron import check_neuron
+from .queue import ReadQueue, full_rate_depth
+from .sweep import NeuronSweep, SweepCommand, live_rows
 from .weights import FORMATS, bitmap_bits, choose_format, csr_bits, dense_bits, pack_linear
 
-__all__ = ["LinearEngine", "check_bool", "check_int", "value_max"]
+__all__ = ["LinearEngine", "StepSequencer", "DenseInputs", "check_bool", "check_int",
+           "default_queue_depth", "value_max"]
+
+#: Events the input queue holds: two let a transfer in every cycle while its room, a register,
+#: counts the one leaving (hdl.queue.ReadQueue with reads of latency 0).
+INPUT_SLOTS = 2
 
 
 def value_max(shape):
     """Largest magnitude an input value of ``shape`` can have."""
     shape = Shape.cast(shape)
     return 2 ** (shape.width - 1) if shape.signed else 2 ** shape.width - 1
+
+
+def default_queue_depth(lanes):
+    """Events a lane queues by default: three for one lane, more as lanes must even out.
+
+    A lane alone needs three rows queued to walk one row per cycle (the row memory's read is
+    in flight while two wait: :func:`hdl.queue.full_rate_depth`); lanes that share the events
+    need room to run ahead of each other: eight matched the step intervals of the engine's
+    former 8-deep FIFOs at 8 and 16 lanes (``benchmarks/bench_lanes.py``, 256 x 256 layer),
+    where six and four lost up to 2 %.
+    """
+    return min(8, max(full_rate_depth(1), 2 * lanes))
 
 
 def check_int(name, value, lo):
@@ -73,8 +96,9 @@ class LinearEngine(wiring.Component):
     dense : :class:`bool`
         Dense baseline: buffer the step's inputs, then visit every input and every weight
         (zeros included) on the same lanes. Forces ``fmt="dense"``.
-    fifo_depth : :class:`int`
+    fifo_depth : :class:`int` or ``None``
         Events each lane can queue; deeper queues even out the lanes' work between events.
+        Default :func:`default_queue_depth` of the lanes.
     updates : :class:`int` or ``None``
         Neuron updates per cycle ``U`` of the sweep: ``L`` times a power of two (each lane's
         neurons are split into ``U / L`` sub-banks, swept in parallel). Default ``L``.
@@ -93,7 +117,7 @@ class LinearEngine(wiring.Component):
     :meth:`work` and :meth:`estimate_cycles`.
     """
     def __init__(self, layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=False,
-                 fifo_depth=8, updates=None, counters=False):
+                 fifo_depth=None, updates=None, counters=False):
         if not isinstance(layer, Layer) or layer.kind != "linear":
             raise TypeError(f"Layer must be a models.bundle.Layer of kind 'linear', "
                             f"not {layer!r:.80}")
@@ -103,6 +127,8 @@ class LinearEngine(wiring.Component):
         except TypeError:
             raise TypeError(f"Value shape must be a shape, not {value_shape!r}") from None
         check_int("Lanes", lanes, 1)
+        if fifo_depth is None:
+            fifo_depth = default_queue_depth(lanes)
         check_int("FIFO depth", fifo_depth, 2)
         if lanes > 16:
             raise ValueError(f"Lanes must be at most 16, not {lanes}")
@@ -225,449 +251,234 @@ class LinearEngine(wiring.Component):
                     np.array([act.density * row_sops.sum()]))
         return np.count_nonzero(act.active, axis=1), act.active.astype(np.int64) @ row_sops
 
+    @property
+    def rows(self):
+        """Rows of the neuron sweep: ``ceil(n_out / updates)``, one per sweep cycle."""
+        return -(-self._packed.bank_size // (self._updates // self._lanes))
+
     def elaborate(self, platform):
+        # Input -> step sequencer -> L lanes (each: event queue, row reader, walker, weight
+        # reader) -> L banked accumulators -> neuron sweep -> spike compressor -> output.
+        #
+        # Lane k owns neurons j = p * L + k (p: its local index). The sweep reads U = L * sub
+        # neurons per cycle: accumulator k keeps its currents in sub sub-banks (p = row * sub
+        # + s), and column s * L + k of the sweep is its sub-bank s, so the sweep's neuron
+        # row * U + s * L + k is (row * sub + s) * L + k: exactly lane k's neuron p.
         m = Module()
         layer, pw, lanes = self._layer, self._packed, self._lanes
-        neuron = layer.neuron
-        bank = pw.bank_size
-        cb, pbits = self._current_bits, neuron.potential_bits
-        vshape = self._value_shape
-        bias = layer.bias_vector()
-        # Each lane's bank is split into `sub` sub-banks (local post p -> sub-bank p % sub, row
-        # p // sub) so that the sweep reads U = L * sub neurons per cycle.
-        sub = self._updates // lanes
-        sub_bits = sub.bit_length() - 1
-        sdepth = -(-bank // sub)
-        width = lanes * sub
+        vshape, cb, rows, width = self._value_shape, self._current_bits, self.rows, self._updates
+        sub = width // lanes
+        depth = rows * sub                           # currents per bank, padded to full rows
 
-        # Queued work carries the current bank it accumulates into, so the next step can enter
-        # the lanes while the previous one is still draining.
-        event_layout = data.StructLayout({"addr": self.i.p.addr.shape(), "value": vshape,
-                                          "bank": unsigned(1)})
-        row_fields = {"start": unsigned(pw.start_bits), "count": unsigned(pw.count_bits)}
-        if pw.fmt == "bitmap":
-            row_fields["chunk0"] = unsigned(pw.chunk_width)
-        row_layout = data.StructLayout(row_fields)
-        cw, nchunks = pw.chunk_width, pw.chunks_per_row
-        entry_fields = {"weight": signed(pw.weight_bits)}
-        if pw.fmt == "csr":
-            entry_fields["post"] = unsigned(pw.post_bits)
-        entry_layout = data.StructLayout(entry_fields)
-        state_layout = data.StructLayout({"u": signed(pbits), "s": unsigned(1)})
-
-        # Step control, shared by all lanes.
-        j = Signal(range(sdepth + 1))               # sweep / clear row of the sub-banks
-        clearing = Signal()
-        fresh = Signal()                            # the step being accumulated opens a sample
-        sel = Signal()                              # current bank new events accumulate into
-        pend = Signal(2)                            # per bank: a closed step waits for the sweep
-        pend_fresh = Signal(2)                      # per bank: that step opens a sample
-        next_sweep = Signal()                       # bank of the oldest closed step
-        sweep_busy = Signal()
-        sweep_bank = Signal()                       # the bank the sweep reads and clears
-        sweep_fresh = Signal()                      # the step being swept opens a sample
-        start_sweep = Signal()
-        # New events may go into bank `sel` only once its previous step has been swept.
-        bank_free = ~pend.bit_select(sel, 1) & ~(sweep_busy & (sweep_bank == sel))
-        sw1_valid, sw2_valid, sw3_valid, sw4_valid = Signal(), Signal(), Signal(), Signal()
-        sw1_j, sw2_j, sw3_j, sw4_j = (Signal.like(j) for _ in range(4))
-        issue_sweep = Signal()
-
-        m.submodules.compressor = comp = SpikeCompressor(width=width, n=layer.n_out)
-        word_depth = 10
-        word = SpikeWord(width, sdepth)
-        m.submodules.words = words = fifo.SyncFIFOBuffered(
-            width=Shape.cast(word).width, depth=word_depth)
-        m.d.comb += [
-            comp.i.valid.eq(words.r_rdy),
-            comp.i.payload.eq(words.r_data),
-            words.r_en.eq(comp.i.ready),
-        ]
-        wiring.connect(m, comp.o, wiring.flipped(self.o))
-
-        push = Signal()                              # broadcast an event to the lanes
-        push_data = Signal(event_layout)
-        lane_ready = []
-        lane_drained = []
-        lane_sops = []
-        spike_bits = [[None] * lanes for _ in range(sub)]
-
-        for k in range(lanes):
-            lane = pw.lane_data[k]
-            # Event queue of this lane.
-            q = fifo.SyncFIFOBuffered(width=Shape.cast(event_layout).width,
-                                      depth=self._fifo_depth)
-            m.submodules[f"queue{k}"] = q
-            m.d.comb += [q.w_en.eq(push), q.w_data.eq(push_data)]
-            lane_ready.append(q.w_rdy)
-            q_data = event_layout(q.r_data)
-
-            # Row stage: (start, count) of the event's row.
-            p_valid = Signal(name=f"p_valid{k}")
-            p_value = Signal(vshape, name=f"p_value{k}")
-            p_addr = Signal.like(q_data.addr, name=f"p_addr{k}")
-            p_bank = Signal(name=f"p_bank{k}")
-            take = Signal(name=f"take{k}")
-            advance = ~p_valid | take
-            m.d.comb += q.r_en.eq(advance)
-            with m.If(advance):
-                m.d.sync += [p_valid.eq(q.r_rdy), p_value.eq(q_data.value),
-                             p_addr.eq(q_data.addr), p_bank.eq(q_data.bank)]
-            if pw.fmt == "dense":
-                start = (p_addr * bank)[:pw.start_bits]
-                count = Const(bank, pw.count_bits)
-            else:
-                rows = memory.Memory(shape=row_layout, depth=pw.n_in, init=[
-                    {"start": s, "count": c, **({"chunk0": lane.chunks[i][0]}
-                                                if pw.fmt == "bitmap" else {})}
-                    for i, (s, c) in enumerate(lane.rows)])
-                m.submodules[f"rows{k}"] = rows
-                rows_rd = rows.read_port()
-                m.d.comb += [rows_rd.addr.eq(q_data.addr), rows_rd.en.eq(advance)]
-                start, count = rows_rd.data.start, rows_rd.data.count
-
-            # Iterate stage: one entry read per cycle.
-            entries = memory.Memory(
-                shape=entry_layout, depth=pw.entry_depth,
-                init=[({"post": p, "weight": w} if pw.fmt == "csr" else {"weight": w})
-                      for p, w in lane.entries])
-            m.submodules[f"entries{k}"] = entries
-            ent_rd = entries.read_port()
-            cur = Signal(range(pw.entry_depth + 1), name=f"cur{k}")
-            rem = Signal(range(bank + 1), name=f"rem{k}")
-            it_value = Signal(vshape, name=f"it_value{k}")
-            it_idx = Signal(range(bank + 1), name=f"it_idx{k}")
-            f_valid = Signal(name=f"f_valid{k}")
-            f_value = Signal(vshape, name=f"f_value{k}")
-            f_idx = Signal(range(bank + 1), name=f"f_idx{k}")
-            it_bank, f_bank = Signal(name=f"it_bank{k}"), Signal(name=f"f_bank{k}")
-            if pw.fmt == "bitmap":
-                # The bank's posts of the current row come from its bitmap, one set bit per
-                # cycle (lowest first); the next chunk is always fetched one ahead.
-                bm = Signal(cw, name=f"bm{k}")
-                ci = Signal(range(nchunks + 1), name=f"ci{k}")
-                cur_row = Signal.like(p_addr, name=f"cur_row{k}")
-                lsb = Signal(range(cw), name=f"lsb{k}")
-                for b in reversed(range(cw)):
-                    with m.If(bm[b]):
-                        m.d.comb += lsb.eq(b)
-                if nchunks > 1:
-                    bitmap = memory.Memory(
-                        shape=unsigned(cw), depth=pw.n_in * (nchunks - 1),
-                        init=[c for chunks in lane.chunks for c in chunks[1:]])
-                    m.submodules[f"bitmap{k}"] = bitmap
-                    bm_rd = bitmap.read_port()
-                    m.d.comb += bm_rd.en.eq(0)
-                    next_chunk = bm_rd.data
-                    # Chunk c >= 1 of row r lives at r * (chunks - 1) + c - 1. Both addresses a
-                    # fetch can need are registers, so the decision logic only drives a mux:
-                    # chunk 1 of the queued row (p_base) or the current row's next chunk.
-                    p_base = Signal(range(bitmap.depth + 1), name=f"p_base{k}")
-                    nxt = Signal(range(bitmap.depth + 1), name=f"nxt{k}")
-                    with m.If(advance):
-                        m.d.sync += p_base.eq(q_data.addr * (nchunks - 1))
-
-                    def fetch(row, c, bm_rd=bm_rd, p_base=p_base, nxt=nxt):
-                        if c == 1:                              # a new row: chunk 1 of it
-                            m.d.comb += [bm_rd.en.eq(1), bm_rd.addr.eq(p_base)]
-                            m.d.sync += nxt.eq(p_base + 1)
-                        else:                                   # the current row's next chunk
-                            m.d.comb += [bm_rd.en.eq(1), bm_rd.addr.eq(nxt)]
-                            m.d.sync += nxt.eq(nxt + 1)
-                else:
-                    next_chunk = Const(0, cw)
-
-                    def fetch(row, c):
-                        pass
-                can_emit = (rem != 0) & (bm != 0)
-            else:
-                can_emit = rem != 0
-            m.d.comb += take.eq(p_valid & ((rem == 0) | ((rem == 1) & can_emit)))
-            m.d.sync += f_valid.eq(0)
-            with m.If(can_emit):
-                m.d.comb += ent_rd.addr.eq(cur)
-                m.d.sync += [cur.eq(cur + 1), rem.eq(rem - 1), f_valid.eq(1),
-                             f_value.eq(it_value), f_idx.eq(it_idx), it_idx.eq(it_idx + 1),
-                             f_bank.eq(it_bank)]
-                if pw.fmt == "bitmap":
-                    rest = bm & (bm - 1)                        # clear the lowest set bit
-                    m.d.sync += [f_idx.eq(ci * cw + lsb), bm.eq(rest)]
-                    with m.If((rest == 0) & (rem > 1)):         # chunk done, row goes on
-                        m.d.sync += [bm.eq(next_chunk), ci.eq(ci + 1)]
-                        with m.If(ci + 2 < nchunks):
-                            fetch(cur_row, None)
-            if pw.fmt == "bitmap":
-                with m.Elif(rem != 0):                          # an empty chunk: skip it
-                    m.d.sync += [bm.eq(next_chunk), ci.eq(ci + 1)]
-                    with m.If(ci + 2 < nchunks):
-                        fetch(cur_row, None)
-                with m.If(take):
-                    m.d.sync += [cur.eq(start), rem.eq(count), it_value.eq(p_value),
-                                 bm.eq(rows_rd.data.chunk0), ci.eq(0), cur_row.eq(p_addr),
-                                 it_bank.eq(p_bank)]
-                    if nchunks > 1:
-                        fetch(p_addr, 1)
-            else:
-                with m.If(take & (rem != 0)):
-                    m.d.sync += [cur.eq(start), rem.eq(count), it_value.eq(p_value),
-                                 it_idx.eq(0), it_bank.eq(p_bank)]
-                with m.Elif(take & (count != 0)):
-                    m.d.comb += ent_rd.addr.eq(start)
-                    m.d.sync += [cur.eq(start + 1), rem.eq(count - 1), f_valid.eq(1),
-                                 f_value.eq(p_value), f_idx.eq(0), it_value.eq(p_value),
-                                 it_idx.eq(1), it_bank.eq(p_bank), f_bank.eq(p_bank)]
-
-            # Accumulate: F (read current) -> R (register RAM output) -> W (add, write back).
-            # Two current banks: the lanes accumulate step t + 1 into one while the sweep
-            # updates the neurons of step t from the other.
-            cur_rd, cur_wr = [[], []], [[], []]
-            for b in range(2):
-                for sb in range(sub):
-                    cur_mem = memory.Memory(shape=signed(cb), depth=sdepth, init=[])
-                    m.submodules[f"current{k}_{b}_{sb}"] = cur_mem
-                    cur_rd[b].append(cur_mem.read_port())
-                    cur_wr[b].append(cur_mem.write_port())
-            st_rd, st_wr = [], []
-            for sb in range(sub):
-                st_mem = memory.Memory(shape=state_layout, depth=sdepth, init=[])
-                m.submodules[f"state{k}_{sb}"] = st_mem
-                st_rd.append(st_mem.read_port())
-                st_wr.append(st_mem.write_port())
-
-            entry = ent_rd.data
-
-            def pick(ports, post):
-                """Read data of the sub-bank that holds local neuron ``post``."""
-                if sub == 1:
-                    return ports[0].data
-                return Array(p.data for p in ports)[post[:sub_bits]]
-            f_post = entry.post if pw.fmt == "csr" else f_idx[:pw.post_bits]
-            # The weight leaves its RAM into a register; the product is formed a stage later
-            # (a spike value of one bit selects, it does not multiply).
-            r_weight = Signal(signed(pw.weight_bits), name=f"r_weight{k}")
-            r_value = Signal(vshape, name=f"r_value{k}")
-            if vshape.width == 1 and not vshape.signed:
-                r_prod = Mux(r_value, r_weight, 0)
-            else:
-                r_prod = r_weight * r_value
-            r_valid, r_post = Signal(name=f"r_valid{k}"), Signal(pw.post_bits, name=f"r_post{k}")
-            s_valid, s_post = Signal(name=f"s_valid{k}"), Signal(pw.post_bits, name=f"s_post{k}")
-            s_prod = Signal(signed(cb), name=f"s_prod{k}")
-            s_data = Signal(signed(cb), name=f"s_data{k}")
-            s_fwd1, s_fwd2 = Signal(name=f"s_fwd1_{k}"), Signal(name=f"s_fwd2_{k}")
-            r_bank, s_bank = Signal(name=f"r_bank{k}"), Signal(name=f"s_bank{k}")
-            w1_bank, w2_bank = Signal(name=f"w1_bank{k}"), Signal(name=f"w2_bank{k}")
-            w1_valid, w1_post = Signal(name=f"w1_valid{k}"), Signal(pw.post_bits)
-            w1_data = Signal(signed(cb), name=f"w1_data{k}")
-            w2_valid, w2_post = Signal(name=f"w2_valid{k}"), Signal(pw.post_bits)
-            w2_data = Signal(signed(cb), name=f"w2_data{k}")
-            m.d.sync += [
-                r_valid.eq(f_valid), r_post.eq(f_post), r_bank.eq(f_bank),
-                r_weight.eq(entry.weight), r_value.eq(f_value),
-                s_valid.eq(r_valid), s_post.eq(r_post), s_prod.eq(r_prod), s_bank.eq(r_bank),
-                s_data.eq(Mux(r_bank, pick(cur_rd[1], r_post), pick(cur_rd[0], r_post))),
-                # The current read for R was issued a cycle before W's write and two before
-                # the write now held in w1: forward whichever is newest.
-                s_fwd1.eq(s_valid & (s_post == r_post) & (s_bank == r_bank)),
-                s_fwd2.eq(w1_valid & (w1_post == r_post) & (w1_bank == r_bank)),
-            ]
-            total = Mux(s_fwd1, w1_data, Mux(s_fwd2, w2_data, s_data)) + s_prod
-            m.d.sync += [
-                w1_valid.eq(s_valid), w1_post.eq(s_post), w1_data.eq(total),
-                w1_bank.eq(s_bank),
-                w2_valid.eq(w1_valid), w2_post.eq(w1_post), w2_data.eq(w1_data),
-                w2_bank.eq(w1_bank),
-            ]
-            # A bank is never accumulated into and swept at once (see `bank_free`), so its
-            # ports go to whichever of the two uses it.
-            for b in range(2):
-                for sb in range(sub):
-                    rd, wr = cur_rd[b][sb], cur_wr[b][sb]
-                    m.d.comb += rd.addr.eq(Mux(f_valid & (f_bank == b), f_post >> sub_bits, j))
-                    with m.If(s_valid & (s_bank == b) & (s_post[:sub_bits] == sb if sub_bits
-                                                         else 1)):
-                        m.d.comb += [wr.addr.eq(s_post >> sub_bits), wr.data.eq(total),
-                                     wr.en.eq(1)]
-                    with m.If((sweep_bank == b) & sw2_valid):
-                        m.d.comb += [wr.addr.eq(sw2_j), wr.data.eq(0), wr.en.eq(1)]
-                    with m.If(clearing):
-                        m.d.comb += [wr.addr.eq(j), wr.data.eq(0), wr.en.eq(1)]
-            for sb in range(sub):
-                m.d.comb += st_rd[sb].addr.eq(j)
-
-            lane_sops.append(f_valid)
-            # Nothing of bank `next_sweep` left in this lane (its queue is in order).
-            x = next_sweep
-            lane_drained.append(((q.level == 0) | (q.r_rdy & (q_data.bank != x)))
-                                & (~p_valid | (p_bank != x)) & ((rem == 0) | (it_bank != x))
-                                & (~f_valid | (f_bank != x)) & (~r_valid | (r_bank != x))
-                                & (~s_valid | (s_bank != x)))
-
-            # Neuron sweep: issue (read I, u, s) -> sw1 (register) -> sw2 (update, write).
-            for sb in range(sub):
-                sw_cur = Signal(signed(cb), name=f"sw_cur{k}_{sb}")
-                sw_state = Signal(state_layout, name=f"sw_state{k}_{sb}")
-                m.d.sync += [sw_cur.eq(Mux(sweep_bank, cur_rd[1][sb].data,
-                                           cur_rd[0][sb].data)),
-                             sw_state.eq(st_rd[sb].data)]
-                # Neuron of lane k, sub-bank sb, row r: ((r * sub) + sb) * L + k.
-                index = (sw4_j * sub + sb) * lanes + k
-                bias_k = [int(bias[n]) if (n := (r * sub + sb) * lanes + k) < layer.n_out
-                          else 0 for r in range(sdepth)]
-                if any(bias_k):
-                    bias_rom = memory.Memory(shape=signed(cb), depth=sdepth, init=bias_k)
-                    m.submodules[f"bias{k}_{sb}"] = bias_rom
-                    bias_rd = bias_rom.read_port()
-                    m.d.comb += bias_rd.addr.eq(sw1_j)
-                    b_val = bias_rd.data
-                else:
-                    b_val = Const(0, signed(cb))
-                # sw2: leak (the multiplier of a mul leak) and current + bias, registered;
-                # sw3: reset and sum, registered; sw4: clamp, threshold, write back.
-                u_prev = Mux(sweep_fresh, 0, sw_state.u)
-                leaked = neuron_leak(neuron, u_prev)
-                sw3_leak = Signal(leaked.shape(), name=f"sw3_leak{k}_{sb}")
-                sw3_cur = Signal(signed(cb + 1), name=f"sw3_cur{k}_{sb}")
-                sw3_s = Signal(name=f"sw3_s{k}_{sb}")
-                m.d.sync += [sw3_leak.eq(leaked), sw3_cur.eq(sw_cur + b_val),
-                             sw3_s.eq(Mux(sweep_fresh, 0, sw_state.s))]
-                v = neuron_sum(neuron, sw3_leak, sw3_s, sw3_cur)
-                sw4_v = Signal(v.shape(), name=f"sw4_v{k}_{sb}")
-                m.d.sync += sw4_v.eq(v)
-                u_next, s_next = neuron_clamp(neuron, sw4_v)
-                spike = Signal(name=f"spike{k}_{sb}")
-                m.d.comb += spike.eq(s_next & (index < layer.n_out))
-                spike_bits[sb][k] = spike
-                with m.If(sw4_valid):
-                    m.d.comb += [
-                        st_wr[sb].addr.eq(sw4_j), st_wr[sb].data.u.eq(u_next),
-                        st_wr[sb].data.s.eq(spike), st_wr[sb].en.eq(1),
-                    ]
-                with m.If(clearing):
-                    m.d.comb += [st_wr[sb].addr.eq(j), st_wr[sb].data.eq(0), st_wr[sb].en.eq(1)]
-
-        all_ready = Cat(*lane_ready).all()
-        all_drained = Cat(*lane_drained).all()
-        if self._counters:
-            m.d.sync += self.counters.sops.eq(self.counters.sops + sum(lane_sops))
-
-        # Sweep pipeline bookkeeping and the spike-word queue.
-        m.d.sync += [sw1_valid.eq(issue_sweep), sw1_j.eq(j),
-                     sw2_valid.eq(sw1_valid), sw2_j.eq(sw1_j),
-                     sw3_valid.eq(sw2_valid), sw3_j.eq(sw2_j),
-                     sw4_valid.eq(sw3_valid), sw4_j.eq(sw3_j)]
-        wdata = Signal(word)
-        m.d.comb += [
-            wdata.bits.eq(Cat(*(bit for row in spike_bits for bit in row))),
-            wdata.index.eq(sw4_j),
-            wdata.end.eq(sw4_j == sdepth - 1),
-            wdata.first.eq(sweep_fresh & (sw4_j == 0)),
-            words.w_data.eq(wdata),
-            words.w_en.eq(sw4_valid),
-        ]
-        credit = words.level + sw1_valid + sw2_valid + sw3_valid + sw4_valid < word_depth
-
-        # Input side: events into the lanes; in dense mode, into an input buffer first.
+        # ---- Input: events land in registers (the event-driven engine's input queue: its
+        # room is a register, so no ready logic of ours reaches the producer, and nothing of
+        # the producer's reaches ours); the dense baseline first sums a step's events per
+        # input, then offers every input, zeros included, in order.
         if self._dense:
-            xshape = (signed if vshape.signed else unsigned)(vshape.width + 4)
-            xbuf = memory.Memory(shape=xshape, depth=layer.n_in, init=[])
-            m.submodules.inputs = xbuf
-            x_wr = xbuf.write_port()
-            x_rd = xbuf.read_port(transparent_for=(x_wr,))
-            acc_valid = Signal()
-            acc_addr = Signal.like(self.i.p.addr)
-            acc_value = Signal(vshape)
-            m.d.sync += acc_valid.eq(0)
-            with m.If(acc_valid):
-                m.d.comb += [x_wr.addr.eq(acc_addr), x_wr.data.eq(x_rd.data + acc_value),
-                             x_wr.en.eq(1)]
-            scan_i = Signal(range(layer.n_in + 1))
-            scan_pend = Signal()
-            scan_addr = Signal.like(self.i.p.addr)
+            m.submodules.inputs = inputs = DenseInputs(layer.n_in, value_shape=vshape)
+        else:
+            m.submodules.inputs = inputs = ReadQueue(self.i.p.shape(), depth=INPUT_SLOTS)
+        event = inputs.o
 
-        def close_step(opens_sample):
-            # The step accumulated in bank `sel` is complete once its work drains; new events
-            # go to the other bank.
-            m.d.sync += [
-                pend.bit_select(sel, 1).eq(1),
-                pend_fresh.bit_select(sel, 1).eq(opens_sample),
-                fresh.eq(0), sel.eq(~sel),
-            ]
+        # ---- Step sequencer: banks per step, the event broadcast, closed steps to the sweep.
+        m.submodules.steps = steps = StepSequencer(rows)
+        m.d.comb += [
+            steps.i.valid.eq(event.valid), event.ready.eq(steps.i.ready),
+            steps.i.p.work.eq(1 if self._dense else event.p.value != 0),
+            steps.i.p.last.eq(event.p.last), steps.i.p.first.eq(event.p.first),
+        ]
 
-        with m.FSM(name="step"):
-            with m.State("Clear"):
-                m.d.comb += clearing.eq(1)
-                m.d.sync += j.eq(j + 1)
-                with m.If(j == sdepth - 1):
-                    m.d.sync += j.eq(0)
-                    m.next = "Accumulate"
+        # ---- Lanes and their accumulators. An accumulator is ready once its reset clear is
+        # over, and from then on takes an operation every cycle: the engine takes no input
+        # before that, and the lanes never wait for it.
+        # Events with work have a non-zero value: a one-bit value is 1, so lanes carry none.
+        spikes = vshape == unsigned(1) and not self._dense
+        lane_value = unsigned(0) if spikes else vshape
+        room, busy, ops, accumulators = [], [], [], []
+        for k in range(lanes):
+            lane = LinearLane(pw, k, value_shape=lane_value, depth=depth, current_bits=cb,
+                              queue_depth=self._fifo_depth)
+            acc = BankedAccumulator(depth, current_bits=cb, sweep_width=sub)
+            m.submodules[f"lane{k}"], m.submodules[f"current{k}"] = lane, acc
+            wiring.connect(m, lane.o, acc.i)
+            m.d.comb += [lane.i.valid.eq(steps.push), lane.i.p.addr.eq(event.p.addr),
+                         lane.i.p.value.eq(event.p.value), lane.i.p.bank.eq(steps.bank)]
+            room.append(lane.room)
+            busy.append(lane.busy | acc.busy)
+            ops.append(acc.i.valid)
+            accumulators.append(acc)
+        cleared = Cat(*(acc.i.ready for acc in accumulators)).all()
+        if self._dense:
+            m.d.comb += [inputs.i.valid.eq(self.i.valid & cleared), inputs.i.p.eq(self.i.p),
+                         self.i.ready.eq(inputs.i.ready & cleared)]
+        else:
+            take = self.i.valid & inputs.room & cleared
+            m.d.comb += [inputs.issue.eq(take), inputs.i.valid.eq(take), inputs.i.p.eq(self.i.p),
+                         self.i.ready.eq(inputs.room & cleared)]
+        m.d.comb += [steps.room.eq(Cat(*room).all()),
+                     steps.busy.eq(Cat(*(Cat(*(b[n] for b in busy)).any() for n in range(2))))]
 
-            with m.State("Accumulate"):
-                if self._dense:
-                    m.d.comb += [self.i.ready.eq(1), x_rd.addr.eq(self.i.p.addr)]
-                else:
-                    m.d.comb += [self.i.ready.eq(all_ready & bank_free),
-                                 push_data.addr.eq(self.i.p.addr),
-                                 push_data.value.eq(self.i.p.value),
-                                 push_data.bank.eq(sel)]
-                with m.If(self.i.valid & self.i.ready):
-                    if self._dense:
-                        m.d.sync += [acc_valid.eq(self.i.p.value != 0),
-                                     acc_addr.eq(self.i.p.addr), acc_value.eq(self.i.p.value)]
-                    else:
-                        m.d.comb += push.eq(self.i.p.value != 0)
-                    with m.If(self.i.p.first):
-                        m.d.sync += fresh.eq(1)
-                    with m.If(self.i.p.last):
-                        if self._dense:
-                            m.next = "Scan Inputs"
-                        else:
-                            close_step(fresh | self.i.p.first)
+        # ---- Neuron sweep over the accumulators' rows, spikes into the compressor.
+        bias = np.zeros(rows * width, dtype=np.int64)
+        bias[:layer.n_out] = layer.bias_vector()
+        m.submodules.sweep = sweep = NeuronSweep(
+            layer.neuron, current_bits=cb, rows=rows, width=width,
+            bias=bias.reshape(rows, width), live=live_rows(layer.n_out, width))
+        wiring.connect(m, steps.o, sweep.i)
+        read = sweep.o_read
+        m.d.comb += [steps.i_read.valid.eq(read.valid), steps.i_read.p.eq(read.p),
+                     sweep.i_current.valid.eq(accumulators[0].o_sweep.valid)]
+        for k, acc in enumerate(accumulators):
+            m.d.comb += [acc.i_sweep.valid.eq(read.valid), acc.i_sweep.p.eq(read.p)]
+            m.d.comb += [sweep.i_current.p[s * lanes + k].eq(acc.o_sweep.p[s])
+                         for s in range(sub)]
+        m.submodules.compressor = compressor = SpikeCompressor(width=width, n=layer.n_out)
+        wiring.connect(m, sweep.o, compressor.i)
+        wiring.connect(m, compressor.o, wiring.flipped(self.o))
 
-            if self._dense:
-                with m.State("Scan Inputs"):
-                    # Visit every input, zeros included: the dense baseline's work.
-                    can_push = all_ready & bank_free
-                    issue = ~acc_valid & (scan_i < layer.n_in) & (~scan_pend | can_push)
-                    m.d.comb += [
-                        x_rd.addr.eq(scan_i), x_rd.en.eq(issue | ~scan_pend),
-                        push.eq(scan_pend & can_push),
-                        push_data.addr.eq(scan_addr), push_data.value.eq(x_rd.data),
-                        push_data.bank.eq(sel),
-                    ]
-                    with m.If(push):
-                        # Clear the input once it is on its way (the read port is
-                        # transparent, so clearing at issue would read back the zero).
-                        m.d.comb += [x_wr.addr.eq(scan_addr), x_wr.data.eq(0), x_wr.en.eq(1)]
-                        m.d.sync += scan_pend.eq(0)
-                    with m.If(issue):
-                        m.d.sync += [scan_pend.eq(1), scan_addr.eq(scan_i),
-                                     scan_i.eq(scan_i + 1)]
-                    with m.If((scan_i == layer.n_in) & ~scan_pend):
-                        m.d.sync += scan_i.eq(0)
-                        close_step(fresh)
-                        m.next = "Accumulate"
+        if self._counters:
+            swept = read.valid & (read.p.row == rows - 1)
+            m.d.sync += [self.counters.steps.eq(self.counters.steps + swept),
+                         self.counters.sops.eq(self.counters.sops + sum(ops))]
+        return m
 
-        # Hand the oldest closed step to the sweep once its work has left every lane and the
-        # sweep of the step before it is done.
-        with m.If(pend.bit_select(next_sweep, 1) & all_drained & ~sweep_busy & ~clearing):
-            m.d.comb += start_sweep.eq(1)
-            m.d.sync += [
-                pend.bit_select(next_sweep, 1).eq(0),
-                sweep_busy.eq(1), sweep_bank.eq(next_sweep),
-                sweep_fresh.eq(pend_fresh.bit_select(next_sweep, 1)),
-                next_sweep.eq(~next_sweep), j.eq(0),
-            ]
 
-        # The sweep: L neurons per cycle, as long as the spike-word queue has room.
-        with m.If(sweep_busy & ~start_sweep):
-            with m.If(j < sdepth):
-                with m.If(credit):
-                    m.d.comb += issue_sweep.eq(1)
-                    m.d.sync += j.eq(j + 1)
-            with m.Elif(~sw1_valid & ~sw2_valid & ~sw3_valid & ~sw4_valid):
-                m.d.sync += sweep_busy.eq(0)
-                if self._counters:
-                    m.d.sync += self.counters.steps.eq(self.counters.steps + 1)
+class StepMark(data.StructLayout):
+    """``{work, last, first}``: an input event as the step sequencer sees it.
 
+    ``work``: the lanes have work for it (a non-zero value, or any input of a dense step).
+    """
+    def __init__(self):
+        super().__init__({"work": unsigned(1), "last": unsigned(1), "first": unsigned(1)})
+
+
+class StepSequencer(wiring.Component):
+    """Give every step a current bank; hand a closed step to the sweep once it has drained.
+
+    Steps alternate between the accumulators' two current banks, so the lanes accumulate one
+    step while the sweep updates the neurons of the step before. An event on ``i`` is taken
+    when every lane has room (``room``) and the step's bank is free (no closed step in it); one
+    with ``work`` goes to the lanes in that cycle (``push``, into bank ``bank``). ``last``
+    closes the step: its bank waits for the sweep, and the next events go into the other bank.
+    ``first`` on any event of a step makes it open a sample.
+
+    A closed step goes to the sweep on ``o`` (its bank and ``first``), oldest first, once no
+    lane holds work for its bank: ``busy`` (which may show the lanes a cycle late) and the
+    events pushed in the last two cycles, registered, so the decision comes from a register.
+    The bank is free again when the sweep's read requests (``i_read``) reach its last row:
+    every current of it has then been read and cleared. Whether the receiving bank is free is
+    a register too.
+
+    Parameters
+    ----------
+    rows : :class:`int`
+        Rows of the sweep.
+
+    Members
+    -------
+    i : ``In(stream.Signature(StepMark()))``
+    room : ``In(1)``
+    push : ``Out(1)``
+        The event taken in this cycle goes to the lanes.
+    bank : ``Out(1)``
+        The bank of the step being received.
+    busy : ``In(2)``
+        Bit ``b``: a lane held work for bank ``b`` in this cycle or the one before (needed
+        only for the oldest step's bank).
+    o : ``Out(stream.Signature(SweepCommand()))``
+    i_read : ``In(stream.Signature(SweepRequest(rows), always_ready=True))``
+    """
+    def __init__(self, rows):
+        self._rows = check_int("Rows", rows, 1)
+        super().__init__({
+            "i": In(stream.Signature(StepMark())),
+            "room": In(1),
+            "push": Out(1),
+            "bank": Out(1),
+            "busy": In(2),
+            "o": Out(stream.Signature(SweepCommand())),
+            "i_read": In(stream.Signature(SweepRequest(rows), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        receiving = Signal()                         # bank of the step being received
+        fresh = Signal()                             # ...which opens a sample
+        free = Signal(init=1)                        # ...which is free: it may take events
+        closed = Signal(2)                           # per bank: a closed step waits for the sweep
+        opens = Signal(2)                            # per bank: that step opens a sample
+        swept = Signal(2)                            # per bank: its rows are being read
+        oldest = Signal()                            # bank of the oldest closed step
+        drained = Signal(2)                          # per bank: no work in the lanes
+
+        def bit(value, index):
+            return value.bit_select(index, 1)
+
+        read = self.i_read
+        last_row = read.valid & (read.p.row == self._rows - 1)
+        freeing = Cat(last_row & ~read.p.bank, last_row & read.p.bank)
+
+        m.d.comb += [self.i.ready.eq(self.room & free), self.bank.eq(receiving)]
+        take = self.i.valid & self.i.ready
+        m.d.comb += self.push.eq(take & self.i.p.work)
+        with m.If(take & self.i.p.last):
+            other = ~receiving
+            m.d.sync += [bit(closed, receiving).eq(1),
+                         bit(opens, receiving).eq(fresh | self.i.p.first),
+                         fresh.eq(0), receiving.eq(other),
+                         free.eq(~bit(closed, other) & (~bit(swept, other) | bit(freeing, other)))]
+        with m.Else():
+            with m.If(take & self.i.p.first):
+                m.d.sync += fresh.eq(1)
+            with m.If(bit(freeing, receiving)):
+                m.d.sync += free.eq(1)
+
+        # Work pushed in this cycle or the one before may not show in `busy` yet.
+        pushed, pushed_before = Cat(self.push & ~receiving, self.push & receiving), Signal(2)
+        m.d.sync += [pushed_before.eq(pushed),
+                     drained.eq(~(self.busy | pushed | pushed_before))]
+        m.d.comb += [self.o.valid.eq(bit(closed, oldest) & bit(drained, oldest)),
+                     self.o.p.bank.eq(oldest), self.o.p.first.eq(bit(opens, oldest))]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += [bit(closed, oldest).eq(0), bit(swept, oldest).eq(1), oldest.eq(~oldest)]
+        with m.If(last_row):
+            m.d.sync += bit(swept, read.p.bank).eq(0)
+        return m
+
+
+class DenseInputs(wiring.Component):
+    """The dense baseline's input: a step's events summed per input, then every input in order.
+
+    An :class:`~hdl.bitmap.EventBitmap` in dense mode adds up each input's values over the
+    step (wrapping to ``value_shape``) while the previous step is handed out; a
+    :class:`~hdl.compress.SpikeCompressor` over its all-ones words gives every input address
+    in ascending order, and the bitmap looks each one's sum up (0 for an input without events).
+    ``first`` and ``last`` frame the step as on ``i``.
+
+    Parameters
+    ----------
+    n_in : :class:`int`
+    value_shape : shape-castable
+
+    Members
+    -------
+    i : ``In(stream.Signature(EventLayout(n_in, value_shape)))``
+    o : ``Out(stream.Signature(EventLayout(n_in, value_shape)))``
+    """
+    def __init__(self, n_in, *, value_shape):
+        self._n_in, self._value_shape = n_in, value_shape
+        super().__init__({
+            "i": In(stream.Signature(EventLayout(n_in, value_shape))),
+            "o": Out(stream.Signature(EventLayout(n_in, value_shape))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bitmap = bitmap = EventBitmap(self._n_in, value_shape=self._value_shape,
+                                                   chunk=CHUNK, dense=True)
+        m.submodules.compressor = compressor = SpikeCompressor(width=CHUNK, n=self._n_in)
+        wiring.connect(m, wiring.flipped(self.i), bitmap.i)
+        wiring.connect(m, bitmap.o, compressor.i)
+        wiring.connect(m, compressor.o, bitmap.i_lookup)
+        wiring.connect(m, bitmap.o_lookup, wiring.flipped(self.o))
         return m

@@ -9,10 +9,12 @@ port and never collide. Per lane and presynaptic row ``i``:
     ``(post, weight)`` pairs (``post`` = ``j // L``, the neuron's index inside the bank), and a
     row memory holding ``(start, count)`` per row. Work per event = the non-zeros of its row.
 ``bitmap``
-    Per row, one bit per neuron of the bank (in chunks of up to 16 bits, so that finding the
-    next set bit fits one cycle) and the packed non-zero weights. The row memory holds
-    ``(start, count, chunk 0)``, so the first chunk arrives with the row and a new event starts
-    without a bubble; the other chunks sit in a bitmap memory and are fetched one ahead.
+    Per row, one bit per neuron of the bank (in chunks of :data:`hdl.lsb.CHUNK` bits, so that
+    finding the next set bit fits one cycle) in a bitmap memory, and the packed non-zero
+    weights. The row memory holds ``(start, chunks)``: where the row's weights start and how
+    many of its chunks to fetch (up to its last non-empty one; 0 for a row without weights in
+    the bank), so a lane never reads the empty chunks at a row's end. A bank of at most one
+    chunk keeps it in the row word instead: ``(start, chunk)``, and no bitmap memory.
 ``dense``
     Every weight, zeros included, ``n_out / L`` per row; ``post`` is implicit. This is the dense
     baseline: the same datapath, doing the work of every weight.
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from amaranth.utils import ceil_log2
+
+from .lsb import CHUNK
 
 __all__ = ["FORMATS", "csr_bits", "bitmap_bits", "dense_bits", "PackedLane", "PackedWeights",
            "pack_linear", "choose_format"]
@@ -63,6 +67,12 @@ class PackedLane:
     entries: list       # [(post, weight)] (post unused for dense and bitmap)
     chunks: list        # bitmap only: [[chunk bits]] per input row
 
+    @property
+    def spans(self):
+        """Bitmap only: chunks to fetch per input row (up to its last non-empty one)."""
+        return [max((c + 1 for c, bits in enumerate(row) if bits), default=0)
+                for row in self.chunks]
+
 
 @dataclass
 class PackedWeights:
@@ -75,7 +85,7 @@ class PackedWeights:
     bank_size: int              # neurons per lane: ceil(n_out / L)
     lane_data: list             # [PackedLane]
     start_bits: int
-    count_bits: int
+    count_bits: int             # csr: (start, count) row words; bitmap: (start, chunks)
     post_bits: int
     chunk_width: int            # bitmap: bits per chunk
     chunks_per_row: int         # bitmap: chunks per row and lane
@@ -90,16 +100,23 @@ class PackedWeights:
         return max(1, max(len(lane.entries) for lane in self.lane_data))
 
     @property
+    def inline_chunk(self):
+        """Bitmap with one chunk per row: the chunk lives in the row word, no bitmap memory."""
+        return self.fmt == "bitmap" and self.chunks_per_row == 1
+
+    @property
     def row_bits(self):
+        """Width of one row word: ``(start, count)`` (csr), ``(start, chunks)`` (bitmap) or
+        ``(start, chunk)`` (bitmap, :attr:`inline_chunk`)."""
         if self.fmt == "dense":
             return 0
-        return self.start_bits + self.count_bits + (self.chunk_width if self.fmt == "bitmap"
-                                                    else 0)
+        return self.start_bits + (self.chunk_width if self.inline_chunk else self.count_bits)
 
     @property
     def bitmap_depth(self):
-        """Words of the bitmap memory per lane (chunks after the first of every row)."""
-        return self.n_in * (self.chunks_per_row - 1) if self.fmt == "bitmap" else 0
+        """Words of the bitmap memory per lane: every chunk of every row (none inline)."""
+        return self.n_in * self.chunks_per_row if self.fmt == "bitmap" and not self.inline_chunk \
+            else 0
 
     @property
     def stored_bits(self):
@@ -123,7 +140,7 @@ def pack_linear(weight, *, lanes, fmt, weight_bits):
     weight = np.asarray(weight, dtype=np.int64)
     n_out, n_in = weight.shape
     bank = math.ceil(n_out / lanes)
-    cw = min(16, bank)
+    cw = min(CHUNK, bank)
     nchunks = math.ceil(bank / cw)
     lane_data = []
     for k in range(lanes):
@@ -145,7 +162,8 @@ def pack_linear(weight, *, lanes, fmt, weight_bits):
     max_entries = max(len(lane.entries) for lane in lane_data)
     return PackedWeights(fmt, lanes, n_in, n_out, weight_bits, bank, lane_data,
                          start_bits=_bits(max(0, max_entries - 1)),
-                         count_bits=_bits(bank), post_bits=max(1, ceil_log2(bank)),
+                         count_bits=_bits(nchunks if fmt == "bitmap" else bank),
+                         post_bits=max(1, ceil_log2(bank)),
                          chunk_width=cw, chunks_per_row=nchunks)
 
 

@@ -1,0 +1,528 @@
+"""Accumulate lane of the linear engine: each event's weights, one per cycle, into currents.
+
+Lane ``k`` of a :class:`~hdl.linear.LinearEngine` owns the output neurons ``j`` with
+``j % L == k`` and keeps its own copy of the weights that target them (:mod:`hdl.weights`). For
+every event ``(i, v)`` it walks the weights of row ``i`` in its bank and emits one accumulate
+operation ``(post, w * v, bank)`` per cycle for a :class:`~hdl.accumulator.BankedAccumulator`::
+
+    row queue -> row walker                     -> weight reader -> operations
+                               (csr, dense)
+                               chunk fetcher -> bit scanner
+                               (bitmap)
+
+Every stage is a component; they are joined by streams. A memory read is either issued on
+credit into a :class:`~hdl.queue.ReadQueue` or lands in a register, so no memory output feeds
+logic before a register (a block RAM output on the ECP5 leaves no time for any) and no
+consumer's ``ready`` reaches a memory's address or enable. Only the row queue can hold a lane
+back: once a row has left it, its operations leave one per cycle whatever happens further on
+(the accumulator takes one per cycle, and the engine accepts no event before its reset clear is
+over).
+
+Every stage reports with ``busy`` which current banks it still holds work for, so the engine
+knows when a step has left the lane. Stages are in order, so a queue is asked only about its
+oldest entry: ``busy`` is exact for the bank of the lane's oldest work, which is the bank the
+engine asks about.
+"""
+from amaranth import *
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .accumulator import AccumulateOp
+from .event import addr_bits
+from .lsb import CHUNK, clear_lowest, lowest_set_bit
+from .queue import ReadQueue
+
+__all__ = ["LaneEvent", "RowWork", "ChunkWord", "Visit", "RowQueue", "RowWalker",
+           "ChunkFetcher", "BitScanner", "WeightReader", "LinearLane"]
+
+#: Memory attributes of the weight ROMs: Yosys builds a ROM of a few dozen words from LUTs
+#: (a 64 x 35 row table took 245 iCE40 logic cells, docs/timing-notes.md); a block RAM is free.
+ROM_IN_BLOCK_RAM = {"ram_style": "block"}
+
+#: Chunk words queued between the chunk fetcher and the bit scanner. Two pass two words in
+#: three cycles (:func:`~hdl.queue.full_rate_depth` of a one-cycle read is three), and the
+#: scanner holds two more (next and scanned): a word with two bits or more takes as long as the
+#: queue needs, and a row's words average four bits in a 75 %-sparse layer. Each slot is 30
+#: flip-flops a lane, and the UP5K counts them.
+CHUNK_SLOTS = 2
+
+
+class LaneEvent(data.StructLayout):
+    """``{addr, value, bank}``: an input event and the current bank it adds into."""
+    def __init__(self, n_in, value_shape):
+        super().__init__({"addr": unsigned(addr_bits(n_in)), "value": value_shape,
+                          "bank": unsigned(1)})
+
+
+class RowWork(data.StructLayout):
+    """An event's row as the walkers take it.
+
+    ``{start, count, value, bank}`` for csr and dense (``count`` entries from entry ``start``);
+    ``{start, count, row, value, bank}`` for bitmap, where ``count`` is the chunks of input
+    row ``row`` to fetch.
+    """
+    def __init__(self, packed, value_shape):
+        fields = {"start": unsigned(packed.start_bits), "count": unsigned(packed.count_bits)}
+        if packed.fmt == "bitmap":
+            fields["row"] = unsigned(addr_bits(packed.n_in))
+        super().__init__({**fields, "value": value_shape, "bank": unsigned(1)})
+
+
+class ChunkWord(data.StructLayout):
+    """``{bits, first, start, value, bank}``: one bitmap chunk of a row.
+
+    ``first`` marks the row's chunk 0, whose weights start at entry ``start``; its other
+    chunks follow in order (every one up to the row's last non-empty chunk), and so do their
+    weights.
+    """
+    def __init__(self, packed, value_shape):
+        super().__init__({"bits": unsigned(packed.chunk_width), "first": unsigned(1),
+                          "start": unsigned(packed.start_bits), "value": value_shape,
+                          "bank": unsigned(1)})
+
+
+class Visit(data.StructLayout):
+    """``{entry, post, value, bank}``: add entry ``entry``'s weight times ``value`` to ``post``.
+
+    ``post`` is the neuron inside the bank for dense and bitmap rows; a csr entry holds its own.
+    """
+    def __init__(self, packed, value_shape):
+        super().__init__({"entry": range(packed.entry_depth), "post": unsigned(packed.post_bits),
+                          "value": value_shape, "bank": unsigned(1)})
+
+
+def _at_least(bits, n):
+    """Whether at least ``n`` of ``bits`` (a few signals) are set: a plain function, no adder."""
+    from itertools import combinations
+    return Cat(*(Cat(*group).all() for group in combinations(bits, n))).any() \
+        if len(bits) >= n else C(0, 1)
+
+
+def few_bits(value, n):
+    """Whether at most ``n`` (1 or 2) bits of ``value`` are set.
+
+    Written as logic over groups of four bits, not with ``value & (value - 1)``: a subtraction
+    puts a carry chain in front of a 16-input compare, which made the bit scanner's
+    every-cycle decision 25 ns on the UP5K; this is about three LUT levels.
+    """
+    groups = [list(Value.cast(value)[k:k + 4]) for k in range(0, len(Value.cast(value)), 4)]
+    ge = [[_at_least(g, k) for g in groups] for k in (1, 2, 3)]     # ge[k - 1][group]
+    if n == 1:                                       # two bits: in one group, or two groups
+        over = Cat(*ge[1]).any() | _at_least(ge[0], 2)
+    else:                                            # three: in one, two or three groups
+        over = (Cat(*ge[2]).any() | _at_least(ge[0], 3)
+                | Cat(*(ge[1][a] & ge[0][b] for a in range(len(groups))
+                        for b in range(len(groups)) if a != b)).any())
+    return ~over
+
+
+def _bank_bits(holds):
+    """``busy`` from ``[(valid, bank)]``: bit ``b`` is set when some pair holds bank ``b``."""
+    return Cat(*(Cat(*(valid & (bank == b) for valid, bank in holds)).any() for b in range(2)))
+
+
+class RowQueue(wiring.Component):
+    """The lane's queue of work: each event's row, looked up as the event comes in.
+
+    An event offered on ``i`` (only while ``room`` is high; ``room`` is a register compare)
+    reads its row word from the row memory (csr, bitmap), and the word lands straight in a
+    :class:`~hdl.queue.ReadQueue` slot of ``depth``, a cycle later; the walker takes rows from
+    ``o``. A dense row is computed (``start = addr * bank``, every weight) with the same
+    latency. A bitmap bank of one chunk (:attr:`~hdl.weights.PackedWeights.inline_chunk`)
+    keeps the chunk in the row word: ``o`` gives the row's chunk word itself.
+
+    Parameters
+    ----------
+    packed : :class:`hdl.weights.PackedWeights`
+    lane : :class:`int`
+        The lane whose row memory this is.
+    value_shape : shape-castable
+    depth : :class:`int`
+        Rows the queue holds.
+
+    Members
+    -------
+    i : ``In(stream.Signature(LaneEvent(n_in, value_shape), always_ready=True))``
+    room : ``Out(1)``
+    o : ``Out(stream.Signature(RowWork(packed, value_shape)))``, or ``ChunkWord`` inline
+    busy : ``Out(2)``
+    """
+    def __init__(self, packed, lane, *, value_shape, depth):
+        self._packed, self._lane, self._depth = packed, lane, depth
+        row = ChunkWord if packed.inline_chunk else RowWork
+        super().__init__({
+            "i": In(stream.Signature(LaneEvent(packed.n_in, value_shape), always_ready=True)),
+            "room": Out(1),
+            "o": Out(stream.Signature(row(packed, value_shape))),
+            "busy": Out(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pw, lane = self._packed, self._packed.lane_data[self._lane]
+        m.submodules.rows = rows = ReadQueue(self.o.p.shape(), depth=self._depth)
+        wiring.connect(m, rows.o, wiring.flipped(self.o))
+        m.d.comb += [self.room.eq(rows.room), rows.issue.eq(self.i.valid)]
+
+        # The event's own fields wait a cycle beside the row memory's read.
+        read, read_valid = Signal(self.i.p.shape()), Signal()
+        m.d.sync += [read_valid.eq(self.i.valid), read.eq(self.i.p)]
+        m.d.comb += [rows.i.valid.eq(read_valid), rows.i.p.value.eq(read.value),
+                     rows.i.p.bank.eq(read.bank)]
+        if pw.fmt == "dense":
+            start = Signal.like(rows.i.p.start)
+            m.d.sync += start.eq(self.i.p.addr * pw.bank_size)
+            m.d.comb += [rows.i.p.start.eq(start), rows.i.p.count.eq(pw.bank_size)]
+            fields, init = None, None
+        elif pw.inline_chunk:
+            fields = {"start": pw.start_bits, "bits": pw.chunk_width}
+            init = [{"start": s, "bits": row[0]} for (s, _), row in zip(lane.rows, lane.chunks)]
+            m.d.comb += rows.i.p.first.eq(1)
+        else:
+            counts = lane.spans if pw.fmt == "bitmap" else [c for _, c in lane.rows]
+            fields = {"start": pw.start_bits, "count": pw.count_bits}
+            init = [{"start": s, "count": c} for (s, _), c in zip(lane.rows, counts)]
+        if fields is not None:
+            table = memory.Memory(shape=data.StructLayout(fields), depth=pw.n_in, init=init,
+                                  attrs=ROM_IN_BLOCK_RAM)
+            m.submodules.table = table
+            table_rd = table.read_port()
+            m.d.comb += table_rd.addr.eq(self.i.p.addr)
+            m.d.comb += [getattr(rows.i.p, name).eq(getattr(table_rd.data, name))
+                         for name in fields]
+        if "row" in self.o.p.shape().members:
+            m.d.comb += rows.i.p.row.eq(read.addr)
+        m.d.comb += self.busy.eq(_bank_bits([(read_valid, read.bank),
+                                             (rows.o.valid, rows.o.p.bank)]))
+        return m
+
+
+class RowWalker(wiring.Component):
+    """Walk a row's entries, one per cycle (csr and dense rows).
+
+    A row taken from ``i`` emits its ``count`` entries from ``start`` on, one per cycle, from
+    the next cycle on (``post`` counts 0, 1, ... for dense rows). The next row is taken in the
+    cycle of the last entry, so consecutive rows leave no gap; a row with no entries costs one
+    cycle. ``o`` cannot stall; it comes from the walker's registers, and so does every
+    decision.
+
+    Parameters
+    ----------
+    packed : :class:`hdl.weights.PackedWeights`
+    value_shape : shape-castable
+
+    Members
+    -------
+    i : ``In(stream.Signature(RowWork(packed, value_shape)))``
+    o : ``Out(stream.Signature(Visit(packed, value_shape), always_ready=True))``
+    busy : ``Out(2)``
+    """
+    def __init__(self, packed, *, value_shape):
+        self._packed = packed
+        super().__init__({
+            "i": In(stream.Signature(RowWork(packed, value_shape))),
+            "o": Out(stream.Signature(Visit(packed, value_shape), always_ready=True)),
+            "busy": Out(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pw = self._packed
+        entry = Signal(range(pw.entry_depth + 1))       # the entry of this cycle
+        left = Signal(range(pw.bank_size + 1))           # entries left, this one included
+        post = Signal(range(pw.bank_size + 1))           # dense: the entry's neuron
+        value, bank = Signal.like(self.i.p.value), Signal()
+
+        ending = (left >> 1) == 0                        # at most this cycle's entry left
+        m.d.comb += self.i.ready.eq(ending)
+        with m.If(self.i.valid & ending):
+            m.d.sync += [entry.eq(self.i.p.start), left.eq(self.i.p.count), post.eq(0),
+                         value.eq(self.i.p.value), bank.eq(self.i.p.bank)]
+        with m.Elif(left != 0):
+            m.d.sync += [entry.eq(entry + 1), left.eq(left - 1), post.eq(post + 1)]
+        m.d.comb += [
+            self.o.valid.eq(left != 0), self.o.p.entry.eq(entry), self.o.p.post.eq(post),
+            self.o.p.value.eq(value), self.o.p.bank.eq(bank),
+            self.busy.eq(_bank_bits([(left != 0, bank)])),
+        ]
+        return m
+
+
+class ChunkFetcher(wiring.Component):
+    """Read a bitmap row's chunks, one per cycle, into a queue of chunk words.
+
+    A row taken from ``i`` reads its ``count`` chunks, from bitmap word ``row * chunks`` on (the
+    chunks of every row follow each other); each read is issued on credit into a
+    :class:`~hdl.queue.ReadQueue` of :data:`CHUNK_SLOTS` slots and leaves on ``o`` the cycle
+    after it arrives. The next row is taken in the cycle the last chunk is read; a row without
+    chunks costs one cycle.
+
+    Parameters
+    ----------
+    packed : :class:`hdl.weights.PackedWeights`
+        In the ``"bitmap"`` format.
+    lane : :class:`int`
+    value_shape : shape-castable
+
+    Members
+    -------
+    i : ``In(stream.Signature(RowWork(packed, value_shape)))``
+    o : ``Out(stream.Signature(ChunkWord(packed, value_shape)))``
+    busy : ``Out(2)``
+    """
+    def __init__(self, packed, lane, *, value_shape):
+        self._packed, self._lane = packed, lane
+        super().__init__({
+            "i": In(stream.Signature(RowWork(packed, value_shape))),
+            "o": Out(stream.Signature(ChunkWord(packed, value_shape))),
+            "busy": Out(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pw = self._packed
+        bitmap = memory.Memory(shape=pw.chunk_width, depth=pw.bitmap_depth,
+                               init=[c for row in pw.lane_data[self._lane].chunks for c in row],
+                               attrs=ROM_IN_BLOCK_RAM)
+        m.submodules.bitmap = bitmap
+        bitmap_rd = bitmap.read_port()
+        m.submodules.words = words = ReadQueue(self.o.p.shape(), depth=CHUNK_SLOTS)
+        wiring.connect(m, words.o, wiring.flipped(self.o))
+
+        # The row being fetched: its next chunk's address, the chunks left, its first chunk.
+        addr, left, first = Signal(range(pw.bitmap_depth)), Signal.like(self.i.p.count), Signal()
+        row = Signal(self.i.p.shape())                   # start, value and bank of the row
+        issue = (left != 0) & words.room
+        ending = (left == 0) | ((left == 1) & words.room)
+        m.d.comb += [self.i.ready.eq(ending), words.issue.eq(issue), bitmap_rd.addr.eq(addr)]
+        with m.If(self.i.valid & ending):
+            m.d.sync += [addr.eq(self.i.p.row * pw.chunks_per_row), left.eq(self.i.p.count),
+                         first.eq(1), row.eq(self.i.p)]
+        with m.Elif(issue):
+            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), first.eq(0)]
+
+        # The chunk's row waits a cycle beside the bitmap memory's read.
+        arrive = Signal(self.o.p.shape())
+        arrive_valid = Signal()
+        m.d.sync += [arrive_valid.eq(issue), arrive.first.eq(first), arrive.start.eq(row.start),
+                     arrive.value.eq(row.value), arrive.bank.eq(row.bank)]
+        m.d.comb += [words.i.valid.eq(arrive_valid), words.i.p.eq(arrive),
+                     words.i.p.bits.eq(bitmap_rd.data)]
+        m.d.comb += self.busy.eq(_bank_bits([(left != 0, row.bank),
+                                                (arrive_valid, arrive.bank),
+                                                (words.o.valid, words.o.p.bank)]))
+        return m
+
+
+class BitScanner(wiring.Component):
+    """Turn chunk words into one visit per set bit, lowest bit first, one per cycle.
+
+    The neuron of bit ``b`` of chunk ``c`` is ``c * chunk_width + b``; the entries of a row's
+    set bits follow each other from ``start`` on. A word waits in a *next* register, then is
+    *scanned*: it moves in during the cycle the scanned word gives its last bit, so words leave
+    no gap (an empty word costs one cycle). Whether the scanned word is ending, and whether it
+    has bits, are registers computed a cycle ahead (from the next word's bits, or as "at most
+    two bits" of the scanned one), so no decision waits for a find-first-set or a carry chain,
+    and the queue's output reaches only registers. ``o`` is the visit of the scanned word's
+    lowest set bit, in the same cycle (its neuron number is the only logic on it); it cannot
+    stall.
+
+    Parameters
+    ----------
+    packed : :class:`hdl.weights.PackedWeights`
+        In the ``"bitmap"`` format.
+    value_shape : shape-castable
+
+    Members
+    -------
+    i : ``In(stream.Signature(ChunkWord(packed, value_shape)))``
+    o : ``Out(stream.Signature(Visit(packed, value_shape), always_ready=True))``
+    busy : ``Out(2)``
+    """
+    def __init__(self, packed, *, value_shape):
+        self._packed = packed
+        super().__init__({
+            "i": In(stream.Signature(ChunkWord(packed, value_shape))),
+            "o": Out(stream.Signature(Visit(packed, value_shape), always_ready=True)),
+            "busy": Out(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pw = self._packed
+        after, after_valid = Signal(self.i.p.shape()), Signal()     # the next word
+        # Scanned: the word whose lowest set bit is visited in this cycle.
+        word, entry = Signal(self.i.p.shape()), Signal(range(pw.entry_depth + 1))
+        chunk = Signal(range(pw.chunks_per_row))         # the scanned word's chunk number
+        ending = Signal(init=1)                          # at most one bit left
+        some = Signal()                                  # a bit left: a visit in this cycle
+
+        advance = ending & after_valid                   # the next word is scanned from now
+        m.d.comb += self.i.ready.eq(~after_valid | advance)
+        with m.If(self.i.ready):
+            m.d.sync += [after.eq(self.i.p), after_valid.eq(self.i.valid)]
+        m.d.sync += [word.bits.eq(clear_lowest(word.bits)), entry.eq(entry + some),
+                     some.eq(~ending), ending.eq(few_bits(word.bits, 2))]
+        with m.If(advance):
+            m.d.sync += [word.eq(after), some.eq(after.bits.any()),
+                         ending.eq(few_bits(after.bits, 1))]
+            m.d.sync += chunk.eq(chunk + 1)
+            with m.If(after.first):
+                m.d.sync += [entry.eq(after.start), chunk.eq(0)]
+
+        # A chunk is CHUNK bits wide unless the bank is narrower (one chunk, number 0).
+        bit, _ = lowest_set_bit(m, word.bits, name="bit")
+        post = Cat(bit, chunk) if pw.chunk_width == CHUNK else bit
+        m.d.comb += [
+            self.o.valid.eq(some), self.o.p.entry.eq(entry), self.o.p.post.eq(post),
+            self.o.p.value.eq(word.value), self.o.p.bank.eq(word.bank),
+            self.busy.eq(_bank_bits([(after_valid, after.bank), (some, word.bank)])),
+        ]
+        return m
+
+
+class WeightReader(wiring.Component):
+    """Read each visit's weight and form its accumulate operation.
+
+    The entry memory's output is registered before anything uses it: the operation
+    ``(post, weight * value, bank)`` leaves on ``o`` two cycles after its visit, one per
+    cycle. A one-bit ``value`` selects the weight instead of multiplying it. ``o.ready`` must
+    be high whenever ``o.valid`` is (a :class:`~hdl.accumulator.BankedAccumulator` after its
+    reset clear).
+
+    Parameters
+    ----------
+    packed : :class:`hdl.weights.PackedWeights`
+    lane : :class:`int`
+    value_shape : shape-castable
+    depth : :class:`int`
+        Currents per bank of the accumulator (at least the bank size).
+    current_bits : :class:`int`
+        Width of the accumulator's deltas.
+
+    Members
+    -------
+    i : ``In(stream.Signature(Visit(packed, value_shape), always_ready=True))``
+    o : ``Out(stream.Signature(AccumulateOp(depth, current_bits)))``
+    busy : ``Out(2)``
+    """
+    def __init__(self, packed, lane, *, value_shape, depth, current_bits):
+        self._packed, self._lane, self._value_shape = packed, lane, Shape.cast(value_shape)
+        super().__init__({
+            "i": In(stream.Signature(Visit(packed, value_shape), always_ready=True)),
+            "o": Out(stream.Signature(AccumulateOp(depth, current_bits))),
+            "busy": Out(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pw = self._packed
+        fields = {"weight": signed(pw.weight_bits)}
+        if pw.fmt == "csr":
+            fields["post"] = unsigned(pw.post_bits)
+        entries = memory.Memory(
+            shape=data.StructLayout(fields), depth=pw.entry_depth,
+            init=[{"weight": w, **({"post": p} if pw.fmt == "csr" else {})}
+                  for p, w in pw.lane_data[self._lane].entries],
+            attrs=ROM_IN_BLOCK_RAM)
+        m.submodules.entries = entries
+        entries_rd = entries.read_port()
+        m.d.comb += entries_rd.addr.eq(self.i.p.entry)
+
+        # Read: the visit waits beside the entry memory. Weigh: the read data, registered.
+        read, weigh = Signal(self.i.p.shape()), Signal(self.i.p.shape())
+        read_valid, weigh_valid = Signal(), Signal()
+        weight = Signal(signed(pw.weight_bits))
+        m.d.sync += [read_valid.eq(self.i.valid), read.eq(self.i.p),
+                     weigh_valid.eq(read_valid), weigh.eq(read), weight.eq(entries_rd.data.weight)]
+        if pw.fmt == "csr":
+            m.d.sync += weigh.post.eq(entries_rd.data.post)
+        if self._value_shape.width == 0:                # spikes: every event has value 1
+            delta = weight
+        elif self._value_shape == unsigned(1):
+            delta = Mux(weigh.value, weight, 0)
+        else:
+            delta = weight * weigh.value
+        m.d.comb += [self.o.valid.eq(weigh_valid), self.o.p.addr.eq(weigh.post),
+                     self.o.p.delta.eq(delta), self.o.p.bank.eq(weigh.bank)]
+        m.d.comb += self.busy.eq(_bank_bits([(read_valid, read.bank),
+                                                (weigh_valid, weigh.bank)]))
+        return m
+
+
+class LinearLane(wiring.Component):
+    """One accumulate lane: events in, one accumulate operation per cycle out.
+
+    An event is offered to every lane at once: the engine asserts ``i.valid`` only in a cycle
+    where every lane's ``room`` is high (``room`` comes from a register). The row queue holds
+    ``queue_depth`` events' rows; deeper queues even out the lanes' work between events. Per
+    event, the lane emits one operation per non-zero weight of the event's row in its bank
+    (every weight for dense rows), back to back across events; the first leaves six cycles
+    after the event (csr, dense; ten for bitmap rows) when the lane was idle.
+
+    Parameters
+    ----------
+    packed : :class:`hdl.weights.PackedWeights`
+    lane : :class:`int`
+        The lane's number ``k``.
+    value_shape : shape-castable
+        Shape of the values the lane multiplies weights by; ``unsigned(0)`` when every event
+        is a spike of value 1 (its weight is added as it is).
+    depth : :class:`int`
+        Currents per bank of the accumulator (at least the bank size).
+    current_bits : :class:`int`
+    queue_depth : :class:`int`
+        Events the lane can queue.
+
+    Members
+    -------
+    i : ``In(stream.Signature(LaneEvent(n_in, value_shape), always_ready=True))``
+    room : ``Out(1)``
+        The row queue has a free slot.
+    o : ``Out(stream.Signature(AccumulateOp(depth, current_bits)))``
+    busy : ``Out(2)``
+        Bit ``b``: the lane held work for current bank ``b`` in the previous cycle (exact for
+        its oldest work's bank; a register, so events offered in this cycle and the one before
+        do not show yet).
+    """
+    def __init__(self, packed, lane, *, value_shape, depth, current_bits, queue_depth):
+        self._packed, self._lane, self._value_shape = packed, lane, value_shape
+        self._depth, self._current_bits, self._queue_depth = depth, current_bits, queue_depth
+        super().__init__({
+            "i": In(stream.Signature(LaneEvent(packed.n_in, value_shape), always_ready=True)),
+            "room": Out(1),
+            "o": Out(stream.Signature(AccumulateOp(depth, current_bits))),
+            "busy": Out(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pw, lane, vshape = self._packed, self._lane, self._value_shape
+        m.submodules.rows = rows = RowQueue(pw, lane, value_shape=vshape,
+                                            depth=self._queue_depth)
+        wiring.connect(m, wiring.flipped(self.i), rows.i)
+        m.d.comb += self.room.eq(rows.room)
+        if pw.inline_chunk:
+            m.submodules.scanner = walker = BitScanner(pw, value_shape=vshape)
+            wiring.connect(m, rows.o, walker.i)
+            parts = [rows, walker]
+        elif pw.fmt == "bitmap":
+            m.submodules.chunks = chunks = ChunkFetcher(pw, lane, value_shape=vshape)
+            m.submodules.scanner = walker = BitScanner(pw, value_shape=vshape)
+            wiring.connect(m, rows.o, chunks.i)
+            wiring.connect(m, chunks.o, walker.i)
+            parts = [rows, chunks, walker]
+        else:
+            m.submodules.walker = walker = RowWalker(pw, value_shape=vshape)
+            wiring.connect(m, rows.o, walker.i)
+            parts = [rows, walker]
+        m.submodules.weights = weights = WeightReader(pw, lane, value_shape=vshape,
+                                                      depth=self._depth,
+                                                      current_bits=self._current_bits)
+        wiring.connect(m, walker.o, weights.i)
+        wiring.connect(m, weights.o, wiring.flipped(self.o))
+        busy = weights.busy
+        for part in parts:
+            busy = busy | part.busy
+        m.d.sync += self.busy.eq(busy)                   # off the lanes' paths: a cycle late
+        return m
