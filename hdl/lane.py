@@ -23,6 +23,8 @@ knows when a step has left the lane. Stages are in order, so a queue is asked on
 oldest entry: ``busy`` is exact for the bank of the lane's oldest work, which is the bank the
 engine asks about.
 """
+from itertools import combinations
+
 from amaranth import *
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -32,7 +34,7 @@ from .event import addr_bits
 from .lsb import CHUNK, clear_lowest, lowest_set_bit
 from .queue import ReadQueue
 
-__all__ = ["LaneEvent", "RowWork", "ChunkWord", "Visit", "RowQueue", "RowWalker",
+__all__ = ["LaneEvent", "RowWork", "ChunkWord", "Visit", "lane_ref", "RowQueue", "RowWalker",
            "ChunkFetcher", "BitScanner", "WeightReader", "LinearLane"]
 
 #: Memory attributes of the weight ROMs: Yosys builds a ROM of a few dozen words from LUTs
@@ -91,29 +93,57 @@ class Visit(data.StructLayout):
                           "value": value_shape, "bank": unsigned(1)})
 
 
-def _at_least(bits, n):
-    """Whether at least ``n`` of ``bits`` (a few signals) are set: a plain function, no adder."""
-    from itertools import combinations
-    return Cat(*(Cat(*group).all() for group in combinations(bits, n))).any() \
-        if len(bits) >= n else C(0, 1)
+def lane_ref(packed, lane, events, *, value_shape):
+    """Reference: the accumulate operations lane ``lane`` emits for ``events``, in order.
+
+    ``events`` are ``[(addr, value, bank)]`` as offered to :class:`LinearLane`; returns
+    ``[(post, delta, bank)]``: per event, one operation per stored weight of row ``addr`` in
+    the lane's bank (every weight for dense rows), neurons ascending, ``delta = weight * value``
+    (the weight alone when ``value_shape`` has no bits: every event is a spike).
+    """
+    data = packed.lane_data[lane]
+    spikes = Shape.cast(value_shape).width == 0
+    ops = []
+    for addr, value, bank in events:
+        start, count = data.rows[addr]
+        ops += [(post, weight if spikes else weight * value, bank)
+                for post, weight in data.entries[start:start + count]]
+    return ops
+
+
+def _count(bits):
+    """Set bits among up to four, saturated at 3: ``(high, low)``, each a function of four."""
+    bits = list(bits) + [C(0, 1)] * (4 - len(bits))
+    two = Cat(*(a & b for a, b in combinations(bits, 2))).any()
+    three = Cat(*(a & b & c for a, b, c in combinations(bits, 3))).any()
+    odd = bits[0] ^ bits[1] ^ bits[2] ^ bits[3]
+    return two, three | odd                                           # 1 and 3 are odd
+
+
+def _add(a, b):
+    """Two saturated counts ``(high, low)`` added, saturated at 3: two functions of four."""
+    (ah, al), (bh, bl) = a, b
+    high = ah | bh | (al & bl)                                        # 2 or more
+    low = ((ah & (al | bh | bl)) | (bh & (al | bl))                   # 3 or more
+           | (al ^ bl) & ~ah & ~bh)                                   # exactly 1
+    return high, low
 
 
 def few_bits(value, n):
-    """Whether at most ``n`` (1 or 2) bits of ``value`` are set.
+    """Whether at most ``n`` (0 to 2) bits of ``value`` (up to 16 bits) are set.
 
-    Written as logic over groups of four bits, not with ``value & (value - 1)``: a subtraction
-    puts a carry chain in front of a 16-input compare, which made the bit scanner's
-    every-cycle decision 25 ns on the UP5K; this is about three LUT levels.
+    Counts the bits of each group of four, saturated at 3, and adds the counts in a tree; every
+    node is a function of four signals, so a 16-bit word takes three LUT levels and no carry
+    chain. (``value & (value - 1) == 0`` put a carry chain in front of a 16-input compare and
+    made the bit scanner's every-cycle decision 25 ns on the UP5K.)
     """
-    groups = [list(Value.cast(value)[k:k + 4]) for k in range(0, len(Value.cast(value)), 4)]
-    ge = [[_at_least(g, k) for g in groups] for k in (1, 2, 3)]     # ge[k - 1][group]
-    if n == 1:                                       # two bits: in one group, or two groups
-        over = Cat(*ge[1]).any() | _at_least(ge[0], 2)
-    else:                                            # three: in one, two or three groups
-        over = (Cat(*ge[2]).any() | _at_least(ge[0], 3)
-                | Cat(*(ge[1][a] & ge[0][b] for a in range(len(groups))
-                        for b in range(len(groups)) if a != b)).any())
-    return ~over
+    value = Value.cast(value)
+    counts = [_count(value[k:k + 4]) for k in range(0, len(value), 4)]
+    while len(counts) > 1:
+        counts = [_add(*counts[k:k + 2]) if k + 1 < len(counts) else counts[k]
+                  for k in range(0, len(counts), 2)]
+    high, low = counts[0]
+    return ~high & (~low if n == 0 else 1) if n < 2 else ~(high & low)
 
 
 def _bank_bits(holds):
@@ -165,7 +195,9 @@ class RowQueue(wiring.Component):
         m.d.comb += [self.room.eq(rows.room), rows.issue.eq(self.i.valid)]
 
         # The event's own fields wait a cycle beside the row memory's read.
-        read, read_valid = Signal(self.i.p.shape()), Signal()
+        # Payload registers have no reset: a valid bit beside them says whether they hold any.
+        read = Signal(self.i.p.shape(), reset_less=True)
+        read_valid = Signal()
         m.d.sync += [read_valid.eq(self.i.valid), read.eq(self.i.p)]
         m.d.comb += [rows.i.valid.eq(read_valid), rows.i.p.value.eq(read.value),
                      rows.i.p.bank.eq(read.bank)]
@@ -228,10 +260,11 @@ class RowWalker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         pw = self._packed
-        entry = Signal(range(pw.entry_depth + 1))       # the entry of this cycle
         left = Signal(range(pw.bank_size + 1))           # entries left, this one included
-        post = Signal(range(pw.bank_size + 1))           # dense: the entry's neuron
-        value, bank = Signal.like(self.i.p.value), Signal()
+        entry = Signal(range(pw.entry_depth + 1), reset_less=True)   # the entry of this cycle
+        post = Signal(range(pw.bank_size + 1), reset_less=True)      # dense: the entry's neuron
+        value = Signal.like(self.i.p.value, reset_less=True)
+        bank = Signal(reset_less=True)
 
         ending = (left >> 1) == 0                        # at most this cycle's entry left
         m.d.comb += self.i.ready.eq(ending)
@@ -290,8 +323,10 @@ class ChunkFetcher(wiring.Component):
         wiring.connect(m, words.o, wiring.flipped(self.o))
 
         # The row being fetched: its next chunk's address, the chunks left, its first chunk.
-        addr, left, first = Signal(range(pw.bitmap_depth)), Signal.like(self.i.p.count), Signal()
-        row = Signal(self.i.p.shape())                   # start, value and bank of the row
+        left = Signal.like(self.i.p.count)
+        addr = Signal(range(pw.bitmap_depth), reset_less=True)
+        first = Signal(reset_less=True)
+        row = Signal(self.i.p.shape(), reset_less=True)   # start, value and bank of the row
         issue = (left != 0) & words.room
         ending = (left == 0) | ((left == 1) & words.room)
         m.d.comb += [self.i.ready.eq(ending), words.issue.eq(issue), bitmap_rd.addr.eq(addr)]
@@ -302,7 +337,7 @@ class ChunkFetcher(wiring.Component):
             m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), first.eq(0)]
 
         # The chunk's row waits a cycle beside the bitmap memory's read.
-        arrive = Signal(self.o.p.shape())
+        arrive = Signal(self.o.p.shape(), reset_less=True)
         arrive_valid = Signal()
         m.d.sync += [arrive_valid.eq(issue), arrive.first.eq(first), arrive.start.eq(row.start),
                      arrive.value.eq(row.value), arrive.bank.eq(row.bank)]
@@ -350,10 +385,12 @@ class BitScanner(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         pw = self._packed
-        after, after_valid = Signal(self.i.p.shape()), Signal()     # the next word
+        after = Signal(self.i.p.shape(), reset_less=True)          # the next word
+        after_valid = Signal()
         # Scanned: the word whose lowest set bit is visited in this cycle.
-        word, entry = Signal(self.i.p.shape()), Signal(range(pw.entry_depth + 1))
-        chunk = Signal(range(pw.chunks_per_row))         # the scanned word's chunk number
+        word = Signal(self.i.p.shape(), reset_less=True)
+        entry = Signal(range(pw.entry_depth + 1), reset_less=True)
+        chunk = Signal(range(pw.chunks_per_row), reset_less=True)   # the word's number
         ending = Signal(init=1)                          # at most one bit left
         some = Signal()                                  # a bit left: a visit in this cycle
 
@@ -430,9 +467,11 @@ class WeightReader(wiring.Component):
         m.d.comb += entries_rd.addr.eq(self.i.p.entry)
 
         # Read: the visit waits beside the entry memory. Weigh: the read data, registered.
-        read, weigh = Signal(self.i.p.shape()), Signal(self.i.p.shape())
-        read_valid, weigh_valid = Signal(), Signal()
-        weight = Signal(signed(pw.weight_bits))
+        read = Signal(self.i.p.shape(), reset_less=True)
+        weigh = Signal(self.i.p.shape(), reset_less=True)
+        weight = Signal(signed(pw.weight_bits), reset_less=True)
+        read_valid = Signal()
+        weigh_valid = Signal()
         m.d.sync += [read_valid.eq(self.i.valid), read.eq(self.i.p),
                      weigh_valid.eq(read_valid), weigh.eq(read), weight.eq(entries_rd.data.weight)]
         if pw.fmt == "csr":

@@ -24,9 +24,19 @@ from .weights import FORMATS, bitmap_bits, choose_format, csr_bits, dense_bits, 
 __all__ = ["LinearEngine", "StepSequencer", "DenseInputs", "check_bool", "check_int",
            "default_queue_depth", "value_max"]
 
-#: Events the input queue holds: two let a transfer in every cycle while its room, a register,
-#: counts the one leaving (hdl.queue.ReadQueue with reads of latency 0).
-INPUT_SLOTS = 2
+#: Slots of the queues that cut a stream's combinational paths (the engine's input, the spike
+#: words into the compressor): two take a transfer every cycle (a ReadQueue whose "reads"
+#: arrive at once), their room is one register bit, their counters two bits.
+STREAM_SLOTS = 2
+
+
+def _enqueue(m, producer, queue, *, enable=1):
+    """Drive ``queue`` (a :class:`~hdl.queue.ReadQueue`) from the stream ``producer``, which
+    it accepts (while ``enable``) whenever the queue has room: ready from a register, payload
+    straight into a slot."""
+    take = producer.valid & queue.room & enable
+    m.d.comb += [queue.issue.eq(take), queue.i.valid.eq(take), queue.i.p.eq(producer.p),
+                 producer.ready.eq(queue.room & enable)]
 
 
 def value_max(shape):
@@ -65,22 +75,21 @@ def check_bool(name, value):
 class LinearEngine(wiring.Component):
     """One linear SNN layer, event-driven (DESIGN.md sections 3, 5 and 6).
 
-    Per input event ``(i, v)`` every lane walks its share of row ``i``'s non-zero weights, one
-    per cycle, and adds ``w * v`` into the current of the target neuron; lane ``k`` owns the
-    neurons ``j`` with ``j % L == k``, with its own weight, current and potential memories, so
-    lanes never collide. When the event that carries ``last`` has been accumulated, a sweep
-    updates ``L`` neurons per cycle (DESIGN.md section 3, bit for bit), clears their currents and
-    hands the spike words to a :class:`SpikeCompressor` that emits the step's spikes in
-    ascending address. Work per step: about ``max(A / L, N / L)`` cycles for ``A`` active
-    synaptic operations and ``N`` neurons, instead of ``n_in * n_out / L``.
-
-    The accumulate path is a pipelined read-modify-write: the current memory's output is
-    registered and the two sums still in flight are forwarded, so no RAM output feeds an adder
-    that feeds a RAM input in one cycle.
+    Per input event ``(i, v)`` every lane (:class:`hdl.lane.LinearLane`) walks its share of row
+    ``i``'s non-zero weights, one per cycle, and adds ``w * v`` into the current of the target
+    neuron in its :class:`~hdl.accumulator.BankedAccumulator`; lane ``k`` owns the neurons ``j``
+    with ``j % L == k``, with its own weights and currents, so lanes never collide. A
+    :class:`StepSequencer` alternates the steps between the accumulators' two banks and, once a
+    closed step has left every lane, has a :class:`~hdl.sweep.NeuronSweep` update ``U`` neurons
+    per cycle (DESIGN.md section 3, bit for bit), reading and clearing their currents, and hand
+    the spike words to a :class:`~hdl.compress.SpikeCompressor` that emits the step's spikes in
+    ascending address. Work per step: about ``max(A / L, S, N / U)`` cycles for ``A`` active
+    synaptic operations, ``S`` events and ``N`` neurons, instead of ``n_in * n_out / L``; a step
+    is accumulated while the one before it is swept.
 
     ``first`` on an input event marks the first step of a sample: the sweep of that step takes
     the previous potential and spike as zero, so no clearing pass is needed. After reset the
-    engine clears its memories (``ceil(n_out / L)`` cycles) before it accepts input.
+    accumulators clear their banks (``ceil(n_out / U)`` cycles) before the engine accepts input.
 
     Parameters
     ----------
@@ -277,7 +286,7 @@ class LinearEngine(wiring.Component):
         if self._dense:
             m.submodules.inputs = inputs = DenseInputs(layer.n_in, value_shape=vshape)
         else:
-            m.submodules.inputs = inputs = ReadQueue(self.i.p.shape(), depth=INPUT_SLOTS)
+            m.submodules.inputs = inputs = ReadQueue(self.i.p.shape(), depth=STREAM_SLOTS)
         event = inputs.o
 
         # ---- Step sequencer: banks per step, the event broadcast, closed steps to the sweep.
@@ -312,9 +321,7 @@ class LinearEngine(wiring.Component):
             m.d.comb += [inputs.i.valid.eq(self.i.valid & cleared), inputs.i.p.eq(self.i.p),
                          self.i.ready.eq(inputs.i.ready & cleared)]
         else:
-            take = self.i.valid & inputs.room & cleared
-            m.d.comb += [inputs.issue.eq(take), inputs.i.valid.eq(take), inputs.i.p.eq(self.i.p),
-                         self.i.ready.eq(inputs.room & cleared)]
+            _enqueue(m, self.i, inputs, enable=cleared)
         m.d.comb += [steps.room.eq(Cat(*room).all()),
                      steps.busy.eq(Cat(*(Cat(*(b[n] for b in busy)).any() for n in range(2))))]
 
@@ -332,8 +339,12 @@ class LinearEngine(wiring.Component):
             m.d.comb += [acc.i_sweep.valid.eq(read.valid), acc.i_sweep.p.eq(read.p)]
             m.d.comb += [sweep.i_current.p[s * lanes + k].eq(acc.o_sweep.p[s])
                          for s in range(sub)]
+        # The compressor's ready is a long function of its output's ready: a two-slot queue
+        # takes it into two-bit counters, not into the sweep's six-slot word queue.
+        m.submodules.words = words = ReadQueue(sweep.o.p.shape(), depth=STREAM_SLOTS)
         m.submodules.compressor = compressor = SpikeCompressor(width=width, n=layer.n_out)
-        wiring.connect(m, sweep.o, compressor.i)
+        _enqueue(m, sweep.o, words)
+        wiring.connect(m, words.o, compressor.i)
         wiring.connect(m, compressor.o, wiring.flipped(self.o))
 
         if self._counters:
@@ -434,7 +445,8 @@ class StepSequencer(wiring.Component):
                 m.d.sync += free.eq(1)
 
         # Work pushed in this cycle or the one before may not show in `busy` yet.
-        pushed, pushed_before = Cat(self.push & ~receiving, self.push & receiving), Signal(2)
+        pushed = Cat(self.push & ~receiving, self.push & receiving)
+        pushed_before = Signal(2)
         m.d.sync += [pushed_before.eq(pushed),
                      drained.eq(~(self.busy | pushed | pushed_before))]
         m.d.comb += [self.o.valid.eq(bit(closed, oldest) & bit(drained, oldest)),

@@ -73,3 +73,20 @@ def test_unknown_format():
     with pytest.raises(ValueError, match=r"^Weight format must be one of csr, bitmap, dense, "
                                          r"not 'coo'$"):
         pack_linear(np.zeros((2, 2), dtype=np.int64), lanes=1, fmt="coo", weight_bits=4)
+
+
+@pytest.mark.parametrize("n_out, lanes", [(70, 1), (40, 2), (16, 1), (30, 2)])
+def test_bitmap_layout(n_out, lanes):
+    # A row word holds (start, chunks to fetch up to the last non-empty one) and the bitmap
+    # memory every chunk; a bank of one chunk keeps it in the row word and has no bitmap memory.
+    w = random_weights(np.random.default_rng(3), (n_out, 12), sparsity=0.8, weight_bits=4)
+    pw = pack_linear(w, lanes=lanes, fmt="bitmap", weight_bits=4)
+    for lane in pw.lane_data:
+        for row, span in zip(lane.chunks, lane.spans):
+            assert all(bits == 0 for bits in row[span:]) and (span == 0 or row[span - 1])
+    inline = pw.chunks_per_row == 1
+    assert pw.inline_chunk == inline
+    assert pw.bitmap_depth == (0 if inline else 12 * pw.chunks_per_row)
+    assert pw.row_bits == pw.start_bits + (pw.chunk_width if inline else pw.count_bits)
+    assert pw.stored_bits == sum(len(lane.entries) * 4 + 12 * pw.row_bits
+                                 + pw.bitmap_depth * pw.chunk_width for lane in pw.lane_data)
