@@ -46,15 +46,16 @@ def value_max(shape):
 
 
 def default_queue_depth(lanes):
-    """Events a lane queues by default: three for one lane, more as lanes must even out.
+    """Events a lane queues by default: three for one or two lanes, eight for more.
 
-    A lane alone needs three rows queued to walk one row per cycle (the row memory's read is
-    in flight while two wait: :func:`hdl.queue.full_rate_depth`); lanes that share the events
-    need room to run ahead of each other: eight matched the step intervals of the engine's
-    former 8-deep FIFOs at 8 and 16 lanes (``benchmarks/bench_lanes.py``, 256 x 256 layer),
-    where six and four lost up to 2 %.
+    Three rows queued let a lane walk one row per cycle (the row memory's read is in flight
+    while two wait: :func:`hdl.queue.full_rate_depth`); that is all one or two lanes need (the
+    digits MLP and a 256 x 256 layer, ``benchmarks/bench_lanes.py``, step for step as with
+    eight). Lanes that share the events need room to run ahead of each other: eight matched the
+    step intervals of the engine's former 8-deep FIFOs at 8 and 16 lanes, where six and four
+    lost up to 2 %.
     """
-    return min(8, max(full_rate_depth(1), 2 * lanes))
+    return full_rate_depth(1) if lanes <= 2 else 8
 
 
 def check_int(name, value, lo):
