@@ -3,20 +3,24 @@
 For each lane count the accelerator of a bundle is built for each board (YoWASP, automatic
 clock: the fastest PLL clock that meets timing), and the cycles per inference are measured by
 running test samples through the host link's Verilog under Icarus (the counter the board itself
-reports). Writes ``report.json`` (with its provenance; one row per board and lane count, a
-failed build as a row with its ``error``), ``table.md`` and, where matplotlib is installed,
-``lanes.png`` into ``OUTPUT/<bundle name>/``, and prints the table.
+reports). Writes ``<bundle>.json`` (with its provenance; one row per board and lane count, a
+build that does not fit or fails as a row with its ``error``; the logic cells each added lane
+costs per board), ``<bundle>.md`` and, where matplotlib is installed, ``<bundle>.png`` into
+``--results`` (default ``benchmarks/results/boards/``), and prints the table. The build and
+cosimulation folders go to ``OUTPUT/<bundle name>/``.
 
     python benchmarks/bench_boards.py --bundle models/zoo/digits_mlp --lanes 1 2 4 8
 
-Slow: each lane count is a cosimulation and one FPGA build per board, with a retry at a
-lower clock when timing fails (minutes each; tens of minutes for the digits MLP at lanes 1 2 4
-8 on both boards). ``--reuse`` runs only what the output folder lacks.
+Slow: each lane count is a cosimulation and one FPGA build per board, with retries at lower
+clocks when timing fails (minutes each). The builds and cosimulations run in parallel on Dask's
+local scheduler (``--jobs``, default: one per core). ``--reuse`` runs only what the output
+folder lacks.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,30 +29,32 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.provenance import PROVENANCE_KEYS, provenance, write_result  # noqa: E402
-from boards.build import BuildError, build, default_capacity, failure_message  # noqa: E402
+from boards.build import BuildError, build, default_capacity  # noqa: E402
 from boards.cosim import cosimulate  # noqa: E402
-from boards.top import BOARDS  # noqa: E402
 from hdl.link import HostLink  # noqa: E402
 from hdl.protocol import EventFormat, bundle_ident, sample_stream  # noqa: E402
 from models.bundle import load  # noqa: E402
 
-# What report.json holds (checked before writing and by tests/test_benchmark_results.py when
-# a copy sits under benchmarks/results/); bump SCHEMA when the layout changes.
-SCHEMA = 1
-SOURCES = ("hdl/*.py", "boards/*.py")
+# What the JSON holds (checked before writing and by tests/test_benchmark_results.py);
+# bump SCHEMA when the layout changes.
+SCHEMA = 2
+# The gateware and what builds and cosimulates it (not the CLI or the host driver).
+SOURCES = ("hdl/*.py", "boards/build.py", "boards/top.py", "boards/pll.py", "boards/cosim.py")
 ROW_KEYS = {"board", "lanes", "cycles", "error", "logic_cells", "logic_cells_total", "ffs",
             "bram", "bram_total", "dsp", "fmax_mhz", "clock_mhz", "timing_met",
-            "inferences_per_s", "link_inferences_per_s", "build_seconds"}
+            "inferences_per_s", "link_inferences_per_s", "build_seconds", "attempts"}
 RESULT_KEYS = {
-    "": {"provenance", "benchmark", "bundle", "boards", "lanes", "samples", "baud", "rows"},
+    "": {"provenance", "benchmark", "bundle", "boards", "lanes", "samples", "baud", "rows",
+         "lane_cost"},
     "provenance": PROVENANCE_KEYS,
     "rows/*": ROW_KEYS,
 }
 
 
-def measure_cycles(bundle, bundle_dir, lanes, samples, folder):
+def measure_cycles(bundle_dir, lanes, samples, folder):
     """Cycles per inference of ``samples`` test samples, from the host link's own counter."""
     from hdl.top import Accelerator
+    bundle = load(bundle_dir)
     link = HostLink(Accelerator(bundle, lanes=lanes), n_in=bundle.input.size,
                     n_out=bundle.n_out, divisor=4, capacity=default_capacity(bundle),
                     timeout=10 ** 6, clock_hz=100_000_000, ident=bundle_ident(bundle))
@@ -67,6 +73,87 @@ def link_bytes(bundle, samples):
     return sum(per) / len(per)
 
 
+def cycles_task(bundle_dir, lanes, samples, out, reuse):
+    """Cycles per inference at ``lanes`` (cached in ``out`` as JSON)."""
+    cache = out / f"cycles_l{lanes}_s{samples}.json"
+    if reuse and cache.exists():
+        return json.loads(cache.read_text())
+    start = time.monotonic()
+    cycles = measure_cycles(bundle_dir, lanes, samples, out / f"cosim_l{lanes}")
+    cache.write_text(json.dumps(cycles) + "\n")
+    print(f"lanes {lanes}: {sum(cycles) / len(cycles):.0f} cycles per inference "
+          f"({time.monotonic() - start:.0f} s)", flush=True)
+    return cycles
+
+
+def build_task(bundle_dir, board_name, lanes, baud, aim, folder, reuse):
+    """The build report of ``board_name`` at ``lanes``, or ``{"error": message}`` when the
+    design does not fit or the build fails (kept in ``folder/error.txt`` for ``--reuse``)."""
+    error = folder / "error.txt"
+    if reuse and (folder / "report.json").exists():
+        return json.loads((folder / "report.json").read_text())
+    if reuse and error.exists():
+        return {"error": error.read_text().strip()}
+    folder.mkdir(parents=True, exist_ok=True)
+    error.unlink(missing_ok=True)
+    tag = f"{board_name} lanes {lanes}"
+    try:
+        report = build(load(bundle_dir), board_name=board_name, lanes=lanes, baud=baud,
+                       aim_mhz=aim, build_dir=folder,
+                       log=lambda text: print(f"  {tag}: {text}", flush=True))
+    except BuildError as exc:
+        error.write_text(f"{exc}\n")
+        print(f"  {tag}: {exc}", flush=True)
+        return {"error": str(exc)}
+    r = report["resources"]
+    print(f"  {tag}: {r['logic_cells']} LC, {r['bram']} BRAM, Fmax {report['fmax_mhz']} MHz, "
+          f"clock {report['clock_mhz']:.2f} MHz", flush=True)
+    return report
+
+
+def make_row(board_name, lanes, cycles, report, wire, baud):
+    row = dict.fromkeys(ROW_KEYS)                  # a failed build leaves its figures None
+    mean_cycles = sum(cycles) / len(cycles)
+    row.update({"board": board_name, "lanes": lanes, "cycles": mean_cycles})
+    if "error" in report:
+        row["error"] = report["error"]
+        return row
+    r = report["resources"]
+    row.update({
+        "logic_cells": r["logic_cells"], "logic_cells_total": r["logic_cells_total"],
+        "ffs": r["ffs"], "bram": r["bram"], "bram_total": r["bram_total"],
+        "dsp": r["dsp"], "fmax_mhz": report["fmax_mhz"],
+        "clock_mhz": report["clock_mhz"], "timing_met": report["timing_met"],
+        "inferences_per_s": report["clock_mhz"] * 1e6 / mean_cycles,
+        "link_inferences_per_s": baud / 10 / wire,
+        "build_seconds": sum(a["build_seconds"] for a in report["attempts"]),
+        "attempts": [{k: a[k] for k in ("clock_mhz", "seed", "fmax_mhz", "timing_met")}
+                     for a in report["attempts"]],
+    })
+    return row
+
+
+def lane_cost(rows):
+    """Per board: logic cells each added lane costs, between consecutive built lane counts and
+    over the whole built range (a least-squares slope), or None with fewer than two builds."""
+    cost = {}
+    for board_name in sorted({r["board"] for r in rows}):
+        good = sorted((r["lanes"], r["logic_cells"]) for r in rows
+                      if r["board"] == board_name and r["error"] is None)
+        if len(good) < 2:
+            cost[board_name] = None
+            continue
+        steps = [{"from": a, "to": b, "logic_cells_per_lane": (lb - la) / (b - a)}
+                 for (a, la), (b, lb) in zip(good, good[1:])]
+        n = len(good)
+        mx = sum(x for x, _ in good) / n
+        my = sum(y for _, y in good) / n
+        slope = (sum((x - mx) * (y - my) for x, y in good)
+                 / sum((x - mx) ** 2 for x, _ in good))
+        cost[board_name] = {"logic_cells_per_lane": slope, "steps": steps}
+    return cost
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", type=Path, default=REPO / "models/zoo/digits_mlp")
@@ -74,85 +161,65 @@ def main(argv=None):
     p.add_argument("--lanes", nargs="+", type=int, default=[1, 2, 4, 8])
     p.add_argument("--samples", type=int, default=8, help="samples for the cycle count")
     p.add_argument("--baud", type=int, default=1_000_000)
-    p.add_argument("-o", "--output", type=Path, default=REPO / "build/bench_boards")
+    p.add_argument("-o", "--output", type=Path, default=REPO / "build/bench_boards",
+                   help="build and cosimulation folders (default: build/bench_boards)")
+    p.add_argument("--results", type=Path, default=REPO / "benchmarks/results/boards",
+                   help="where the JSON, table and plot go (default: benchmarks/results/boards)")
     p.add_argument("--aim-ice40", type=float, help="first clock tried on iCE40, MHz")
     p.add_argument("--aim-ecp5", type=float, help="first clock tried on ECP5, MHz")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="builds and cosimulations at once (Dask local processes; default: "
+                        "one per core)")
     p.add_argument("--reuse", action="store_true",
                    help="reuse cycle counts and build reports already in the output folder")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: must be at least 1")
     prov = provenance(__file__, SOURCES, schema=SCHEMA, argv=argv)     # before measuring
     bundle = load(args.bundle)
     out = args.output / args.bundle.name
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    args.results.mkdir(parents=True, exist_ok=True)
     wire = link_bytes(bundle, args.samples)
+
+    import dask
+    aims = {"icebreaker": args.aim_ice40, "ulx3s": args.aim_ecp5}
+    tasks = {}
     for lanes in args.lanes:
-        start = time.monotonic()
-        cache = out / f"cycles_l{lanes}_s{args.samples}.json"
-        if args.reuse and cache.exists():
-            cycles = json.loads(cache.read_text())
-        else:
-            cycles = measure_cycles(bundle, args.bundle, lanes, args.samples,
-                                    out / f"cosim_l{lanes}")
-            cache.write_text(json.dumps(cycles) + "\n")
-        mean_cycles = sum(cycles) / len(cycles)
-        print(f"lanes {lanes}: {mean_cycles:.0f} cycles per inference "
-              f"({time.monotonic() - start:.0f} s)", flush=True)
+        tasks[("cycles", lanes)] = dask.delayed(cycles_task, pure=False)(
+            args.bundle, lanes, args.samples, out, args.reuse)
         for board_name in args.boards:
-            row = dict.fromkeys(ROW_KEYS)          # a failed build leaves its figures None
-            row.update({"board": board_name, "lanes": lanes, "cycles": mean_cycles})
-            folder = out / f"{board_name}_l{lanes}"
-            try:
-                tim = folder / "snn_board.tim"
-                if args.reuse and (folder / "report.json").exists():
-                    report = json.loads((folder / "report.json").read_text())
-                elif args.reuse and tim.exists() and failure_message(
-                        tim.read_text(), BOARDS[board_name].device()):
-                    raise BuildError(failure_message(tim.read_text(),
-                                                     BOARDS[board_name].device()))
-                else:
-                    aim = {"icebreaker": args.aim_ice40, "ulx3s": args.aim_ecp5}[board_name]
-                    report = build(bundle, board_name=board_name, lanes=lanes, baud=args.baud,
-                                   aim_mhz=aim,
-                                   build_dir=folder,
-                                   log=lambda text: print("  " + text, flush=True))
-            except BuildError as exc:
-                row["error"] = str(exc)
-                print(f"  {board_name} lanes {lanes}: {exc}", flush=True)
-                rows.append(row)
-                continue
-            r = report["resources"]
-            row.update({
-                "logic_cells": r["logic_cells"], "logic_cells_total": r["logic_cells_total"],
-                "ffs": r["ffs"], "bram": r["bram"], "bram_total": r["bram_total"],
-                "dsp": r["dsp"], "fmax_mhz": report["fmax_mhz"],
-                "clock_mhz": report["clock_mhz"], "timing_met": report["timing_met"],
-                "inferences_per_s": report["clock_mhz"] * 1e6 / mean_cycles,
-                "link_inferences_per_s": args.baud / 10 / wire,
-                "build_seconds": sum(a["build_seconds"] for a in report["attempts"]),
-            })
-            rows.append(row)
-            print(f"  {board_name} lanes {lanes}: {r['logic_cells']} LC, {r['bram']} BRAM, "
-                  f"Fmax {report['fmax_mhz']} MHz, clock {report['clock_mhz']:.2f} MHz, "
-                  f"{row['inferences_per_s']:.0f} inf/s", flush=True)
-            write_report(out / "report.json", rows, args, prov)     # keep what is done so far
-    table = format_table(rows, bundle, args)
-    (out / "table.md").write_text(table + "\n")
-    write_report(out / "report.json", rows, args, prov)
+            tasks[(board_name, lanes)] = dask.delayed(build_task, pure=False)(
+                args.bundle, board_name, lanes, args.baud, aims[board_name],
+                out / f"{board_name}_l{lanes}", args.reuse)
+    start = time.monotonic()
+    scheduler = "synchronous" if args.jobs == 1 else "processes"
+    done = dict(zip(tasks, dask.compute(*tasks.values(), scheduler=scheduler,
+                                        num_workers=args.jobs)))
+    print(f"all builds and cosimulations: {time.monotonic() - start:.0f} s", flush=True)
+    rows = [make_row(board_name, lanes, done[("cycles", lanes)], done[(board_name, lanes)],
+                     wire, args.baud)
+            for lanes in args.lanes for board_name in args.boards]
+    cost = lane_cost(rows)
+    name = args.bundle.name
+    table = format_table(rows, cost, bundle, args)
+    (args.results / f"{name}.md").write_text(table + "\n")
+    write_report(args.results / f"{name}.json", rows, cost, args, prov)
     print(table)
-    plot(rows, out / "lanes.png")
+    plot(rows, args.results / f"{name}.png")
     return 0
 
 
-def write_report(path, rows, args, prov):
-    """Write ``report.json``: the rows so far, the run's settings and its provenance."""
+def write_report(path, rows, cost, args, prov):
+    """Write the JSON: the rows, the lane cost, the run's settings and its provenance."""
     write_result(path, {"benchmark": "boards", "bundle": args.bundle.name,
                         "boards": list(args.boards), "lanes": list(args.lanes),
-                        "samples": args.samples, "baud": args.baud, "rows": rows},
+                        "samples": args.samples, "baud": args.baud, "rows": rows,
+                        "lane_cost": cost},
                  provenance=prov, result_keys=RESULT_KEYS)
 
 
-def format_table(rows, bundle, args):
+def format_table(rows, cost, bundle, args):
     head = ("| board | lanes | logic cells | FF | block RAM | DSP | Fmax (MHz) | clock (MHz) "
             "| timing | cycles/inference | inferences/s (accelerator) |")
     lines = [f"{args.bundle.name}: {[layer.kind for layer in bundle.layers]}, "
@@ -169,6 +236,12 @@ def format_table(rows, bundle, args):
             f"| {row['dsp']} | {row['fmax_mhz']:.1f} | {row['clock_mhz']:.2f} | "
             f"{'met' if row['timing_met'] else 'MISSED'} | {row['cycles']:.0f} | "
             f"{row['inferences_per_s']:.0f} |")
+    for board_name, c in cost.items():
+        if c is not None:
+            steps = ", ".join(f"{s['from']}->{s['to']}: {s['logic_cells_per_lane']:.0f}"
+                              for s in c["steps"])
+            lines += ["", f"{board_name}: {c['logic_cells_per_lane']:.0f} logic cells per "
+                          f"added lane (least squares over the built lane counts; {steps})"]
     link = next((r["link_inferences_per_s"] for r in rows
                  if r["link_inferences_per_s"] is not None), None)
     if link:

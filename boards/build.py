@@ -192,7 +192,19 @@ def failure_message(log, device):
         what = {"ICESTORM_LC": "logic cells", "TRELLIS_COMB": "logic cells",
                 "ICESTORM_DSP": "DSP blocks", "MULT18X18D": "DSP blocks",
                 "ICESTORM_RAM": "block RAMs", "DP16KD": "block RAMs"}.get(short[1], short[1])
+        cells = {"logic cells": r"(?:ICESTORM_LC|TRELLIS_COMB)", "DSP blocks":
+                 r"(?:ICESTORM_DSP|MULT18X18D)", "block RAMs": r"(?:ICESTORM_RAM|DP16KD)"}
+        used = re.findall(cells.get(what, re.escape(short[1])) + r":\s*(\d+)/\s*(\d+)", log)
+        if used:
+            return (f"does not fit the {device}: {used[-1][0]} {what} needed, "
+                    f"{used[-1][1]} available")
         return f"does not fit the {device}: not enough {what}"
+    if "Unable to find legal placement" in log:
+        used = re.findall(r"(?:ICESTORM_LC|TRELLIS_COMB):\s*(\d+)/\s*(\d+)\s+(\d+)%", log)
+        if used:
+            n, total, pct = used[-1]
+            return (f"does not place on the {device}: {n} of {total} logic cells ({pct} %) "
+                    f"and no legal placement")
     errors = [line.strip() for line in log.splitlines() if "ERROR" in line]
     return f"build for the {device} failed ({errors[-1]})" if errors else None
 

@@ -145,6 +145,15 @@ def test_failure_messages():
     assert failure_message("ERROR: Unable to place cell 'b_DSP', no BELs remaining to implement "
                            "cell type 'ICESTORM_DSP'\n", "iCE40UP5K-SG48") == (
         "does not fit the iCE40UP5K-SG48: not enough DSP blocks")
+    assert failure_message("Info: \t ICESTORM_LC:  6012/  5280   113%\nERROR: Unable to place "
+                           "cell 'a_LC', no BELs remaining to implement cell type "
+                           "'ICESTORM_LC'\n", "iCE40UP5K-SG48") == (
+        "does not fit the iCE40UP5K-SG48: 6012 logic cells needed, 5280 available")
+    assert failure_message("Info: \t ICESTORM_LC:  5075/  5280    96%\nERROR: Unable to find "
+                           "legal placement for all cells, design is probably at utilisation "
+                           "limit.\n", "iCE40UP5K-SG48") == (
+        "does not place on the iCE40UP5K-SG48: 5075 of 5280 logic cells (96 %) and no legal "
+        "placement")
     assert failure_message("Info: nothing wrong\n", "iCE40UP5K-SG48") is None
 
 
