@@ -357,6 +357,47 @@ def _synapse(name, node, shape):
     return "conv2d", w, b, k, stride, padding, out
 
 
+def _compose(a_where, b_where, a, b, a_in):
+    """One synapse equal to synapse ``a`` (on input shape ``a_in``) followed by ``b``.
+
+    ``a`` and ``b`` come from :func:`_synapse`. Two convolutions (or sum pools) compose into
+    one with kernel ``(kB - 1) sA + kA``, stride ``sA sB`` and padding ``pA + pB sA``, exactly
+    (output size included) when ``b`` has no padding; with padding, only when ``a`` has no bias
+    and tiles its input (a SumPool2d with kernel = stride and no padding that divides the
+    height and width), so that ``b``'s ring of zeros is the input's. Two linear maps compose as
+    ``WB WA``, ``WB bA + bB``.
+    """
+    kind_a, wa, ba, ka, sa, pa, out_a = a
+    kind_b, wb, bb, kb, sb, pb, out_b = b
+    if kind_a == "linear":
+        w = wb @ wa
+        bias = None if ba is None and bb is None else (
+            (wb @ ba if ba is not None else 0) + (bb if bb is not None else 0))
+        return "linear", w, bias, None, 1, 0, out_b
+    _, h, wd = a_in
+    if pb and not (ba is None and ka == sa and pa == 0 and h % sa == 0 and wd % sa == 0):
+        raise NIRError(f"{b_where}: pads its input, which {a_where} computes with no neuron "
+                       f"between; the two are one convolution only if the second has no "
+                       f"padding, or the first tiles its input exactly without bias (a "
+                       f"SumPool2d with kernel = stride dividing height and width)")
+    k = (kb - 1) * sa + ka
+    w = np.zeros((wb.shape[0], wa.shape[1], k, k))
+    for i in range(kb):
+        for j in range(kb):
+            w[:, :, i * sa:i * sa + ka, j * sa:j * sa + ka] += np.einsum(
+                "om,mcyx->ocyx", wb[:, :, i, j], wa)
+    bias = bb
+    if ba is not None:
+        bias = np.einsum("omyx,m->o", wb, ba) + (0 if bb is None else bb)
+    stride, padding = sa * sb, pa + pb * sa
+    if (_conv_out(h, k, stride, padding), _conv_out(wd, k, stride, padding)) != tuple(out_b[1:]):
+        raise NIRError(f"{b_where}: with {a_where} before it and no neuron between, the two "
+                       f"are no single convolution of the same output size")
+    if bias is not None and not bias.any():
+        bias = None
+    return "conv2d", w, bias, k, stride, padding, out_b
+
+
 def _neuron_floats(name, node, size, dt):
     """``(decay, gain, bias_add, threshold)`` of a LIF or IF per step of ``dt``."""
     where = _where(name, node)
@@ -512,20 +553,27 @@ def import_graph(graph, options=None):
             prev = order[order.index((name, node)) - 1]
             raise NIRError(f"{where}: follows {_where(*prev)}, not a synapse (Affine, Linear, "
                            f"Conv2d, SumPool2d); the bundle's neurons sit behind weights")
-        # A synapse: the neuron after it completes the layer.
-        nxt = body[index + 1] if index + 1 < len(body) else order[-1]
+        # A synapse, or a run of synapses that compose into one (a SumPool2d before or after a
+        # Conv2d, Affine after Affine): the neuron after it completes the layer.
+        run = [(name, node)]
+        while index + len(run) < len(body) and _type(body[index + len(run)][1]) in _SYNAPSES:
+            run.append(body[index + len(run)])
+        nxt = body[index + len(run)] if index + len(run) < len(body) else order[-1]
         if _type(nxt[1]) not in _NEURONS:
-            raise NIRError(f"{where}: feeds {_where(*nxt)}, not a LIF or IF; the bundle needs a "
-                           f"neuron after every synapse")
+            raise NIRError(f"{_where(*run[-1])}: feeds {_where(*nxt)}, not a LIF or IF; the "
+                           f"bundle needs a neuron after every synapse")
         nname, nnode = nxt
         syn = _synapse(name, node, tuple(shape))
+        for (aname, anode), (bname, bnode) in zip(run, run[1:]):
+            syn = _compose(_where(aname, anode), _where(bname, bnode), syn,
+                           _synapse(bname, bnode, tuple(syn[-1])), tuple(shape))
         lkind, w, b, k, stride, padding, out = syn
         size = math.prod(out)
-        meta = {**_meta(node), **_meta(nnode)}
+        meta = {key: value for _, n in run + [nxt] for key, value in _meta(n).items()}
         dt = float(_pick(opts.dt, meta, "dt"))
         decay, gain, bias_add, theta = _neuron_floats(nname, nnode, size, dt)
-        if (kind == "SumPool2d" and _type(nnode) == "IF" and spikes and k == stride
-                and padding == 0 and 0 <= theta < gain and bias_add == 0):
+        if (len(run) == 1 and kind == "SumPool2d" and _type(nnode) == "IF" and spikes
+                and k == stride and padding == 0 and 0 <= theta < gain and bias_add == 0):
             # Any spike in the window fires, and reset to 0 leaves nothing: an OR.
             layers.append(Layer(name, "spike_pool", tuple(shape),
                                 (shape[0], shape[1] // k, shape[2] // k), kernel=k))
@@ -594,12 +642,13 @@ def import_graph(graph, options=None):
         neuron = Neuron(model, reset, theta_q, pbits, lk)
         layers.append(Layer(name, lkind, tuple(shape), tuple(out), w_q, b_q, wbits, neuron,
                             k, stride, padding))
-        report.layers.append(f"{name}: {kind} + {_type(nnode)} {nname!r} -> {lkind} "
+        synapses = " + ".join(f"{_type(n)} {m!r}" for m, n in run)
+        report.layers.append(f"{name}: {synapses} + {_type(nnode)} {nname!r} -> {lkind} "
                              f"{list(shape)} -> {list(out)}, threshold {theta_q}, "
                              f"{lk.mode} leak {lk.beta_float:g}, scale {scale:g}")
         shape = tuple(out)
         spikes = True
-        index += 2
+        index += len(run) + 1
     provenance = {"source": "nir", "note": f"imported from a NIR graph of {len(order)} nodes"}
     saved = _meta(graph).get("bundle_provenance")
     if isinstance(saved, str):
@@ -702,6 +751,8 @@ def export_bundle(bundle, *, dt=DEFAULT_DT):
 #: The subcommands :mod:`models.__main__` hands to :func:`main`.
 COMMANDS = ("nir-import", "nir-export")
 ENCODINGS = ("rate", "delta", "direct", "latency", "raw")
+# models.data.DATASETS, spelled here so that parsing imports no torch.
+DATASETS = ("digits", "mnist", "fashion")
 
 
 def _positive_float(text):
@@ -748,10 +799,17 @@ def _parser():
                    help="input encoding recorded in the bundle (default: metadata, else rate)")
     p.add_argument("--input-bits", type=int_arg(1, 16), metavar="BITS",
                    help="input event value bits for --encoding direct or raw (default: 4)")
-    p.add_argument("--events", metavar="NPZ",
-                   help="input events to write vectors.npz from: an .npz with 'events' "
-                        "[n, 4] (sample, step, addr, value) and optionally 'samples', "
-                        "'steps', 'labels' (a bundle's vectors.npz is one)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--events", metavar="NPZ",
+                      help="input events to write vectors.npz from: an .npz with 'events' "
+                           "[n, 4] (sample, step, addr, value) and optionally 'samples', "
+                           "'steps', 'labels' (a bundle's vectors.npz is one)")
+    data.add_argument("--dataset", choices=DATASETS,
+                      help="encode this data set's test split with the bundle's encoding and "
+                           "steps (as python -m models export does; needs torch) and write "
+                           "vectors.npz with labels")
+    p.add_argument("--samples", type=int_arg(1, 1 << 20), metavar="N",
+                   help="test samples of --dataset (default: all)")
 
     p = sub.add_parser("nir-export", help="write a bundle as a NIR graph")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle folder")
@@ -781,6 +839,32 @@ def _read_events(path, steps):
     return events.astype(np.int64), samples, arrays.get("labels")
 
 
+def _dataset_events(name, spec, samples):
+    """``(events, samples, labels)``: the test split of data set ``name``, encoded as
+    ``python -m models export`` encodes it (the training configuration's test seed)."""
+    if spec.encoding not in ("rate", "delta", "direct", "latency"):
+        raise NIRError(f"--dataset encodes with --encoding rate, delta, direct or latency, not "
+                       f"{spec.encoding}")
+    try:
+        import torch
+
+        from .data import TrainConfig, encode_chunks, load_split
+        from .encoders import to_events
+    except ImportError as exc:
+        raise NIRError(f"--dataset encodes with the snnTorch side of this project, which needs "
+                       f"torch ({exc}); give --events instead") from None
+    _, _, images, labels = load_split(name)
+    if math.prod(images.shape[1:]) != spec.size:
+        raise NIRError(f"--dataset {name}: images of {list(images.shape[1:])} do not fit the "
+                       f"graph's input {list(spec.shape)}")
+    tcfg = TrainConfig(dataset=name, encoding=spec.encoding, steps=spec.steps,
+                       direct_bits=spec.bits if spec.encoding == "direct" else 4).check()
+    n = len(labels) if samples is None else min(samples, len(labels))
+    encoded = torch.cat([x for _, _, x in encode_chunks(images, tcfg, tcfg.test_seed, limit=n)],
+                        dim=1)
+    return to_events(encoded), n, np.asarray(labels[:n])
+
+
 def _nir_import(args):
     from . import bundle as bundle_io
     from . import golden
@@ -793,17 +877,26 @@ def _nir_import(args):
                             weight_bits=args.weight_bits, potential_bits=args.potential_bits,
                             leak=args.leak, frac_bits=args.frac_bits, encoding=args.encoding,
                             input_bits=args.input_bits, exact=args.exact)
+    if args.samples is not None and args.dataset is None:
+        raise NIRError("--samples applies to --dataset")
     bundle, report = import_graph(args.graph, options)
-    if args.events:
-        events, samples, labels = _read_events(args.events, bundle.input.steps)
+    if args.events or args.dataset:
+        events, samples, labels = (_read_events(args.events, bundle.input.steps) if args.events
+                                   else _dataset_events(args.dataset, bundle.input,
+                                                        args.samples))
         bundle.vectors = golden.make_vectors(bundle, events, samples, labels=labels)
     bundle_io.save(bundle, args.output)
     for line in report.layers:
         print(line)
     if report.roundings:
         print(f"leak rounded in {len(report.roundings)} layers: " + "; ".join(report.roundings))
-    extra = (f", vectors of {bundle.vectors.samples} samples" if bundle.vectors is not None
-             else "")
+    extra = ""
+    if bundle.vectors is not None:
+        v = bundle.vectors
+        extra = f", vectors of {v.samples} samples"
+        if v.labels is not None:
+            extra += (f" (golden accuracy {100 * float(np.mean(v.predictions == v.labels)):.2f}"
+                      f"%)")
     print(f"wrote {args.output}: {len(bundle.layers)} layers, "
           f"{len(bundle.neuron_layers)} with neurons{extra}")
     return 0

@@ -431,6 +431,55 @@ def test_written_graph_equals_nir_semantics(dt, tmp_path, record_property):
         assert 0 < s.mean() < 1
 
 
+def test_composed_synapses_equal_nir_semantics(tmp_path, record_property):
+    """Synapses with no neuron between become one layer: a SumPool2d then a padded Conv2d (as
+    Sinabs writes pooling), a Conv2d then a SumPool2d, an Affine then an Affine."""
+    rng = np.random.default_rng(8)
+
+    def ints(shape, lo=-2, hi=3):
+        w = rng.integers(lo, hi, shape).astype(np.float64)
+        w[rng.random(shape) < 0.3] = 0
+        return w
+
+    def conv(c_in, c_out, k, padding, bias=True):
+        return nir.Conv2d(input_shape=None, weight=ints((c_out, c_in, k, k)), stride=1,
+                          padding=padding, dilation=1, groups=1,
+                          bias=ints((c_out,), -1, 2) if bias else np.zeros(c_out))
+
+    def pool():
+        return nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                             padding=np.array([0, 0]))
+
+    def neuron(shape, threshold):
+        return nir.IF(r=np.ones(shape), v_threshold=np.full(shape, float(threshold)))
+
+    graph = nir_graph(
+        ("c1", conv(2, 3, 3, 1)), ("c1.if", neuron((3, 8, 8), 2)),
+        ("p1", pool()), ("c2", conv(3, 4, 3, 1)), ("c2.if", neuron((4, 4, 4), 4)),
+        ("c3", conv(4, 5, 3, 0)), ("p3", pool()), ("c3.if", neuron((5, 1, 1), 4)),
+        ("flat", nir.Flatten(input_type=np.array([5, 1, 1]), start_dim=0)),
+        ("fc1", nir.Affine(weight=ints((7, 5)), bias=ints((7,), -1, 2))),
+        ("fc2", nir.Affine(weight=ints((6, 7)), bias=ints((6,), -1, 2))),
+        ("fc.if", neuron((6,), 2)), shape=[2, 8, 8])
+    x = rng.integers(0, 2, (12, 10, 2, 8, 8))
+    bundle, report = import_graph(graph, ImportOptions(exact=True, steps=10, weight_bits=16,
+                                                       potential_bits=32, reset="zero"))
+    assert [(layer.kind, layer.kernel, layer.stride, layer.padding) for layer in bundle.layers
+            ] == [("conv2d", 3, 1, 1), ("conv2d", 6, 2, 2), ("conv2d", 4, 2, 0),
+                  ("flatten", None, 1, 0), ("linear", None, 1, 0)]
+    assert report.layers[1].startswith("p1: SumPool2d 'p1' + Conv2d 'c2' + IF 'c2.if'")
+    theirs = simulate_nir(graph, x, DT)
+    ours = [s for layer, s in zip(bundle.layers, golden.run(bundle, x.reshape(12, 10, -1)).spikes)
+            if layer.has_neurons]
+    compared = sum(a.size for a in ours)
+    mismatches = sum(int((a != c).sum()) for a, c in zip(ours, theirs))
+    record_property("spikes_compared", compared)
+    print(f"composed synapses: {compared} spikes compared, {mismatches} mismatches")
+    assert mismatches == 0
+    for a in ours:
+        assert 0 < a.mean() < 1
+
+
 def test_written_graph_rounds_without_exact(tmp_path):
     """Without --exact the weights take the full 8-bit range and thresholds stay exact."""
     graph = written_graph()
@@ -547,9 +596,18 @@ def _refused_graphs():
     g.nodes["fc.lif"].v_threshold = np.array([1.0, 2.0, 1.0])
     out.append(("thresholds", g, "node 'fc.lif' (LIF): v_threshold differs across neurons (1 "
                                  "to 2); the bundle holds one per layer"))
-    g = nir_graph(aff, ("fc2", nir.Linear(weight=w)), shape=[3])
-    out.append(("no neuron", g, "node 'fc' (Affine): feeds node 'fc2' (Linear), not a LIF or "
+    g = nir_graph(aff, shape=[3])
+    out.append(("no neuron", g, "node 'fc' (Affine): feeds node 'output' (Output), not a LIF or "
                                 "IF; the bundle needs a neuron after every synapse"))
+    g = nir_graph(("c1", nir.Conv2d(input_shape=(4, 4), weight=np.ones((1, 1, 3, 3)), stride=1,
+                                    padding=1, dilation=1, groups=1, bias=np.zeros(1))),
+                  ("c2", nir.Conv2d(input_shape=(4, 4), weight=np.ones((1, 1, 3, 3)), stride=1,
+                                    padding=1, dilation=1, groups=1, bias=np.zeros(1))),
+                  ("c2.lif", lif((1,), decay=0.5, threshold=1.0)), shape=[1, 4, 4])
+    out.append(("padded composition", g, "node 'c2' (Conv2d): pads its input, which node 'c1' "
+                "(Conv2d) computes with no neuron between; the two are one convolution only if "
+                "the second has no padding, or the first tiles its input exactly without bias "
+                "(a SumPool2d with kernel = stride dividing height and width)"))
     g = nir_graph(("l", lif((3,), decay=0.5, threshold=1.0)), shape=[3])
     out.append(("no synapse", g, "node 'l' (LIF): follows node 'input' (Input), not a synapse "
                                  "(Affine, Linear, Conv2d, SumPool2d); the bundle's neurons sit "
@@ -624,6 +682,11 @@ def test_cli_round_trip_without_torch(tmp_path):
     (["--weight-bits", "40"], "argument --weight-bits: must be in [2, 16], not 40"),
     (["--leak", "shift", "--frac-bits", "4"], "--frac-bits applies to --leak mul, not shift"),
     (["--input-bits", "3"], "--input-bits applies to --encoding direct or raw, not the default"),
+    (["--samples", "3"], "--samples applies to --dataset"),
+    (["--events", "EVENTS", "--dataset", "digits"], "argument --dataset: not allowed with "
+                                                    "argument --events"),
+    (["--encoding", "raw", "--dataset", "digits"], "--dataset encodes with --encoding rate, "
+                                                   "delta, direct or latency, not raw"),
     (["--steps", "3", "--events", "EVENTS"], "EVENTS: holds 25 steps, and the bundle has 3 "
                                              "(give --steps 25)"),
 ])
@@ -636,6 +699,21 @@ def test_cli_usage_errors(args, message, tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.endswith(message.replace("EVENTS", events) + "\n"), err
+
+
+def test_cli_dataset_vectors(tmp_path, capsys):
+    """--dataset encodes the test split as the checkpoint export did: the zoo's own events."""
+    pytest.importorskip("torch")
+    path = write_graph(export_bundle(bundle_io.load(ZOO / "digits_mlp")), tmp_path / "g.nir")
+    assert main(["nir-import", str(path), "-o", str(tmp_path / "b"), "--exact", "--dataset",
+                 "digits", "--samples", "30"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(
+        f"wrote {tmp_path / 'b'}: 2 layers, 2 with neurons, vectors of 30 samples (golden "
+        f"accuracy ")
+    ours, zoo = bundle_io.load(tmp_path / "b").vectors, bundle_io.load(ZOO / "digits_mlp").vectors
+    assert np.array_equal(ours.events, zoo.events[zoo.events[:, 0] < 30])
+    assert np.array_equal(ours.labels, zoo.labels[:30])
+    assert np.array_equal(ours.predictions, zoo.predictions[:30])
 
 
 def test_cli_not_a_nir_file(tmp_path, capsys):
