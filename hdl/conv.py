@@ -25,7 +25,6 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 from amaranth.utils import bits_for, ceil_log2
 
-from models.bundle import Layer
 from models.golden import current_bits
 
 from .accumulator import BankedAccumulator
@@ -36,7 +35,8 @@ from .cycles import activity, conv_estimate, conv_lane_work, lower_bound
 from .divmod import const_divmod
 from .event import EngineCounters, EventLayout
 from .indexmap import IndexMap
-from .linear import check_bool, check_int, value_max
+from .contract import EngineBase, check_bool, check_int, check_layer, check_value_shape
+from .linear import value_max
 from .lsb import CHUNK
 from .neuron import check_neuron
 from .sweep import NeuronSweep
@@ -448,7 +448,7 @@ class SpikeDecoder(wiring.Component):
         return m
 
 
-class Conv2dEngine(wiring.Component):
+class Conv2dEngine(EngineBase):
     """One conv2d SNN layer, event-driven (DESIGN.md sections 3, 5 and 6).
 
     A step flows through four stages joined by streams; each keeps two buffers (or banks), so
@@ -516,18 +516,13 @@ class Conv2dEngine(wiring.Component):
     """
     def __init__(self, layer, *, value_shape=unsigned(1), lanes=1, dense=False, queue_depth=8,
                  counters=False):
-        if not isinstance(layer, Layer) or layer.kind != "conv2d":
-            raise TypeError(f"Layer must be a models.bundle.Layer of kind 'conv2d', "
-                            f"not {layer!r:.80}")
+        check_layer(layer, "conv2d")
         check_neuron(layer.neuron)
         kout = layer.out_shape[0]
         expect = [kout, layer.in_shape[0], layer.kernel, layer.kernel]
         if list(np.shape(layer.weight)) != expect:
             raise ValueError(f"Weight shape must be {expect}, not {list(np.shape(layer.weight))}")
-        try:
-            value_shape = Shape.cast(value_shape)
-        except TypeError:
-            raise TypeError(f"Value shape must be a shape, not {value_shape!r}") from None
+        value_shape = check_value_shape(value_shape)
         if value_shape.width < 1 or (value_shape.signed and value_shape.width < 2):
             raise ValueError(f"Value shape must be at least 1 bit wide (2 if signed), "
                              f"not {value_shape!r}")
@@ -538,39 +533,13 @@ class Conv2dEngine(wiring.Component):
         check_int("Queue depth", queue_depth, 2)
         if queue_depth & (queue_depth - 1):
             raise ValueError(f"Queue depth must be a power of two, not {queue_depth}")
-        self._layer, self._value_shape = layer, value_shape
-        self._lanes, self._dense, self._queue_depth = lanes, dense, queue_depth
+        self._lanes, self._updates, self._dense = lanes, lanes, dense
+        self._queue_depth = queue_depth
         self._plan = plan_conv(layer, lanes=lanes, dense=dense)
         self._current_bits = current_bits(layer, value_max(value_shape))
         self._lane_work = None                      # conv_lane_work, made on first use
-        self._counters = check_bool("Counters", counters)
-        members = {
-            "i": In(stream.Signature(EventLayout(layer.n_in, value_shape))),
-            "o": Out(stream.Signature(EventLayout(layer.n_out))),
-        }
-        if counters:
-            members["counters"] = Out(ConvCounters())
-        super().__init__(members)
-
-    @property
-    def layer(self):
-        """The layer this engine computes."""
-        return self._layer
-
-    @property
-    def lanes(self):
-        """Accumulate lanes ``L``: synaptic operations per cycle, across output channels."""
-        return self._lanes
-
-    @property
-    def updates(self):
-        """Neuron updates per cycle of the sweep: one per lane."""
-        return self._lanes
-
-    @property
-    def dense(self):
-        """Whether this is the dense baseline (every input position and weight visited)."""
-        return self._dense
+        super().__init__(layer, value_shape=value_shape, counters=counters,
+                         counters_signature=ConvCounters())
 
     @property
     def weight_format(self):
@@ -582,17 +551,6 @@ class Conv2dEngine(wiring.Component):
         """Further weight figures for reports: the bits of the entries and of the records."""
         return {"entry_bits": self._plan.entry_bits, "record_bits": self._plan.record_bits}
 
-    def work(self, active_inputs):
-        """Input positions and synaptic operations of steps with the given input activity.
-
-        ``active_inputs`` as :func:`hdl.cycles.activity` takes it. Returns ``(events, sops)``:
-        numbers for one step, arrays ``[steps]`` for a batch. The dense baseline visits every
-        input position, active or not.
-        """
-        act = activity(active_inputs, self._layer.n_in)
-        events, lane_sops = self._work(act)
-        return act.answer(events), act.answer(lane_sops.sum(axis=1))
-
     def estimate_cycles(self, active_inputs, out_events):
         """Cycles of steps with the given input activity: ``(lower_bound, estimate)``.
 
@@ -603,7 +561,7 @@ class Conv2dEngine(wiring.Component):
         """
         layer, lanes = self._layer, self._lanes
         act = activity(active_inputs, layer.n_in)
-        events, lane_sops = self._work(act)
+        events, lane_sops = self._lane_work_of(act)
         rows = []
         for e, ls, o in zip(events, lane_sops, act.per_step(out_events)):
             e, o = math.ceil(e), math.ceil(o)
@@ -614,6 +572,12 @@ class Conv2dEngine(wiring.Component):
         return tuple(act.answer(np.array(col, dtype=np.int64)) for col in zip(*rows))
 
     def _work(self, act):
+        """Per step: input positions visited (the dense baseline visits every position,
+        active or not) and synaptic operations."""
+        events, lane_sops = self._lane_work_of(act)
+        return events, lane_sops.sum(axis=1)
+
+    def _lane_work_of(self, act):
         """Per step: input positions visited, and each lane's synaptic operations."""
         if self._lane_work is None:
             self._lane_work = conv_lane_work(self._layer, self._plan.channels, dense=self._dense)
@@ -632,19 +596,9 @@ class Conv2dEngine(wiring.Component):
         return self._plan
 
     @property
-    def current_bits(self):
-        """Width of the synaptic current accumulators."""
-        return self._current_bits
-
-    @property
     def weight_bits_stored(self):
         """Bits of the weight memories: entries (weight, local channel, column) and records."""
         return self._plan.stored_bits
-
-    @property
-    def weight_bits_dense(self):
-        """Bits of the plain dense kernel ``K * C * k * k * weight_bits``, for comparison."""
-        return int(np.size(self._layer.weight)) * self._layer.weight_bits
 
     def _sweep_bias(self):
         """The sweep's bias ``[rows][lanes]``: each lane's channels, ``Ho * Wo`` rows each."""

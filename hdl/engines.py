@@ -13,7 +13,8 @@ from amaranth import *
 from models.bundle import Bundle, Layer
 
 from .conv import Conv2dEngine
-from .linear import LinearEngine, check_int
+from .contract import check_int
+from .linear import LinearEngine
 from .pool import SpikePool
 
 __all__ = ["make_engine", "make_engines", "input_value_shape"]

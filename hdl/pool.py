@@ -7,18 +7,14 @@ import math
 
 import numpy as np
 from amaranth import *
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out, connect, flipped
-
-from models.bundle import Layer
+from amaranth.lib.wiring import connect, flipped
 
 from .bitmap import EventBitmap
 from .compress import SpikeCompressor
+from .contract import EngineBase, check_layer
 from .cycles import activity, pool_estimate
 from .divmod import const_divmod
-from .event import EngineCounters, EventLayout
 from .indexmap import IndexMap
-from .linear import check_bool
 from .lsb import CHUNK
 
 __all__ = ["SpikePool", "pool_ref"]
@@ -38,7 +34,7 @@ def pool_ref(layer, addrs):
     return sorted(out)
 
 
-class SpikePool(wiring.Component):
+class SpikePool(EngineBase):
     """``spike_pool`` as a stream stage: each step's spikes, OR-pooled, in ascending address.
 
     Three stages joined by streams. The *window map* (:class:`~hdl.indexmap.IndexMap`, three
@@ -78,9 +74,7 @@ class SpikePool(wiring.Component):
     dense baseline; :meth:`work` and :meth:`estimate_cycles` as every engine.
     """
     def __init__(self, layer, *, counters=False):
-        if not isinstance(layer, Layer) or layer.kind != "spike_pool":
-            raise TypeError(f"Layer must be a models.bundle.Layer of kind 'spike_pool', "
-                            f"not {layer!r:.80}")
+        check_layer(layer, "spike_pool")
         if len(layer.in_shape) != 3:
             raise ValueError(f"Input shape must be (C, H, W), not {layer.in_shape!r}")
         c_in, h, w = layer.in_shape
@@ -93,70 +87,7 @@ class SpikePool(wiring.Component):
         if tuple(layer.out_shape) != (c_in, h // k, w // k):
             raise ValueError(f"Output shape must be {(c_in, h // k, w // k)!r}, "
                              f"not {tuple(layer.out_shape)!r}")
-        self._layer = layer
-        self._counters = check_bool("Counters", counters)
-        members = {
-            "i": In(stream.Signature(EventLayout(layer.n_in))),
-            "o": Out(stream.Signature(EventLayout(layer.n_out))),
-        }
-        if counters:
-            members["counters"] = Out(EngineCounters())
-        super().__init__(members)
-
-    @property
-    def layer(self):
-        """The layer this engine computes."""
-        return self._layer
-
-    @property
-    def lanes(self):
-        """One: the pool takes one input event per cycle."""
-        return 1
-
-    @property
-    def updates(self):
-        """``None``: a pool has no neurons to sweep."""
-        return None
-
-    @property
-    def current_bits(self):
-        """``None``: a pool accumulates no currents."""
-        return None
-
-    @property
-    def dense(self):
-        """``False``: a pool has no dense baseline."""
-        return False
-
-    @property
-    def weight_format(self):
-        """``None``: a pool has no weights."""
-        return None
-
-    @property
-    def weight_bits_stored(self):
-        """Zero: a pool has no weights."""
-        return 0
-
-    @property
-    def weight_bits_dense(self):
-        """Zero: a pool has no weights."""
-        return 0
-
-    @property
-    def weight_figures(self):
-        """No further weight figures."""
-        return {}
-
-    def work(self, active_inputs):
-        """Input events and synaptic operations (none) of steps with the given activity.
-
-        ``active_inputs`` as :func:`hdl.cycles.activity` takes it. Returns ``(events, sops)``:
-        numbers for one step, arrays ``[steps]`` for a batch.
-        """
-        act = activity(active_inputs, self._layer.n_in)
-        events = self._events(act)
-        return act.answer(events), act.answer(np.zeros(len(events)))
+        super().__init__(layer, counters=counters)
 
     def estimate_cycles(self, active_inputs, out_events):
         """Cycles of steps with the given input activity: ``(lower_bound, estimate)``.
@@ -176,6 +107,10 @@ class SpikePool(wiring.Component):
         if act.density is not None:
             return np.array([act.density * self._layer.n_in])
         return np.count_nonzero(act.active, axis=1)
+
+    def _work(self, act):                                # no synaptic operations
+        events = self._events(act)
+        return events, np.zeros(len(events))
 
     def elaborate(self, platform):
         # Window map -> bitmap -> compressor. The window map divides by the layer's dimensions
