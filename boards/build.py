@@ -248,8 +248,8 @@ def next_attempt(history, b, *, seed=1, clock_mhz=None, aim_mhz=None, baud=1_000
 
     Automatic clock (``clock_mhz=None``): first ``aim_mhz`` (default: the board's aim) with
     ``seed``. After a miss, the next seed at the fastest clock that is below every clock
-    missed so far and at most ``RETRY_MARGINS[k]`` times the best Fmax seen (97 %, then 95, 93,
-    90 and 85 %), so the clock only goes down. After ``max_attempts`` PLL attempts, or when that
+    missed so far, at most ``RETRY_MARGINS[k]`` times the best Fmax seen (97 %, then 95, 93,
+    90 and 85 %) and at most the last attempt's Fmax, so the clock only goes down. After ``max_attempts`` PLL attempts, or when that
     clock is below the PLL range (``RETRY_FLOOR``), the oscillator itself, with the next seed;
     after the oscillator, nothing.
 
@@ -274,7 +274,9 @@ def next_attempt(history, b, *, seed=1, clock_mhz=None, aim_mhz=None, baud=1_000
         best = max(h["fmax_mhz"] for h in history if h["fmax_mhz"] is not None)
         lowest = min(h["clock_mhz"] for h in history)
         margin = RETRY_MARGINS[min(len(history), len(RETRY_MARGINS)) - 1]
-        target = min(margin * best, lowest - 1e-3) * 1e6
+        # Never above the last Fmax: one lucky seed does not make a faster clock likely.
+        last_fmax = last["fmax_mhz"]
+        target = min(margin * best, last_fmax, lowest - 1e-3) * 1e6
         if target >= RETRY_FLOOR[b.family]:
             try:
                 clock = clock_for(b, target, baud)[1]

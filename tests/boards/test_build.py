@@ -241,6 +241,12 @@ def test_search_goes_down_with_a_new_seed_each_time_then_to_the_oscillator():
     assert not history[-1]["timing_met"]
 
 
+def test_search_never_aims_above_the_last_fmax():
+    # Digits MLP on the UP5K: a lucky first seed (46.96 asked for 48), then 42.61 asked for 45.
+    history = [attempt(48, 1, 46.96), attempt(45, 2, 42.61)]
+    assert next_attempt(history, ICEBREAKER) == (42e6, 3)     # <= 42.61, not 95 % of 46.96
+
+
 def test_search_meets_on_a_later_seed():
     # Seed 1 at 48 reaches 35.35; the clock under it misses with seed 2, meets with seed 3.
     history = search(ICEBREAKER, lambda clock, seed: {1: 35.35, 2: 33.66}.get(seed, 33.4))
