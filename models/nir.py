@@ -9,17 +9,18 @@ never torch. docs/nir.md is the user's description; the rules in short:
   (``tau dv/dt = (v_leak - v) + r I``) is read with the forward-Euler step of ``dt`` that
   snnTorch uses on export (``--dt``, default 1e-4 s, snnTorch's): decay ``1 - dt/tau``, input
   gain ``dt r / tau`` (1 for snnTorch's ``r = tau / dt``), and a constant ``dt v_leak / tau``
-  folded into the bias. An IF (``dv/dt = r I``) integrates ``r I`` per step without decay, as
-  snnTorch's and Sinabs' readers take it.
+  folded into the bias. An IF (``dv/dt = r I``) has no time constant to relate a step to; it
+  integrates ``r I`` per step without decay.
 * NIR resets to ``v_reset`` (which must be 0); ``--reset zero`` is exactly that. NIR has no
   subtractive reset (snnTorch exports ``Leaky`` dropping its ``reset_mechanism``), so a
   network trained with snnTorch's default needs ``--reset subtract``. Either is DESIGN.md
   section 3's arithmetic: the reset of step t comes from the spike of step t-1.
-* A chain ``Input -> (synapse -> neuron | Flatten)* -> Output``: a synapse (Affine, Linear,
-  Conv2d, SumPool2d) and the LIF or IF after it make one neuron layer. A SumPool2d is the
-  convolution with a one-per-channel kernel of ones; a SumPool2d (kernel = stride, no padding)
-  on spikes followed by an IF that fires on any input (``0 <= v_threshold < r``, reset to 0)
-  is an OR over the window, the bundle's ``spike_pool``, and is read as one.
+* A chain ``Input -> (synapse+ -> neuron | Flatten)* -> Output``: a synapse (Affine, Linear,
+  Conv2d, SumPool2d), or several in a row composed into one (:func:`_compose`), and the LIF or
+  IF after it make one neuron layer. A SumPool2d is the convolution with a one-per-channel
+  kernel of ones; a SumPool2d (kernel = stride, no padding) on spikes followed by an IF that
+  fires on any input (``0 <= v_threshold < r``, reset to 0) is an OR over the window, the
+  bundle's ``spike_pool``, and is read as one.
 * The exporter writes the bundle's integer parameters into each node's ``metadata`` (the
   reset mode, neuron model, leak form, bit widths, input encoding and steps) so that the
   importer reads the same bundle back; the float parameters carry the arithmetic, and options
@@ -36,8 +37,8 @@ import numpy as np
 
 from .bundle import LEAKS, MODELS, Bundle, InputSpec, Layer, Leak, Neuron
 
-__all__ = ["NIRError", "ImportOptions", "import_graph", "export_bundle", "read_graph",
-           "write_graph", "SUPPORTED", "REFUSED", "DEFAULT_DT"]
+__all__ = ["NIRError", "ImportOptions", "ImportReport", "import_graph", "export_bundle",
+           "read_graph", "write_graph", "main", "SUPPORTED", "REFUSED", "DEFAULT_DT"]
 
 #: snnTorch's export step (``export_nir.py``: ``dt = 1e-4``).
 DEFAULT_DT = 1e-4

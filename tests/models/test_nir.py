@@ -746,3 +746,26 @@ def test_export_metadata_and_float_semantics(tmp_path):
     assert sum(s.sum() for s in ours) > 0
     assert all(np.array_equal(a, c) for a, c in zip(ours, theirs))
     assert math.isclose(float(lif_node.tau.flat[0]), 2e-4)
+
+
+def test_options_override_metadata(tmp_path):
+    """Options given win over the exporter's metadata; without metadata the defaults apply."""
+    path = write_graph(export_bundle(bundle_io.load(ZOO / "digits_mlp_lapicque")),
+                       tmp_path / "g.nir")
+    b, _ = import_graph(path, ImportOptions(reset="zero", potential_bits=20, steps=7,
+                                            weight_bits=12, exact=True))
+    assert b.input.steps == 7
+    for layer in b.neuron_layers:
+        n = layer.neuron
+        assert (n.reset, n.model, n.potential_bits, layer.weight_bits) == (
+            "zero", "lapicque", 20, 12)
+    graph = nir.read(path)
+    for node in graph.nodes.values():
+        node.metadata = {}
+    graph.metadata = {}
+    b, _ = import_graph(graph, ImportOptions(exact=True))
+    assert (b.input.steps, b.input.encoding, b.provenance["source"]) == (25, "rate", "nir")
+    for layer in b.neuron_layers:
+        n = layer.neuron
+        assert (n.reset, n.model, n.potential_bits, layer.weight_bits, n.leak.mode,
+                n.leak.frac_bits) == ("zero", "lif", 16, 8, "mul", 8)
