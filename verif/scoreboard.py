@@ -14,6 +14,12 @@ against that list, framed by ``last``: each step must be its spikes in strictly 
 ``addr`` with ``spike = 1`` and ``last`` on the final one, or, for a step without spikes, exactly
 one ``spike = 0`` event with ``last``. Differences are counted per event (missing, extra, out of
 order, bad framing); the first one is kept with its sample, step and address.
+
+:class:`StreamRules` checks the handshake of an output stream edge by edge, whatever its
+payload means: once ``valid`` is high it holds, with the same payload, until the transfer
+(``valid & ready``), and after :meth:`StreamRules.close` (the final expected step) any ``valid``
+is an extra event. The cocotb sink (:class:`verif.streams.StreamSink`) and the Amaranth
+testbenches (:func:`tests.sim.run_sim`) both use it, so both enforce the same rules.
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ import numpy as np
 
 from models import golden
 
-__all__ = ["Mismatch", "Scoreboard", "expected_steps", "golden_output", "input_sequence"]
+__all__ = ["Mismatch", "Scoreboard", "StreamRules", "expected_steps", "golden_output",
+           "input_sequence"]
 
 
 def input_sequence(events, samples, steps, *, shuffle_seed=None, zero_events=0.0,
@@ -249,3 +256,78 @@ class Scoreboard:
             "first_mismatch": None if self.first_mismatch is None
             else self.first_mismatch.to_json(),
         }
+
+
+class StreamRules:
+    """The transfer rules of one output stream (DESIGN.md section 5), checked edge by edge.
+
+    Feed :meth:`edge` with what the DUT showed at every rising clock edge: ``valid``, ``ready``
+    and the payload (any value that compares equal when the bits are equal, e.g. an integer or
+    the simulator's bit string, so X bits count too). It returns a message for the first
+    violation and keeps it in :attr:`violation`; later edges are ignored.
+
+    * ``valid`` holds from the first edge it is high until the transfer: an edge with ``valid``
+      low after one with ``valid & ~ready`` is a violation.
+    * The payload holds as well: it must not change between an edge with ``valid & ~ready``
+      and the next one.
+    * After :meth:`close` (everything expected has arrived) ``valid`` stays low: any edge with
+      ``valid`` high is an extra event, taken or not.
+
+    Parameters
+    ----------
+    name : :class:`str`
+        The stream, as the messages name it (``o``).
+    describe : callable, optional
+        Turns a payload into the text the messages show (e.g. a layout's field dict).
+    """
+    def __init__(self, name, describe=None):
+        self.name = name
+        self._describe = describe if describe is not None else repr
+        self.violation = None
+        self.closed_at = None
+        self._held = None                   # (payload, cycle offered) while stalled
+
+    def reset(self):
+        """Forget a pending offer (the DUT was reset)."""
+        self._held = None
+
+    def close(self, cycle):
+        """The final expected event has been taken: from now on ``valid`` must stay low."""
+        self.closed_at = cycle
+        self._held = None
+
+    def _text(self, payload):
+        try:
+            return self._describe(payload)
+        except (TypeError, ValueError):
+            return repr(payload)
+
+    def edge(self, cycle, valid, ready, payload):
+        """Check one clock edge; return the violation message or ``None``."""
+        if self.violation is not None:
+            return None
+        message = None
+        if self.closed_at is not None and valid:
+            message = (f"{self.name}: extra event {self._text(payload)} offered at cycle "
+                       f"{cycle}, {cycle - self.closed_at} cycles after the final expected step "
+                       f"closed")
+        elif self._held is not None:
+            held, since = self._held
+            if not valid:
+                message = (f"{self.name}: valid fell at cycle {cycle} before the transfer of "
+                           f"{self._text(held)}, offered since cycle {since} (stream rule: "
+                           f"valid holds until valid & ready)")
+            elif payload != held:
+                message = (f"{self.name}: payload changed at cycle {cycle} from "
+                           f"{self._text(held)} to {self._text(payload)} while waiting for ready "
+                           f"since cycle {since} (stream rule: the payload holds until the "
+                           f"transfer)")
+        if message is not None:
+            self.violation = message
+            return message
+        if valid and not ready:
+            if self._held is None:
+                self._held = (payload, cycle)
+        else:
+            self._held = None
+        return None

@@ -11,6 +11,12 @@ edge from the values the DUT saw at that edge: ``valid & ready``. Random gaps (s
 stalls (sink) come from pause generators, iterators of booleans where ``True`` withholds
 ``valid`` (source, only while no payload is pending, as the stream rules require) or ``ready``
 (sink) for that cycle. :func:`random_pauses` gives a seeded one.
+
+The sink also enforces the stream rules on the DUT's output (:class:`verif.scoreboard.
+StreamRules`): ``valid`` and the payload hold from the first edge ``valid`` is high until the
+transfer, ``valid`` is never X or Z, and after :meth:`StreamSink.close` (the final expected
+event) ``ready`` stays low and any ``valid`` is an extra event. A violation ends the sink with a
+message, as an X on a handshake does.
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ import cocotb
 from amaranth.hdl import Const
 from cocotb.triggers import Event, RisingEdge
 from cocotb.utils import get_sim_time
+
+from verif.scoreboard import StreamRules
 
 __all__ = ["StreamSink", "StreamSource", "Transfer", "no_pauses", "random_pauses"]
 
@@ -70,10 +78,11 @@ class _Clocked:
         """The index of the current clock cycle (rising edges since time 0)."""
         return int(get_sim_time("ns") // self._period)
 
-    def _fail(self, message):
-        # An X/Z on a handshake or on a transferred payload: stop driving and report it; the
-        # owner (``on_error``) ends the test with this message instead of a bare traceback.
-        self.error = f"{self.name}: {message} at cycle {self.cycle()}"
+    def _fail(self, message, *, located=False):
+        # An X/Z on a handshake or on a transferred payload, or a broken stream rule: stop
+        # driving and report it; the owner (``on_error``) ends the test with this message
+        # instead of a bare traceback. ``located``: the message names the stream and cycle.
+        self.error = message if located else f"{self.name}: {message} at cycle {self.cycle()}"
         if self.on_error is not None:
             self.on_error(self.error)
         else:
@@ -185,8 +194,11 @@ class StreamSink(_Clocked):
     on_transfer : callable or ``None``
         Called with each :class:`Transfer` as it is accepted (e.g. a scoreboard).
     on_error : callable or ``None``
-        Called with a message if ``valid`` is X/Z, or the payload of a transfer is; the sink
-        then stops. Without it the sink raises :exc:`ValueError`.
+        Called with a message if ``valid`` is X/Z, the payload of a transfer is, or the DUT
+        breaks a stream rule (see :attr:`rules`); the sink then stops. Without it the sink
+        raises :exc:`ValueError`.
+    rules : :class:`verif.scoreboard.StreamRules`
+        The stream rules, checked at every edge while the sink runs.
     """
     def __init__(self, dut, name, layout, *, clk=None, pause=None, period_ns=10):
         super().__init__(clk if clk is not None else dut.clk, period_ns)
@@ -196,10 +208,24 @@ class StreamSink(_Clocked):
         self.pause = pause if pause is not None else no_pauses()
         self.transfers = []
         self.on_transfer = None
+        self.rules = StreamRules(f"{name}", describe=self._describe)
+        self._closed = False
         self._read = 0
         self._arrived = Event()
         self.ready.value = 0                        # never leave a DUT input at X
         self._task = cocotb.start_soon(self._run())
+
+    def _describe(self, bits):
+        try:
+            return str(self.unpack(int(bits, 2)))
+        except ValueError:
+            return f"0b{bits}"                     # X or Z bits: show them as they are
+
+    def close(self):
+        """Everything expected has arrived: hold ``ready`` low and report any later ``valid``
+        as an extra event."""
+        self._closed = True
+        self.rules.close(self.cycle())
 
     def unpack(self, bits):
         """Integer from the RTL -> payload dict of plain ints, via the RTL's own layout."""
@@ -219,13 +245,19 @@ class StreamSink(_Clocked):
 
     async def _run(self):
         while True:
-            ready = not next(self.pause)
+            ready = not self._closed and not next(self.pause)
             self.ready.value = int(ready)
             await RisingEdge(self.clk)
             try:
                 valid = bool(self.valid.value)
             except ValueError:
                 self._fail(f"{self.name}__valid is {self.valid.value}")
+                return
+            # The payload as the simulator shows it, X/Z bits included, for the hold rule.
+            message = self.rules.edge(self.cycle(), valid, ready,
+                                      str(self.payload.value) if valid else None)
+            if message is not None:
+                self._fail(message, located=True)
                 return
             if ready and valid:
                 try:

@@ -5,7 +5,10 @@ environment. One run feeds every sample of the test vectors back to back (each o
 ``first``) with random ``valid`` gaps, takes the output with random ``ready`` stalls, checks
 every output event with :class:`verif.scoreboard.Scoreboard`, and writes a JSON result with the
 counts and the measured cycles. A watchdog ends the run when neither stream moves for a number
-of cycles, so a handshake bug fails the test instead of hanging it.
+of cycles, so a handshake bug fails the test instead of hanging it. The sink enforces the
+stream rules of DESIGN.md section 5 on ``o`` at every edge (``valid`` and payload held until the
+transfer, no X/Z on ``valid``) and, once the final step has closed, watches the output for twice
+the longest step with ``ready`` low: any ``valid`` then is an extra event and fails the run.
 
 Cycles are clock edges. Total: from the first input transfer to the close of the final step.
 Per sample: from the transfer of its first input event to the output
@@ -33,7 +36,7 @@ from verif.config import CosimConfig
 from verif.scoreboard import Scoreboard, expected_steps, golden_output, input_sequence
 from verif.streams import StreamSink, StreamSource, random_pauses
 
-__all__ = ["default_watchdog", "load_stimulus", "measure_cycles"]
+__all__ = ["default_watchdog", "load_stimulus", "measure_cycles", "tail_cycles"]
 
 
 def load_stimulus(cfg, bundle):
@@ -58,6 +61,14 @@ def default_watchdog(bundle):
     """Idle cycles allowed between transfers: generous for a dense sweep of every layer."""
     work = sum(layer.n_in * layer.n_out + layer.n_out for layer in bundle.neuron_layers)
     return 2000 + 4 * work
+
+
+def tail_cycles(minimum, start, close_cycles, limit):
+    """Cycles to watch the output after the final step: ``minimum`` plus twice the longest step
+    (close to close, the first from ``start``), at most ``limit`` (the watchdog's patience)."""
+    closes = [start] + [c for c in close_cycles if c is not None]
+    longest = max((b - a for a, b in zip(closes, closes[1:])), default=0)
+    return max(1, min(limit, minimum + 2 * longest))
 
 
 def measure_cycles(in_cycles, in_index, close_cycles, samples, steps):
@@ -196,8 +207,14 @@ async def _run(dut, cfg, result):
     dog = cocotb.start_soon(watchdog())
     await finished.wait()
     dog.cancel()
-    if not state["timeout"] and not driver_errors:
-        await ClockCycles(dut.clk, cfg.tail_cycles)   # extra events after the end are errors
+    tail = 0
+    if not state["timeout"] and not driver_errors and sb.steps_checked == sb.total_steps:
+        # Every expected step has closed: from now on the output must stay quiet. `ready` is
+        # held low and any `valid` is an extra event (the sink reports it), for as long as two
+        # of the slowest steps take, so that even a whole extra step would show.
+        tail = tail_cycles(cfg.tail_cycles, start_cycle, sb.step_close_cycles, limit)
+        sink.close()
+        await ClockCycles(dut.clk, tail)
     end_cycle = source.cycle()
     source.kill()
     sink.kill()
@@ -208,6 +225,7 @@ async def _run(dut, cfg, result):
                                                 steps, bundle.n_out)
     result["pending_inputs"] = len(payloads) - len(source.transfers)
     result["watchdog_cycles"] = limit
+    result["tail_cycles"] = tail
     if state["timeout"]:
         pos = sb.position
         result["timeout"] = True
