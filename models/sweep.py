@@ -25,8 +25,9 @@ def run_sweep(ncfg: NetConfig, tcfg: TrainConfig, *, neurons=("lif", "lapicque")
               plot=None, weight_bits=8, progress=None):
     """Train one network per (neuron, beta, threshold); record accuracy and spikes.
 
-    Every point is trained with ``tcfg`` (short and dense by default), then quantized to
-    ``weight_bits`` and run through the golden model on the test split. Writes
+    Every point is trained with ``tcfg`` (short and dense by default) on ``tcfg.dataset``, then
+    quantized to ``weight_bits`` and run through the golden model on the test split (its first
+    2,000 images for the 28x28 sets, :data:`models.export.DEFAULT_SAMPLES`). Writes
     ``out/sweep.json`` and ``out/sweep.png`` (and ``plot`` if given); returns the points.
     Lapicque points with beta below 1/e have a negative decay in snnTorch and are skipped.
     """
@@ -68,8 +69,9 @@ def run_sweep(ncfg: NetConfig, tcfg: TrainConfig, *, neurons=("lif", "lapicque")
                "points": points}
     write_metrics(out / "sweep.json", summary)
     for path in [out / "sweep.png"] + ([Path(plot)] if plot else []):
-        plot_sweep(points, path, title=f"{ncfg.arch}, {tcfg.encoding} input, {tcfg.steps} steps,"
-                                       f" {tcfg.epochs} epochs")
+        data = "" if tcfg.dataset == "digits" else f"{tcfg.dataset}, "
+        plot_sweep(points, path, title=f"{data}{ncfg.arch}, {tcfg.encoding} input, "
+                                       f"{tcfg.steps} steps, {tcfg.epochs} epochs")
     return points
 
 

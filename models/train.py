@@ -1,7 +1,7 @@
-"""Train a spiking network on scikit-learn's 8x8 digits and prune it.
+"""Train a spiking network on a data set (default: scikit-learn's 8x8 digits) and prune it.
 
-The data set, its fixed split and its encoding are in :mod:`models.data`, as is the checkpoint
-that :func:`models.data.save_checkpoint` writes from what :func:`train` returns.
+The data sets, their fixed splits and their encoding are in :mod:`models.data`, as is the
+checkpoint that :func:`models.data.save_checkpoint` writes from what :func:`train` returns.
 
 Training has two phases on CPU, seeded (the same options and thread count give the same
 checkpoint):
@@ -18,8 +18,10 @@ A synapse feeding ``snn.Lapicque`` (input gain ``g = T/C``) starts from ``W / g`
 ``lr / g`` (:func:`compensate_gain`), so that Lapicque and Leaky layers move their membranes
 alike; the neuron model itself is snnTorch's, unchanged.
 
-The training samples are re-encoded every epoch (a fresh rate-coding draw); the test split is
-encoded once with ``test_seed``, the same events :mod:`models.export` writes into the bundle.
+The training samples are re-encoded every epoch (a fresh rate-coding draw): the digits as one
+draw per epoch, the 28x28 sets batch by batch (an encoded MNIST epoch would not fit in memory);
+the test split is encoded with ``test_seed``, the same events :mod:`models.export` writes into
+the bundle.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ import time
 import torch
 from snntorch import functional as SF
 
-from .data import TrainConfig, encode_split, evaluate, load_digits_split
+from .data import (DATASET_INFO, ENCODE_CHUNK, TrainConfig, encode_split, evaluate_split,
+                   load_split)
 from .nets import NetConfig, SpikingNet
 from .quantize import finish_pruning, gain_and_decay, prune_step, snap_leak, weight_sparsity
 
@@ -66,14 +69,19 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
     if progress is None:
         def progress(line):
             print(line, file=sys.stderr, flush=True)
+    shape = DATASET_INFO[tcfg.dataset]["shape"]
+    if tuple(ncfg.in_shape) != shape:
+        raise ValueError(f"Input shape must be {list(shape)} for the {tcfg.dataset} data set, "
+                         f"not {list(ncfg.in_shape)}")
     torch.set_num_threads(tcfg.threads)
     torch.manual_seed(tcfg.seed)
-    x_train, y_train, x_test, y_test = load_digits_split()
+    x_train, y_train, x_test, y_test = load_split(tcfg.dataset)
+    if tcfg.train_samples:
+        x_train, y_train = x_train[:tcfg.train_samples], y_train[:tcfg.train_samples]
     net = SpikingNet(ncfg)
     leaks = snap_leak(net, tcfg.leak, tcfg.frac_bits, tcfg.potential_bits)
     loss_fn = SF.mse_count_loss(correct_rate=tcfg.correct_rate,
                                 incorrect_rate=tcfg.incorrect_rate)
-    x_test_enc = encode_split(x_test, tcfg, tcfg.test_seed)
     y_train_t = torch.as_tensor(y_train)
     shuffle = torch.Generator().manual_seed(tcfg.seed)
     history = []
@@ -86,7 +94,7 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
         if epochs == 0:
             continue
         if phase == "prune":
-            dense_metrics = evaluate(net, x_test_enc, y_test)
+            dense_metrics = evaluate_split(net, x_test, y_test, tcfg, tcfg.test_seed)
         # Adam moves every parameter by about lr per step whatever its gradient's scale; a
         # synapse behind an input gain g moves the membrane by g times that, so its learning
         # rate is lr / g (for Lapicque, g = T/C; for Leaky, g = 1).
@@ -100,12 +108,20 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
                 prune_step(net, _cubic(min(epoch + 1, ramp), ramp, tcfg.sparsity),
                            tcfg.prune_scope)
             net.train()
-            x_enc = encode_split(x_train, tcfg, tcfg.seed * 100003 + epoch_index)
-            order = torch.randperm(x_enc.shape[1], generator=shuffle)
+            epoch_seed = tcfg.seed * 100003 + epoch_index
+            whole = ENCODE_CHUNK[tcfg.dataset] is None
+            if whole:
+                x_enc = encode_split(x_train, tcfg, epoch_seed)
+            order = torch.randperm(len(y_train), generator=shuffle)
             total, count = 0.0, 0
-            for lo in range(0, len(order), tcfg.batch):
+            for number, lo in enumerate(range(0, len(order), tcfg.batch)):
                 idx = order[lo:lo + tcfg.batch]
-                out = net(x_enc[:, idx])
+                if whole:
+                    x_batch = x_enc[:, idx]
+                else:
+                    x_batch = encode_split(x_train[idx.numpy()], tcfg,
+                                           epoch_seed * 2 ** 20 + number)
+                out = net(x_batch)
                 loss = loss_fn(out, y_train_t[idx])
                 optimiser.zero_grad()
                 loss.backward()
@@ -113,7 +129,7 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
                 total += float(loss.detach()) * len(idx)
                 count += len(idx)
             schedule.step()
-            test = evaluate(net, x_test_enc, y_test)
+            test = evaluate_split(net, x_test, y_test, tcfg, tcfg.test_seed)
             entry = {"phase": phase, "epoch": epoch_index + 1, "loss": total / count,
                      "test_accuracy": test["accuracy"],
                      "spikes_per_inference": test["spikes_total_per_inference"],
@@ -128,12 +144,13 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
     finish_pruning(net)
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
-    final = evaluate(net, x_test_enc, y_test)
+    final = evaluate_split(net, x_test, y_test, tcfg, tcfg.test_seed)
     if dense_metrics is None:
         dense_metrics = final
     metrics = {
         "train_seconds": seconds, "train_cpu_seconds": cpu_seconds,
         "load_average": list(os.getloadavg()),
+        "dataset": tcfg.dataset,
         "train_samples": len(y_train), "test_samples": len(y_test),
         "dense_accuracy": dense_metrics["accuracy"],
         "float_accuracy": final["accuracy"],

@@ -18,6 +18,7 @@ README line                                            default run (with ``-m sl
 ``python -m verif --bundle ... --sim verilator ...``   ``--samples 8`` added
                                                        (as written)
 ``python -m boards build --board icebreaker ...``      not run (as written)
+``python -m boards fit --board icebreaker ...``        not run (as written)
 ``python -m boards build --board ulx3s ... --program`` never: needs a ULX3S on USB
 ``python -m boards run --port /dev/ttyUSB1 ...``       never: needs a programmed board
 every other ``python -m`` line                         as written
@@ -58,6 +59,11 @@ SLOW = {
         "machine)"),
     "python -m verif --bundle models/zoo/digits_mlp --sim verilator --lanes 4": (
         "verif-verilator", "~70 s (Verilator build ~30 s, 360 samples ~40 s)"),
+    "python -m boards fit --board icebreaker --bundle models/zoo/digits_mlp --lanes 2,1": (
+        "icebreaker-fit",
+        "Yosys synthesis of the digits MLP, ~25 s of CPU (60 s wall on 2 shared cores); the "
+        "default run synthesises a small layer through the same CLI in "
+        "tests/boards/test_fit.py"),
 }
 
 #: README line -> why it never runs here.
@@ -80,6 +86,8 @@ OUTPUTS = {
     "python -m gen --bundle models/zoo/digits_csnn -o build/csnn":
         ["build/csnn/snn_top.v", "build/csnn/report.json"],
     "python -m models train --arch mlp -o runs/mlp.pt": ["runs/mlp.pt", "runs/mlp.json"],
+    "python -m models train --dataset mnist --train-samples 512 --steps 4 --epochs 1 "
+    "--prune-epochs 1 -o runs/mnist.pt": ["runs/mnist.pt", "runs/mnist.json"],
     "python -m models export runs/mlp.pt -o build/mlp_bundle":
         ["build/mlp_bundle/bundle.json", "build/mlp_bundle/vectors.npz"],
     "python -m boards build --board icebreaker --bundle models/zoo/digits_mlp":
