@@ -85,16 +85,19 @@ def prove(top, ports, folder, *, maxsteps=20, bounded=False, name="proof"):
 
 def mutant(module_name, old, new):
     """A copy of ``module_name`` (e.g. ``"hdl.neuron"``) whose source has ``old`` replaced by
-    ``new`` exactly once: a seeded bug in the real design, for a proof that must fail."""
+    ``new`` exactly once: a seeded bug in the real design, for a proof that must fail.
+    ``old=None`` gives a plain copy (to rebind a name it imports to another mutant)."""
     module = sys.modules.get(module_name) or __import__(module_name, fromlist=["_"])
     path = Path(module.__file__)
     text = path.read_text()
-    count = text.count(old)
+    count = 1 if old is None else text.count(old)
     if count != 1:
         raise AssertionError(f"Seeded bug: {old!r} occurs {count} times in {path}, not once; "
                              f"the design changed, update the mutation")
     copy = types.ModuleType(f"{module_name}_mutant")
     copy.__file__ = str(path)
     copy.__package__ = module.__package__
-    exec(compile(text.replace(old, new), f"{path} (mutant)", "exec"), copy.__dict__)
+    if old is not None:
+        text = text.replace(old, new)
+    exec(compile(text, f"{path} (mutant)", "exec"), copy.__dict__)
     return copy
