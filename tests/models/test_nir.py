@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-nir = pytest.importorskip("nir")
+import nir
 
 # snnTorch's exporter goes through nirtorch's deprecated extract_nir_graph, and writes beta = 1
 # as tau = dt / 0 (infinite, which the importer reads as no leak).
@@ -131,7 +131,6 @@ def compare_snntorch(arch, leak_name, reset, *, samples=12, seed=0, graph=None):
 @pytest.mark.parametrize("leak_name", list(SNN_LEAKS))
 @pytest.mark.parametrize("arch", ["mlp", "csnn"])
 def test_snntorch_export_equals_golden(arch, leak_name, reset, tmp_path, record_property):
-    pytest.importorskip("nirtorch", reason="snntorch.export_nir imports nirtorch")
     import torch
     from snntorch.export_nir import export_to_nir
     beta, *_ = SNN_LEAKS[leak_name]
@@ -153,7 +152,6 @@ def test_snntorch_export_equals_golden(arch, leak_name, reset, tmp_path, record_
 
 def test_snntorch_comparison_detects_a_wrong_reset():
     """Importing a subtract-reset network as reset zero shows up as mismatches."""
-    pytest.importorskip("nirtorch", reason="snntorch.export_nir imports nirtorch")
     import torch
     from snntorch.export_nir import export_to_nir
     net = snntorch_net("mlp", 1.0, "subtract", 1, seed=0)
@@ -176,7 +174,6 @@ def test_snntorch_comparison_detects_a_wrong_reset():
 def test_snntorch_scalar_parameters_missing_shapes():
     """snnTorch #410: scalar Leaky parameters give LIF nodes of shape (); export_to_nir's final
     ``infer_types`` raises on them, and nirtorch's graph before it imports fine."""
-    pytest.importorskip("nirtorch", reason="snntorch.export_nir imports nirtorch")
     import nirtorch
     import snntorch as snn
     import torch
@@ -202,7 +199,6 @@ def test_snntorch_import_of_our_export_equals_golden(seed, record_property):
     """The other way: snnTorch's ``import_from_nir`` reads our export of a reset-zero bundle
     (NIR's own reset, which it builds as ``Leaky(reset_mechanism="zero")``) and its simulation
     equals the golden model on every layer and step."""
-    pytest.importorskip("nirtorch", reason="snntorch.import_nir imports nirtorch")
     import snntorch as snn
     import torch
     from snntorch.import_nir import import_from_nir
@@ -703,7 +699,6 @@ def test_cli_usage_errors(args, message, tmp_path, capsys):
 
 def test_cli_dataset_vectors(tmp_path, capsys):
     """--dataset encodes the test split as the checkpoint export did: the zoo's own events."""
-    pytest.importorskip("torch")
     path = write_graph(export_bundle(bundle_io.load(ZOO / "digits_mlp")), tmp_path / "g.nir")
     assert main(["nir-import", str(path), "-o", str(tmp_path / "b"), "--exact", "--dataset",
                  "digits", "--samples", "30"]) == 0
