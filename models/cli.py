@@ -122,6 +122,9 @@ def _add_train_options(p, *, epochs=20, prune_epochs=10, sparsity=0.75):
     g.add_argument("--train-samples", type=int, default=0, metavar="N",
                    help="train on the first N samples of the training split, 0 for all "
                         "(default: %(default)s)")
+    g.add_argument("--loss", choices=("mse_count", "ce_count"), default="mse_count",
+                   help="spike counts towards 80 %% / 10 %% of the steps (mse_count), or their "
+                        "cross-entropy (ce_count) (default: %(default)s)")
     g.add_argument("--batch", type=int, default=64, metavar="N",
                    help="batch size (default: %(default)s)")
     g.add_argument("--lr", type=float, default=5e-3, metavar="LR",
@@ -182,7 +185,8 @@ def _configs(args):
                        sparsity=args.sparsity, prune_scope=args.prune_scope,
                        leak=args.leak, frac_bits=args.frac_bits,
                        potential_bits=args.potential_bits, seed=args.seed,
-                       threads=args.threads, train_samples=args.train_samples).check()
+                       threads=args.threads, train_samples=args.train_samples,
+                       loss=args.loss).check()
     return ncfg, tcfg
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "DATASETS",
     "DATASET_INFO",
+    "LOSSES",
     "ENCODE_CHUNK",
     "CheckpointError",
     "DatasetError",
@@ -64,6 +65,10 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "mnist", "fashion")
+
+#: Training losses (snnTorch's): ``mse_count`` (spike counts towards ``correct_rate`` and
+#: ``incorrect_rate`` of the steps) or ``ce_count`` (cross-entropy of the spike counts).
+LOSSES = ("mse_count", "ce_count")
 
 #: Per data set: image shape, the install command of its package, and the description that
 #: metrics.json and the bundle's provenance carry.
@@ -121,6 +126,7 @@ class TrainConfig:
     lr: float = 5e-3
     correct_rate: float = 0.8
     incorrect_rate: float = 0.1
+    loss: str = "mse_count"
     sparsity: float = 0.75
     prune_scope: str = "layer"
     leak: str = "mul"
@@ -133,6 +139,8 @@ class TrainConfig:
 
     def check(self):
         """Raise ``ValueError`` naming the bad value if an option is out of range."""
+        if self.loss not in LOSSES:
+            raise ValueError(f"Loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"Dataset must be one of {', '.join(DATASETS)}, "
                              f"not {self.dataset!r}")

@@ -7,7 +7,8 @@ Training has two phases on CPU, seeded (the same options and thread count give t
 checkpoint):
 
 1. dense: ``epochs`` epochs of Adam on snnTorch's ``mse_count_loss`` (the correct class should
-   fire on ``correct_rate`` of the steps, the others on ``incorrect_rate``), with the leak
+   fire on ``correct_rate`` of the steps, the others on ``incorrect_rate``; or, with
+   ``loss="ce_count"``, ``ce_count_loss``, the cross-entropy of the spike counts), with the leak
    already snapped to its integer form (:func:`models.quantize.snap_leak`);
 2. sparse: ``prune_epochs`` epochs of fine-tuning (Adam at half the rate) while magnitude
    pruning raises the weight sparsity to ``sparsity`` on a cubic schedule over the first half
@@ -80,8 +81,11 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
         x_train, y_train = x_train[:tcfg.train_samples], y_train[:tcfg.train_samples]
     net = SpikingNet(ncfg)
     leaks = snap_leak(net, tcfg.leak, tcfg.frac_bits, tcfg.potential_bits)
-    loss_fn = SF.mse_count_loss(correct_rate=tcfg.correct_rate,
-                                incorrect_rate=tcfg.incorrect_rate)
+    if tcfg.loss == "ce_count":
+        loss_fn = SF.ce_count_loss()
+    else:
+        loss_fn = SF.mse_count_loss(correct_rate=tcfg.correct_rate,
+                                    incorrect_rate=tcfg.incorrect_rate)
     y_train_t = torch.as_tensor(y_train)
     shuffle = torch.Generator().manual_seed(tcfg.seed)
     history = []

@@ -128,6 +128,9 @@ def test_dataset_choices_and_checks():
         D.TrainConfig(train_samples=-1).check()
     with pytest.raises(ValueError, match=r"^Dataset must be one of"):
         D.load_split("cifar")
+    with pytest.raises(ValueError, match=r"^Loss must be one of mse_count, ce_count, not "
+                                         r"'hinge'$"):
+        D.TrainConfig(loss="hinge").check()
 
 
 def test_train_refuses_an_input_shape_of_another_data_set():
@@ -189,7 +192,7 @@ def test_train_and_export_on_mnist(tmp_path):
     ckpt, out = tmp_path / "m.pt", tmp_path / "bundle"
     assert cli.main(["train", "--dataset", "mnist", "--hidden", "16", "--steps", "4",
                      "--train-samples", "512", "--epochs", "1", "--prune-epochs", "1",
-                     "-o", str(ckpt)]) == 0
+                     "--loss", "ce_count", "-o", str(ckpt)]) == 0
     with pytest.raises(SystemExit) as exc:
         cli.main(["export", str(ckpt), "-o", str(out), "--dataset", "fashion"])
     assert exc.value.code == 2
@@ -205,4 +208,5 @@ def test_train_and_export_on_mnist(tmp_path):
     assert metrics["dataset"].startswith("MNIST, official 60,000 / 10,000 split")
     assert metrics["dataset"].endswith("the first 40 of 10000 test images")
     assert metrics["train"]["dataset"] == "mnist" and metrics["train"]["train_samples"] == 512
+    assert metrics["train"]["loss"] == "ce_count"
     assert bundle.provenance["dataset"] == "MNIST"
