@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.provenance import PROVENANCE_KEYS, provenance, write_result  # noqa: E402
 from boards.build import BuildError, build, default_capacity  # noqa: E402
 from boards.cosim import cosimulate  # noqa: E402
+from gen.cli import lanes_arg  # noqa: E402
 from hdl.link import HostLink  # noqa: E402
 from hdl.protocol import EventFormat, bundle_ident, sample_stream  # noqa: E402
 from models.bundle import load  # noqa: E402
@@ -75,13 +76,13 @@ def link_bytes(bundle, samples):
 
 def cycles_task(bundle_dir, lanes, samples, out, reuse):
     """Cycles per inference at ``lanes`` (cached in ``out`` as JSON)."""
-    cache = out / f"cycles_l{lanes}_s{samples}.json"
+    cache = out / f"cycles_l{tag(lanes)}_s{samples}.json"
     if reuse and cache.exists():
         return json.loads(cache.read_text())
     start = time.monotonic()
-    cycles = measure_cycles(bundle_dir, lanes, samples, out / f"cosim_l{lanes}")
+    cycles = measure_cycles(bundle_dir, lanes, samples, out / f"cosim_l{tag(lanes)}")
     cache.write_text(json.dumps(cycles) + "\n")
-    print(f"lanes {lanes}: {sum(cycles) / len(cycles):.0f} cycles per inference "
+    print(f"lanes {tag(lanes)}: {sum(cycles) / len(cycles):.0f} cycles per inference "
           f"({time.monotonic() - start:.0f} s)", flush=True)
     return cycles
 
@@ -96,17 +97,17 @@ def build_task(bundle_dir, board_name, lanes, baud, aim, folder, reuse):
         return {"error": error.read_text().strip()}
     folder.mkdir(parents=True, exist_ok=True)
     error.unlink(missing_ok=True)
-    tag = f"{board_name} lanes {lanes}"
+    what = f"{board_name} lanes {tag(lanes)}"
     try:
         report = build(load(bundle_dir), board_name=board_name, lanes=lanes, baud=baud,
                        aim_mhz=aim, build_dir=folder,
-                       log=lambda text: print(f"  {tag}: {text}", flush=True))
+                       log=lambda text: print(f"  {what}: {text}", flush=True))
     except BuildError as exc:
         error.write_text(f"{exc}\n")
-        print(f"  {tag}: {exc}", flush=True)
+        print(f"  {what}: {exc}", flush=True)
         return {"error": str(exc)}
     r = report["resources"]
-    print(f"  {tag}: {r['logic_cells']} LC, {r['bram']} BRAM, Fmax {report['fmax_mhz']} MHz, "
+    print(f"  {what}: {r['logic_cells']} LC, {r['bram']} BRAM, Fmax {report['fmax_mhz']} MHz, "
           f"clock {report['clock_mhz']:.2f} MHz", flush=True)
     return report
 
@@ -114,7 +115,8 @@ def build_task(bundle_dir, board_name, lanes, baud, aim, folder, reuse):
 def make_row(board_name, lanes, cycles, report, wire, baud):
     row = dict.fromkeys(ROW_KEYS)                  # a failed build leaves its figures None
     mean_cycles = sum(cycles) / len(cycles)
-    row.update({"board": board_name, "lanes": lanes, "cycles": mean_cycles})
+    row.update({"board": board_name, "lanes": list(lanes) if isinstance(lanes, tuple) else lanes,
+                "cycles": mean_cycles})
     if "error" in report:
         row["error"] = report["error"]
         return row
@@ -133,13 +135,20 @@ def make_row(board_name, lanes, cycles, report, wire, baud):
     return row
 
 
+def tag(lanes):
+    """``lanes`` as text: ``2``, or ``2-1`` for one count per layer."""
+    return "-".join(map(str, lanes)) if isinstance(lanes, (list, tuple)) else str(lanes)
+
+
 def lane_cost(rows):
     """Per board: logic cells each added lane costs, between consecutive built lane counts and
-    over the whole built range (a least-squares slope), or None with fewer than two builds."""
+    over the whole built range (a least-squares slope), or None with fewer than two builds.
+    Rows with one lane count per layer are left out."""
     cost = {}
     for board_name in sorted({r["board"] for r in rows}):
         good = sorted((r["lanes"], r["logic_cells"]) for r in rows
-                      if r["board"] == board_name and r["error"] is None)
+                      if r["board"] == board_name and r["error"] is None
+                      and isinstance(r["lanes"], int))
         if len(good) < 2:
             cost[board_name] = None
             continue
@@ -158,7 +167,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", type=Path, default=REPO / "models/zoo/digits_mlp")
     p.add_argument("--boards", nargs="+", default=["icebreaker", "ulx3s"])
-    p.add_argument("--lanes", nargs="+", type=int, default=[1, 2, 4, 8])
+    p.add_argument("--lanes", nargs="+", type=lanes_arg(1, 64), default=[1, 2, 4, 8],
+                   help="lane counts to build: L for every layer, or L,L,... one per neuron "
+                        "layer (e.g. 2,1)")
     p.add_argument("--samples", type=int, default=8, help="samples for the cycle count")
     p.add_argument("--baud", type=int, default=1_000_000)
     p.add_argument("-o", "--output", type=Path, default=REPO / "build/bench_boards",
@@ -186,20 +197,22 @@ def main(argv=None):
     aims = {"icebreaker": args.aim_ice40, "ulx3s": args.aim_ecp5}
     tasks = {}
     for lanes in args.lanes:
-        tasks[("cycles", lanes)] = dask.delayed(cycles_task, pure=False)(
+        key = tuple(lanes) if isinstance(lanes, list) else lanes
+        tasks[("cycles", key)] = dask.delayed(cycles_task, pure=False)(
             args.bundle, lanes, args.samples, out, args.reuse)
         for board_name in args.boards:
-            tasks[(board_name, lanes)] = dask.delayed(build_task, pure=False)(
+            tasks[(board_name, key)] = dask.delayed(build_task, pure=False)(
                 args.bundle, board_name, lanes, args.baud, aims[board_name],
-                out / f"{board_name}_l{lanes}", args.reuse)
+                out / f"{board_name}_l{tag(lanes)}", args.reuse)
     start = time.monotonic()
     scheduler = "synchronous" if args.jobs == 1 else "processes"
     done = dict(zip(tasks, dask.compute(*tasks.values(), scheduler=scheduler,
                                         num_workers=args.jobs)))
     print(f"all builds and cosimulations: {time.monotonic() - start:.0f} s", flush=True)
+    keys = [tuple(lanes) if isinstance(lanes, list) else lanes for lanes in args.lanes]
     rows = [make_row(board_name, lanes, done[("cycles", lanes)], done[(board_name, lanes)],
                      wire, args.baud)
-            for lanes in args.lanes for board_name in args.boards]
+            for lanes in keys for board_name in args.boards]
     cost = lane_cost(rows)
     name = args.bundle.name
     table = format_table(rows, cost, bundle, args)
@@ -227,11 +240,12 @@ def format_table(rows, cost, bundle, args):
              head, "|" + " --- |" * (head.count("|") - 1)]
     for row in rows:
         if row["error"] is not None:
-            lines.append(f"| {row['board']} | {row['lanes']} | {row['error']} | | | | | | | "
+            lines.append(f"| {row['board']} | {tag(row['lanes']).replace('-', ',')} | "
+                         f"{row['error']} | | | | | | | "
                          f"{row['cycles']:.0f} | |")
             continue
         lines.append(
-            f"| {row['board']} | {row['lanes']} | {row['logic_cells']} / "
+            f"| {row['board']} | {tag(row['lanes']).replace('-', ',')} | {row['logic_cells']} / "
             f"{row['logic_cells_total']} | {row['ffs']} | {row['bram']} / {row['bram_total']} "
             f"| {row['dsp']} | {row['fmax_mhz']:.1f} | {row['clock_mhz']:.2f} | "
             f"{'met' if row['timing_met'] else 'MISSED'} | {row['cycles']:.0f} | "
@@ -259,7 +273,8 @@ def plot(rows, path):
         return
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for board_name in sorted({r["board"] for r in rows}):
-        good = [r for r in rows if r["board"] == board_name and r["error"] is None]
+        good = [r for r in rows if r["board"] == board_name and r["error"] is None
+                and isinstance(r["lanes"], int)]
         if not good:
             continue
         lanes = [r["lanes"] for r in good]

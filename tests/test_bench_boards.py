@@ -43,6 +43,17 @@ def test_lane_cost():
     assert [s["logic_cells_per_lane"] for s in cost["ulx3s"]["steps"]] == [500, 500, 500]
 
 
+def test_per_layer_lanes_rows():
+    row = bench.make_row("icebreaker", (2, 1), [10], report(4036, 43.0, 42.0), 1.0, 1_000_000)
+    assert row["lanes"] == [2, 1] and bench.tag(row["lanes"]) == "2-1"
+    good = bench.make_row("icebreaker", 1, [10], report(3000, 45.0, 44.0), 1.0, 1_000_000)
+    assert bench.lane_cost([row, good])["icebreaker"] is None     # a per-layer row: no slope
+    table = bench.format_table([row], {}, type("B", (), {"layers": [], "input": type(
+        "I", (), {"steps": 3})})(), type("A", (), {"bundle": bench.REPO / "x", "samples": 1,
+                                                   "baud": 1_000_000})())
+    assert "| icebreaker | 2,1 | 4036 / 5280 |" in table
+
+
 def test_jobs_must_be_positive(capsys):
     with pytest.raises(SystemExit) as exc:
         bench.main(["--jobs", "0"])
