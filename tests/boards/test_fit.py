@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from boards.fit import PLACEABLE, _judge, _nextpnr_device_args, fit, format_fit
+from boards.build import default_capacity
+from boards.fit import (PLACEABLE, _judge, _nextpnr_device_args, fast_default_capacity, fit,
+                        format_fit)
 from boards.top import board
 from models import bundle as B
 from models import golden
@@ -65,6 +67,21 @@ def test_nextpnr_device_options_come_from_the_platform_script():
         "--up5k", "--package", "sg48", "--pcf", "t.pcf"]
 
 
+def test_event_buffer_is_the_one_build_would_choose():
+    bundles = [B.load(ZOO / name) for name in ("digits_mlp", "digits_csnn")]
+    for seed, density in ((4, 0.02), (5, 0.5)):
+        b = random_linear_bundle(n_in=64, n_out=4, sparsity=0.5, seed=seed, steps=40)
+        events = random_events(np.random.default_rng(seed), samples=5, steps=40, n_in=64,
+                               density=density)
+        b.vectors = golden.make_vectors(b, events, 5)
+        bundles.append(b)
+    b = random_linear_bundle(n_in=64, n_out=4, sparsity=0.5, seed=6, steps=4)
+    bundles.append(b)                                   # no vectors: a full input every step
+    capacities = [fast_default_capacity(b) for b in bundles]
+    assert capacities == [default_capacity(b) for b in bundles]
+    assert len(set(capacities)) >= 3
+
+
 def report_with(lc, bram=10, dsp=2, lanes=1, spram=0):
     return {"device": "iCE40UP5K-SG48", "lanes": lanes, "capacity": 1024,
             "resources": {"logic_cells": {"used": lc, "total": 5280, "fraction": lc / 5280},
@@ -95,7 +112,7 @@ def test_verdict_names_the_resource_that_runs_out_and_what_to_change():
                                 "DSP: 9 needed, 8 on the iCE40UP5K-SG48"]
     advice = " | ".join(judged["advice"])
     for hint in ("--channels", "--weight-bits 4", "--sparsity 0.9", "--capacity",
-                 "--leak shift", "--board ulx3s"):
+                 "weights in SPRAM (4 of 4 free", "--leak shift", "--board ulx3s"):
         assert hint in advice
     assert "fewer lanes" not in advice                  # it already has one lane
     text = format_fit({**report_with(8000, bram=34, dsp=9), "board": "icebreaker", **judged})
