@@ -25,7 +25,6 @@ every other ``python -m`` line                         as written
 =====================================================  =====================================
 """
 import json
-import os
 import re
 import shlex
 import shutil
@@ -34,6 +33,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from verif.runner import command_env
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -144,17 +145,6 @@ def readme_commands(prefix="python -m "):
     return commands
 
 
-def _env():
-    env = dict(os.environ)
-    paths = [str(Path(sys.executable).parent)]
-    from verif.runner import verilator_bin
-    if shutil.which("verilator") is None and verilator_bin() is not None:
-        paths.insert(0, str(verilator_bin()))
-    env["PATH"] = os.pathsep.join(paths + [env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
 def scratch(folder):
     """A folder to run README lines in: the repository's models/zoo at models/zoo."""
     shutil.copytree(REPO / "models" / "zoo", folder / "models" / "zoo")
@@ -169,7 +159,7 @@ def run_command(command, folder, *, readme_line=None, timeout=600):
     outputs = [folder / path for path in OUTPUTS.get(readme_line, [])]
     for path in outputs:
         path.unlink(missing_ok=True)
-    proc = subprocess.run([sys.executable, *argv[1:]], cwd=folder, env=_env(),
+    proc = subprocess.run([sys.executable, *argv[1:]], cwd=folder, env=command_env(),
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (f"{command}\nexit {proc.returncode}\n{proc.stdout[-3000:]}\n"
                                   f"{proc.stderr[-3000:]}")
@@ -274,6 +264,6 @@ def test_readme_lists_benchmarks():
 def test_readme_benchmark_help(command):
     script = REPO / shlex.split(command)[1]
     assert script.is_file(), f"{command}: no {script}"
-    proc = subprocess.run([sys.executable, str(script), "--help"], cwd=REPO, env=_env(),
+    proc = subprocess.run([sys.executable, str(script), "--help"], cwd=REPO, env=command_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("usage:"), proc.stderr[-2000:]

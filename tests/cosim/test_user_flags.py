@@ -12,10 +12,8 @@ cocotb's Python runner with the documented settings is what ``verif.runner`` run
 cosimulation of tests/cosim, so it is not repeated here.
 """
 import json
-import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +25,7 @@ from amaranth import Const, signed, unsigned
 from hdl.event import EventLayout, SpikeLayout
 from models import bundle as bundle_io
 from models import golden
-from verif.runner import verilator_bin
+from verif.runner import command_env
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "verification.md"
@@ -135,23 +133,13 @@ def _write_bench(folder, design):
             for a, spike, last in stream_out]
 
 
-def _env():
-    env = dict(os.environ)
-    paths = [str(Path(sys.executable).parent)]
-    if shutil.which("verilator") is None and verilator_bin() is not None:
-        paths.insert(0, str(verilator_bin()))
-    env["PATH"] = os.pathsep.join(paths + [env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
 def _run(command, cwd):
     """Run one documented command line; ``python`` is this interpreter, the rest goes to bash."""
     if command.startswith("python "):
         argv = [sys.executable, *shlex.split(command, comments=True)[1:]]
-        return subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True,
+        return subprocess.run(argv, cwd=cwd, env=command_env(), capture_output=True, text=True,
                               timeout=300)
-    return subprocess.run(["bash", "-c", command], cwd=cwd, env=_env(), capture_output=True,
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=command_env(), capture_output=True,
                           text=True, timeout=300)
 
 
