@@ -5,7 +5,7 @@ accumulators for the row's currents (a :class:`~hdl.accumulator.BankedAccumulato
 clears them), reads the row's potentials and last spikes, applies DESIGN.md section 3 bit for
 bit with the shared staged arithmetic (:func:`hdl.neuron.neuron_leak`,
 :func:`~hdl.neuron.neuron_sum`, :func:`~hdl.neuron.neuron_clamp`, one registered stage each),
-writes the state back and emits the row's spikes as one spike word.
+writes the state back from registers and emits the row's spikes as one spike word.
 """
 import math
 
@@ -21,8 +21,9 @@ from .queue import ReadQueue, full_rate_depth
 
 __all__ = ["LATENCY", "SweepCommand", "NeuronSweep", "live_rows", "sweep_ref"]
 
-#: Cycles from a row's issue to its spike word: read state, leak, sum, clamp and write back.
-LATENCY = 4
+#: Cycles from a row's issue to its spike word: request, read state, leak, sum, clamp, write
+#: back.
+LATENCY = 6
 
 
 class SweepCommand(data.StructLayout):
@@ -62,6 +63,25 @@ def live_rows(n, width):
     return [max(0, -(-(n - u) // width)) for u in range(width)]
 
 
+def _clamp(neuron, v):
+    """:func:`hdl.neuron.neuron_clamp`, bit for bit, with the range checks on ``v``'s top bits.
+
+    The potential range is the whole of ``signed(potential_bits)``, so ``v`` is out of it
+    exactly when its bits from ``potential_bits - 1`` up are not all equal: a LUT tree instead
+    of two carry-chain compares beside the spike's (on the UP5K the three compares and the
+    clamp's multiplexers took a whole 20 ns cycle).
+    """
+    p, lo, hi, theta = neuron.potential_bits, neuron.lo, neuron.hi, neuron.threshold
+    v = v.as_signed()
+    if len(v) <= p or (lo, hi) != (-2 ** (p - 1), 2 ** (p - 1) - 1):
+        return neuron_clamp(neuron, v)
+    top = v[p - 1:]
+    fits = top.all() | ~top.any()
+    u = Mux(fits, v[:p], Mux(v[-1], lo, hi))[:p].as_signed()
+    s = Mux(fits | v[-1], v > theta, int(hi > theta))
+    return u, s
+
+
 def _bias_runs(bias, rows):
     """Rows per run of equal bias rows: runs start at multiples of it (``rows``: constant)."""
     changes = [r for r in range(1, rows) if list(bias[r]) != list(bias[r - 1])]
@@ -72,18 +92,19 @@ class NeuronSweep(wiring.Component):
     """Update ``rows * width`` neurons, ``width`` per cycle, and emit one spike word per row.
 
     A command on ``i`` starts a sweep of the currents in ``bank``. Row ``r`` is *issued* when
-    the output queue has credit: its current read goes out on ``o_read`` (to the
-    accumulators, which clear it), its state is read; the currents come back on ``i_current``
-    exactly :data:`~hdl.accumulator.READ_LATENCY` cycles later. Then, one registered stage each:
+    the output queue has credit; a cycle later, from registers, its current read goes out on
+    ``o_read`` (to the accumulators, which clear it) and its state is read; the currents come
+    back on ``i_current`` exactly :data:`~hdl.accumulator.READ_LATENCY` cycles after the
+    request. Then, one registered stage each:
     the leak of the previous potential and the current plus the bias; the sum with the reset;
-    the clamp and the spike compare, the state write-back, and the word of spike bits
+    the clamp and the spike compare; the state write-back and the word of spike bits
     ``(bits, index = r, end = (r == rows - 1), first)`` into a :class:`~hdl.queue.ReadQueue`,
     :data:`LATENCY` cycles after the issue; ``o`` follows the stream rules. (Without the output
     queue, see ``output_queue``, rows issue without credit and the words leave a register.)
 
     Throughput one row per cycle while ``o`` keeps up. The bank's currents have all been read
     when ``o_read`` carries row ``rows - 1``; ``i`` takes the next command from the cycle after
-    that (after the rows in flight have been written back, if ``rows < LATENCY``), so
+    that row's issue (after the rows in flight have been written back, if ``rows < LATENCY``), so
     consecutive sweeps overlap.
 
     ``first`` on a command (and the first sweep after reset) takes every previous potential and
@@ -202,22 +223,28 @@ class NeuronSweep(wiring.Component):
         runs = _bias_runs(self._bias, rows) if self._bias is not None else rows
         ctrl = data.StructLayout({"valid": 1, "row": range(rows), "run": range(-(-rows // runs)),
                                   "zero": 1, "first": 1})
-        issue_ctrl, read, leak, add, clamp = (Signal(ctrl, name=n) for n in
-                                              ("issue_ctrl", "read", "leak", "add", "clamp"))
+        issue_ctrl, req, read, leak, add, clamp, wb = (
+            Signal(ctrl, name=n)
+            for n in ("issue_ctrl", "req", "read", "leak", "add", "clamp", "wb"))
 
         # ---- Issue: a row per cycle on credit; its currents are read (and cleared). -------
         active, bank, first, zero = Signal(), Signal(), Signal(), Signal()
         fresh = Signal(init=1)                       # no sweep since reset: state is unknown
         row, in_run, run = Signal(range(rows)), Signal(range(runs)), Signal.like(read.run)
-        in_flight = read.valid | leak.valid | add.valid | clamp.valid
+        in_flight = req.valid | read.valid | leak.valid | add.valid | clamp.valid | wb.valid
         m.d.comb += self.i.ready.eq(~active & (~in_flight if rows < LATENCY else 1))
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [active.eq(1), bank.eq(self.i.p.bank), first.eq(self.i.p.first),
                          zero.eq(self.i.p.first | fresh), fresh.eq(0), row.eq(0),
                          in_run.eq(0), run.eq(0)]
         issue = active & room
+        # The request leaves a register a cycle after the issue: the credit decision stays out
+        # of the accumulators' memory addresses (and their iCE40 read-during-write logic).
+        req_bank = Signal()
+        m.d.sync += req_bank.eq(bank)
         m.d.comb += [
-            self.o_read.valid.eq(issue), self.o_read.p.row.eq(row), self.o_read.p.bank.eq(bank),
+            self.o_read.valid.eq(req.valid), self.o_read.p.row.eq(req.row),
+            self.o_read.p.bank.eq(req_bank),
             issue_ctrl.valid.eq(issue), issue_ctrl.row.eq(row), issue_ctrl.zero.eq(zero),
             issue_ctrl.first.eq(first), issue_ctrl.run.eq(run),
         ]
@@ -227,9 +254,10 @@ class NeuronSweep(wiring.Component):
                 m.d.sync += [in_run.eq(0), run.eq(run + 1)]
             with m.If(row == rows - 1):
                 m.d.sync += active.eq(0)
-        # The currents come back READ_LATENCY (2) cycles after the issue: in the leak stage,
-        # beside the state, which is read at the issue and registered in the read stage.
-        m.d.sync += [read.eq(issue_ctrl), leak.eq(read), add.eq(leak), clamp.eq(add)]
+        # The currents come back READ_LATENCY (2) cycles after the request: in the leak stage,
+        # beside the state, which is read with the request and registered in the read stage.
+        m.d.sync += [req.eq(issue_ctrl), read.eq(req), leak.eq(read), add.eq(leak),
+                     clamp.eq(add), wb.eq(clamp)]
 
         spikes = []
         for u in range(width):
@@ -238,45 +266,55 @@ class NeuronSweep(wiring.Component):
             m.submodules[f"state{u}"] = state
             st_wr = state.write_port()
             st_rd = state.read_port(transparent_for=(st_wr,))
-            m.d.comb += st_rd.addr.eq(row)
+            m.d.comb += st_rd.addr.eq(req.row)
 
             # Read: the state's RAM output is registered into the leak stage.
-            prev = Signal.like(st_rd.data, name=f"prev{u}")
-            m.d.sync += prev.eq(st_rd.data)
+            prev_u = Signal(signed(neuron.potential_bits), name=f"prev_u{u}", reset_less=True)
+            prev_s = Signal(name=f"prev_s{u}", reset_less=True)
+            m.d.sync += [prev_u.eq(st_rd.data.u), prev_s.eq(st_rd.data.s)]
             bias = self._bias_of(m, u, read, leak, runs)
 
-            # Leak: leak(u) (a multiplier for a mul leak) and current + bias, registered.
-            leaked = neuron_leak(neuron, Mux(leak.zero, 0, prev.u))
-            add_leak = Signal(leaked.shape(), name=f"leaked{u}")
-            add_cur = Signal(signed(cb + 1), name=f"current{u}")
-            add_s = Signal(name=f"last_spike{u}")
+            # Leak: leak(u) (a multiplier for a mul leak) and current + bias, registered. The
+            # multiplier takes the register `prev_u` as it is and its product goes straight
+            # into a register (no reset, no enable), so a DSP block can hold both (an iCE40
+            # SB_MAC16 without them is a combinational path that nextpnr does not time); a
+            # step that opens a sample zeroes the leaked potential in the add stage instead
+            # (the leak of 0 is 0).
+            leaked = neuron_leak(neuron, prev_u)
+            add_leak = Signal(leaked.shape(), name=f"leaked{u}", reset_less=True)
+            add_cur = Signal(signed(cb + 1), name=f"current{u}", reset_less=True)
+            add_s = Signal(name=f"last_spike{u}", reset_less=True)
             m.d.sync += [add_leak.eq(leaked), add_cur.eq(self.i_current.p[u] + bias),
-                         add_s.eq(Mux(leak.zero, 0, prev.s))]
+                         add_s.eq(Mux(leak.zero, 0, prev_s))]
 
-            # Add: the reset and the sum, registered; Clamp: clamp, spike, write back.
-            v = neuron_sum(neuron, add_leak, add_s, add_cur)
-            clamp_v = Signal(v.shape(), name=f"v{u}")
+            # Add: the reset and the sum, registered; Clamp: clamp and spike, registered (the
+            # compares' carry chains and the clamp's multiplexers fill an iCE40 cycle, so the
+            # state write and the spike word come from registers); Write back.
+            v = neuron_sum(neuron, Mux(add.zero, 0, add_leak), add_s, add_cur)
+            clamp_v = Signal(v.shape(), name=f"v{u}", reset_less=True)
             m.d.sync += clamp_v.eq(v)
-            u_next, s_next = neuron_clamp(neuron, clamp_v)
-            spike = Signal(name=f"spike{u}")
+            u_next, s_next = _clamp(neuron, clamp_v)
+            spike = Signal(name=f"spike{u}", reset_less=True)
+            wb_u = Signal.like(u_next, name=f"u_next{u}", reset_less=True)
             live = self._live[u]
-            m.d.comb += spike.eq(s_next & (clamp.row < live) if live < rows else s_next)
-            m.d.comb += [st_wr.addr.eq(clamp.row), st_wr.data.u.eq(u_next),
-                         st_wr.data.s.eq(spike), st_wr.en.eq(clamp.valid)]
+            m.d.sync += [wb_u.eq(u_next),
+                         spike.eq(s_next & (clamp.row < live) if live < rows else s_next)]
+            m.d.comb += [st_wr.addr.eq(wb.row), st_wr.data.u.eq(wb_u),
+                         st_wr.data.s.eq(spike), st_wr.en.eq(wb.valid)]
             spikes.append(spike)
 
         word = Signal(SpikeWord(width, rows))
         m.d.comb += [
             word.bits.eq(Cat(*spikes)),
-            word.index.eq(clamp.row),
-            word.end.eq(clamp.row == rows - 1),
-            word.first.eq(clamp.first & (clamp.row == 0)),
+            word.index.eq(wb.row),
+            word.end.eq(wb.row == rows - 1),
+            word.first.eq(wb.first & (wb.row == 0)),
         ]
         if self._output_queue:
-            m.d.comb += [words.issue.eq(issue), words.i.valid.eq(clamp.valid),
+            m.d.comb += [words.issue.eq(issue), words.i.valid.eq(wb.valid),
                          words.i.payload.eq(word)]
         else:
-            m.d.sync += [self.o.valid.eq(clamp.valid), self.o.payload.eq(word)]
+            m.d.sync += [self.o.valid.eq(wb.valid), self.o.payload.eq(word)]
         return m
 
     def _bias_of(self, m, u, read, leak, runs):
