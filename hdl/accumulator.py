@@ -10,6 +10,7 @@ from amaranth import *
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
+from amaranth.vendor import SiliconBluePlatform
 
 __all__ = ["READ_LATENCY", "AccumulateOp", "SweepRequest", "BankedAccumulator",
            "accumulate_ref"]
@@ -89,6 +90,13 @@ class BankedAccumulator(wiring.Component):
     sweep_width : :class:`int`
         Currents per sweep read, a power of two (sub-banks: address ``a`` lives in sub-bank
         ``a % sweep_width``, row ``a // sweep_width``).
+    raw_outputs : :class:`bool` or ``None``
+        ``True``: every RAM output goes into a register of its own and the bank (and sub-bank)
+        is selected after it, in the add stage and on ``o_sweep`` (for the ECP5, whose block
+        RAM clock-to-out leaves no time for a multiplexer at 130 MHz). ``False``: the bank is
+        selected between the RAM outputs and the registers (fewer flip-flops and a shorter add
+        stage: the iCE40 form). ``None`` (default): ``False`` when elaborated for an iCE40
+        platform, ``True`` otherwise. The latency and the results are the same.
 
     Members
     -------
@@ -103,7 +111,7 @@ class BankedAccumulator(wiring.Component):
     top (the ``ready`` of an ``always_ready`` stream is a constant); build it inside another
     module, as the engines do.
     """
-    def __init__(self, depth, *, current_bits, sweep_width=1):
+    def __init__(self, depth, *, current_bits, sweep_width=1, raw_outputs=None):
         for name, value, lo in (("Depth", depth, 1), ("Current bits", current_bits, 2),
                                 ("Sweep width", sweep_width, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
@@ -114,7 +122,10 @@ class BankedAccumulator(wiring.Component):
         if sweep_width > depth:
             raise ValueError(f"Sweep width must be at most the depth ({depth}), "
                              f"not {sweep_width}")
+        if raw_outputs is not None and not isinstance(raw_outputs, bool):
+            raise TypeError(f"Raw outputs must be None or a bool, not {raw_outputs!r}")
         self._depth, self._current_bits, self._sweep_width = depth, current_bits, sweep_width
+        self._raw_outputs = raw_outputs
         self._rows = -(-depth // sweep_width)
         super().__init__({
             "i": In(stream.Signature(AccumulateOp(depth, current_bits))),
@@ -150,10 +161,20 @@ class BankedAccumulator(wiring.Component):
         def row_of(addr):
             return addr >> sub_bits
 
-        def read_data(bank, addr):                   # the RAM output for `addr` of `bank`
-            per_bank = [Array(port.data for port in rd[b])[addr[:sub_bits]] if sub_bits
-                        else rd[b][0].data for b in range(2)]
+        raw_outputs = self._raw_outputs
+        if raw_outputs is None:
+            raw_outputs = not isinstance(platform, SiliconBluePlatform)
+
+        def select(bank, addr, outputs):             # `outputs[b][s]`: of `addr` in `bank`
+            per_bank = [Array(outputs[b])[addr[:sub_bits]] if sub_bits else outputs[b][0]
+                        for b in range(2)]
             return Mux(bank, per_bank[1], per_bank[0])
+
+        ram = [[port.data for port in rd[b]] for b in range(2)]
+        if raw_outputs:                              # every RAM output into a register first
+            raw = [[Signal(signed(cb), name=f"raw{b}_{s}", reset_less=True)
+                    for s in range(width)] for b in range(2)]
+            m.d.sync += [raw[b][s].eq(ram[b][s]) for b in range(2) for s in range(width)]
 
         # ---- Clear after reset. ------------------------------------------------------------
         clearing = Signal(init=1)
@@ -171,23 +192,32 @@ class BankedAccumulator(wiring.Component):
                                      "sum": signed(cb), "bank": 1})
         read, register, add = self.i.p, Signal(stage), Signal(stage)
         wrote = Signal(written)                      # the sum written a cycle ago
-        base = Signal(signed(cb))                    # the current before this delta...
-        newer = Signal()                             # ...unless the sum written now is newer
+        newer = Signal()                             # the sum written a cycle ago is newer
 
         def same(a, b):
             return a.valid & (a.addr == b.addr) & (a.bank == b.bank)
 
         # The read in `register` missed two sums: the one `add` writes now and the one written
-        # a cycle ago (`wrote`); anything older was in the memory when it read. The older one
-        # is chosen while the RAM output is registered, so the add stage has a single 2:1 mux
-        # in front of its adder.
+        # a cycle ago (`wrote`); anything older was in the memory when it read. Which one to
+        # take is decided while the RAM output is registered.
         total = Signal(signed(cb))
+        if raw_outputs:
+            # The add stage selects among the registered RAM outputs and the two sums.
+            older = Signal(signed(cb), reset_less=True)  # the sum written two cycles ago...
+            use_older = Signal()                     # ...if the read in `add` missed it
+            base = Mux(use_older, older, select(add.bank, add.addr, raw))
+            m.d.sync += [older.eq(wrote.sum), use_older.eq(same(wrote, register))]
+        else:
+            # The older sum is chosen while the RAM output is registered, so the add stage has
+            # a single 2:1 mux in front of its adder.
+            base = Signal(signed(cb), reset_less=True)
+            m.d.sync += base.eq(Mux(same(wrote, register), wrote.sum,
+                                    select(register.bank, register.addr, ram)))
         m.d.comb += total.eq(Mux(newer, wrote.sum, base) + add.delta)
         m.d.sync += [
             register.valid.eq(self.i.valid & self.i.ready), register.addr.eq(read.addr),
             register.delta.eq(read.delta), register.bank.eq(read.bank),
             add.eq(register),
-            base.eq(Mux(same(wrote, register), wrote.sum, read_data(register.bank, register.addr))),
             newer.eq(same(add, register)),
             wrote.valid.eq(add.valid), wrote.addr.eq(add.addr), wrote.bank.eq(add.bank),
             wrote.sum.eq(total),
@@ -197,18 +227,24 @@ class BankedAccumulator(wiring.Component):
 
         # ---- Sweep: read a row of the bank and clear it; register the RAM output. ---------
         req = self.i_sweep
-        swept_valid, swept_bank = Signal(), Signal()
+        swept_valid, swept_bank, swept_bank_out = Signal(), Signal(), Signal()
         m.d.sync += [swept_valid.eq(req.valid), swept_bank.eq(req.p.bank),
-                     self.o_sweep.valid.eq(swept_valid)]
-        m.d.sync += [self.o_sweep.p[s].eq(Mux(swept_bank, rd[1][s].data, rd[0][s].data))
-                     for s in range(width)]
+                     swept_bank_out.eq(swept_bank), self.o_sweep.valid.eq(swept_valid)]
+        if raw_outputs:
+            m.d.comb += [self.o_sweep.p[s].eq(Mux(swept_bank_out, raw[1][s], raw[0][s]))
+                         for s in range(width)]
+        else:
+            m.d.sync += [self.o_sweep.p[s].eq(Mux(swept_bank, ram[1][s], ram[0][s]))
+                         for s in range(width)]
 
         # ---- Memory ports. Priority: clear after reset, sweep clear, accumulate. ----------
         for b in range(2):
-            accumulating = self.i.valid & self.i.ready & (read.bank == b)
             sweeping = req.valid & (req.p.bank == b)
             for s in range(width):
-                m.d.comb += rd[b][s].addr.eq(Mux(accumulating, row_of(read.addr), req.p.row))
+                # A bank that is not swept reads the operation's address, whether there is an
+                # operation or not (its data is used only for one): the producer's `valid`
+                # stays out of the memory's address.
+                m.d.comb += rd[b][s].addr.eq(Mux(sweeping, req.p.row, row_of(read.addr)))
                 with m.If(clearing):
                     m.d.comb += [wr[b][s].addr.eq(clear_row), wr[b][s].en.eq(1)]
                 with m.Elif(sweeping):

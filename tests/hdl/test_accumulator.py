@@ -73,13 +73,15 @@ def reference(steps, *, depth, current_bits, sweep_width):
     (1, 4, 1), (4, 6, 1), (13, 8, 1), (16, 5, 4), (10, 7, 2),
 ])
 @pytest.mark.parametrize("gap, sweep_gap", [(0.0, 0.0), (0.5, 0.5)])
-def test_matches_reference(depth, current_bits, sweep_width, gap, sweep_gap):
+@pytest.mark.parametrize("raw_outputs", [False, True])
+def test_matches_reference(depth, current_bits, sweep_width, gap, sweep_gap, raw_outputs):
     rng = random.Random(f"{depth}-{current_bits}-{sweep_width}")
     hot = max(1, depth // 3)                         # many back-to-back hits on few addresses
     steps = [[(rng.randrange(hot) if rng.random() < 0.6 else rng.randrange(depth),
                rng.randint(-2 ** (current_bits - 2), 2 ** (current_bits - 2)))
               for _ in range(rng.choice([0, 5, 30]))] for _ in range(8)]
-    dut = BankedAccumulator(depth, current_bits=current_bits, sweep_width=sweep_width)
+    dut = BankedAccumulator(depth, current_bits=current_bits, sweep_width=sweep_width,
+                            raw_outputs=raw_outputs)
     got = [row for _, row in run_steps(dut, steps, gap=gap, sweep_gap=sweep_gap)]
     expect = reference(steps, depth=depth, current_bits=current_bits, sweep_width=sweep_width)
     assert got == expect
@@ -89,11 +91,12 @@ def test_matches_reference(depth, current_bits, sweep_width, gap, sweep_gap):
 @pytest.mark.parametrize("schedule", [
     "A A", "A . A", "A . . A", "A A A A", "A B A B", "A . B A", "A a", "A a A a . A",
 ])
-def test_forwarding_distances(schedule):
+@pytest.mark.parametrize("raw_outputs", [False, True])
+def test_forwarding_distances(schedule, raw_outputs):
     # One step of operations issued cycle by cycle ("." is a bubble). A and B are addresses 3
     # and 5 of bank 0; "a" is address 3 of bank 1, which must never be forwarded into bank 0.
     depth, cb = 8, 10
-    dut = BankedAccumulator(depth, current_bits=cb)
+    dut = BankedAccumulator(depth, current_bits=cb, raw_outputs=raw_outputs)
     plan = [None if s == "." else {"A": (3, 0), "B": (5, 0), "a": (3, 1)}[s]
             for s in schedule.split()]
     deltas = [n + 1 for n in range(len(plan))]
@@ -126,10 +129,11 @@ def test_forwarding_distances(schedule):
     assert result == expect
 
 
-def test_latency():
+@pytest.mark.parametrize("raw_outputs", [False, True])
+def test_latency(raw_outputs):
     # An operation accepted in cycle t is visible to a sweep read from t + 3 on (busy says so
     # until then), and the sweep's currents leave READ_LATENCY cycles after the request.
-    dut = BankedAccumulator(4, current_bits=8)
+    dut = BankedAccumulator(4, current_bits=8, raw_outputs=raw_outputs)
     trace = []
 
     async def testbench(ctx):
@@ -178,6 +182,7 @@ def test_clears_after_reset():
     ({"sweep_width": 3}, ValueError, r"^Sweep width must be a power of two, not 3$"),
     ({"depth": 2, "sweep_width": 4}, ValueError,
      r"^Sweep width must be at most the depth \(2\), not 4$"),
+    ({"raw_outputs": 1}, TypeError, r"^Raw outputs must be None or a bool, not 1$"),
 ])
 def test_wrong_parameters(kwargs, exc, message):
     params = {"depth": 8, "current_bits": 8, **kwargs}
