@@ -10,7 +10,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .event import EventLayout
+from .lane import few_bits
 from .lsb import clear_lowest, lowest_set_bit
+from .queue import ReadQueue
 
 __all__ = ["SpikeWord", "SpikeCompressor", "compress_ref"]
 
@@ -92,32 +94,39 @@ class SpikeCompressor(wiring.Component):
         width = self._width
 
         w_valid = Signal()
-        w_bits = Signal(width)
-        w_index = Signal.like(self.i.p.index)
-        w_end = Signal()
+        w_bits = Signal(width, reset_less=True)
+        w_index = Signal.like(self.i.p.index, reset_less=True)
+        w_end = Signal(reset_less=True)
         pend_valid = Signal()
-        pend_addr = Signal.like(self.o.p.addr)
+        pend_addr = Signal.like(self.o.p.addr, reset_less=True)
         first_pending = Signal()
 
         lsb, spikes_left = lowest_set_bit(m, w_bits)        # the next spike of the word
         new_addr = (w_index * width + lsb)[:len(pend_addr)]
 
-        out_free = ~self.o.valid | self.o.ready
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        # The events leave through a two-slot queue that takes them on credit: whether an event
+        # may go out is a register (`room`), so the output's `ready` (the next engine's) reaches
+        # no decision of the compressor. Two slots pass one event per cycle, and an event is on
+        # `o` the cycle after it is made, as from an output register.
+        m.submodules.out = out = ReadQueue(self.o.p.shape(), depth=2)
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+        out_free = out.room
+        emit = Signal()
+        event = Signal.like(self.o.p)
+        m.d.comb += [out.issue.eq(emit), out.i.valid.eq(emit), out.i.p.eq(event)]
 
         consumed = Signal()
         with m.If(w_valid & spikes_left):
             with m.If(~pend_valid | out_free):
                 with m.If(pend_valid):
-                    m.d.sync += [
-                        self.o.valid.eq(1),
-                        self.o.p.addr.eq(pend_addr),
-                        self.o.p.value.eq(1),
-                        self.o.p.last.eq(0),
-                        self.o.p.first.eq(first_pending),
-                        first_pending.eq(0),
+                    m.d.comb += [
+                        emit.eq(1),
+                        event.addr.eq(pend_addr),
+                        event.value.eq(1),
+                        event.last.eq(0),
+                        event.first.eq(first_pending),
                     ]
+                    m.d.sync += first_pending.eq(0)
                 rest = clear_lowest(w_bits)
                 m.d.sync += [
                     pend_valid.eq(1),
@@ -125,33 +134,43 @@ class SpikeCompressor(wiring.Component):
                     w_bits.eq(rest),
                 ]
                 # The word's last spike: take the next word now (an end word still has to
-                # close the step, so it stays).
-                m.d.comb += consumed.eq((rest == 0) & ~w_end)
+                # close the step, so it stays). Whether it is the last is a carry-free bit
+                # count, not `rest == 0`: this decision is the compressor's `ready`.
+                last_spike = few_bits(w_bits, 1) if width <= 16 else rest == 0
+                m.d.comb += consumed.eq(last_spike & ~w_end)
         with m.Elif(w_valid & w_end):
             with m.If(out_free):
-                m.d.sync += [
-                    self.o.valid.eq(1),
-                    self.o.p.addr.eq(Mux(pend_valid, pend_addr, 0)),
-                    self.o.p.value.eq(pend_valid),
-                    self.o.p.last.eq(1),
-                    self.o.p.first.eq(first_pending),
-                    first_pending.eq(0),
-                    pend_valid.eq(0),
+                m.d.comb += [
+                    emit.eq(1),
+                    event.addr.eq(Mux(pend_valid, pend_addr, 0)),
+                    event.value.eq(pend_valid),
+                    event.last.eq(1),
+                    event.first.eq(first_pending),
                 ]
+                m.d.sync += [first_pending.eq(0), pend_valid.eq(0)]
                 m.d.comb += consumed.eq(1)
         with m.Elif(w_valid):
             m.d.comb += consumed.eq(1)
 
+        # A skid register in front of the word register: `i.ready` is a register (no word
+        # waits in the skid), so the compressor's decision of this cycle does not reach the
+        # producer's queue; a word that arrives while the word register is busy waits there.
+        s_valid = Signal()
+        s_word = Signal.like(self.i.p, reset_less=True)
+        src = Signal.like(self.i.p)
+        m.d.comb += [self.i.ready.eq(~s_valid), src.eq(Mux(s_valid, s_word, self.i.p))]
+        src_valid = s_valid | self.i.valid
         with m.If(~w_valid | consumed):
-            m.d.comb += self.i.ready.eq(1)
-            m.d.sync += w_valid.eq(self.i.valid)
-            with m.If(self.i.valid):
+            m.d.sync += [w_valid.eq(src_valid), s_valid.eq(0)]
+            with m.If(src_valid):
                 m.d.sync += [
-                    w_bits.eq(self.i.p.bits),
-                    w_index.eq(self.i.p.index),
-                    w_end.eq(self.i.p.end),
+                    w_bits.eq(src.bits),
+                    w_index.eq(src.index),
+                    w_end.eq(src.end),
                 ]
-                with m.If(self.i.p.first):
+                with m.If(src.first):
                     m.d.sync += first_pending.eq(1)
+        with m.Elif(self.i.valid & ~s_valid):
+            m.d.sync += [s_valid.eq(1), s_word.eq(self.i.p)]
 
         return m
