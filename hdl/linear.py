@@ -340,8 +340,8 @@ class LinearEngine(wiring.Component):
             m.d.comb += [acc.i_sweep.valid.eq(read.valid), acc.i_sweep.p.eq(read.p)]
             m.d.comb += [sweep.i_current.p[s * lanes + k].eq(acc.o_sweep.p[s])
                          for s in range(sub)]
-        # The compressor's ready is a long function of its output's ready: a two-slot queue
-        # takes it into two-bit counters, not into the sweep's six-slot word queue.
+        # A two-slot queue between the sweep's word queue and the compressor: the compressor
+        # then loads its word from a 2:1 multiplexer, not from the sweep queue's eight slots.
         m.submodules.words = words = ReadQueue(sweep.o.p.shape(), depth=STREAM_SLOTS)
         m.submodules.compressor = compressor = SpikeCompressor(width=width, n=layer.n_out)
         _enqueue(m, sweep.o, words)
@@ -377,9 +377,9 @@ class StepSequencer(wiring.Component):
     A closed step goes to the sweep on ``o`` (its bank and ``first``), oldest first, once no
     lane holds work for its bank: ``busy`` (which may show the lanes a cycle late) and the
     events pushed in the last two cycles, registered, so the decision comes from a register.
-    The bank is free again when the sweep's read requests (``i_read``) reach its last row:
-    every current of it has then been read and cleared. Whether the receiving bank is free is
-    a register too.
+    The bank is free again the cycle after the sweep's read requests (``i_read``) reach its
+    last row (registered): every current of it has then been read and cleared. Whether the
+    receiving bank is free is a register too.
 
     Parameters
     ----------
@@ -426,9 +426,13 @@ class StepSequencer(wiring.Component):
         def bit(value, index):
             return value.bit_select(index, 1)
 
+        # The sweep read a bank's last row a cycle ago (registered: the sweep's issue decision
+        # and the row compare stay out of this cycle's `free`).
         read = self.i_read
-        last_row = read.valid & (read.p.row == self._rows - 1)
-        freeing = Cat(last_row & ~read.p.bank, last_row & read.p.bank)
+        last_row, last_bank = Signal(), Signal()
+        m.d.sync += [last_row.eq(read.valid & (read.p.row == self._rows - 1)),
+                     last_bank.eq(read.p.bank)]
+        freeing = Cat(last_row & ~last_bank, last_row & last_bank)
 
         m.d.comb += [self.i.ready.eq(self.room & free), self.bank.eq(receiving)]
         take = self.i.valid & self.i.ready
@@ -455,7 +459,7 @@ class StepSequencer(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += [bit(closed, oldest).eq(0), bit(swept, oldest).eq(1), oldest.eq(~oldest)]
         with m.If(last_row):
-            m.d.sync += bit(swept, read.p.bank).eq(0)
+            m.d.sync += bit(swept, last_bank).eq(0)
         return m
 
 

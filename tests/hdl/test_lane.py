@@ -137,7 +137,9 @@ def test_step_sequencer_waits_for_lanes_and_sweep():
             ctx.set(dut.i_read.payload, {"row": row, "bank": 0})
             await ctx.tick()
         ctx.set(dut.i_read.valid, 0)
-        assert ctx.get(dut.i.ready)                  # its last row read: bank 0 is free
+        assert not ctx.get(dut.i.ready)              # its last row read, registered: bank 0
+        await ctx.tick()                             # is free from the next cycle on
+        assert ctx.get(dut.i.ready)
         await offer(0, 1)                            # an empty step: taken, nothing pushed
         log.append(("sweep", ctx.get(dut.o.valid), ctx.get(dut.o.p.bank)))
 
