@@ -146,8 +146,8 @@ def good_sample(rng, bundle):
 
 
 def make_case(rng, model):
-    """One fuzz case: ``(kind, [(byte, framing_ok)], parsed)`` where ``parsed`` is the frame as
-    the link will see it: ``(code, payload, crc_ok, complete)`` or ``None`` (no sync byte)."""
+    """One fuzz case: ``(kind, [(byte, framing_ok)])``, the bytes to send and whether each is
+    sent with its stop bit (a framing error otherwise)."""
     fmt = model.fmt
     kind = rng.choice(["junk", "random", "random", "mutated", "load", "load", "run", "read",
                        "info", "framing", "long"] * 4 + ["fill"])
@@ -343,10 +343,11 @@ if cocotb is not None:
                     and hangs(model.buffer)):
                 await reset()                       # a run that would hang: see the xfail test
                 counts["hanging_runs_skipped"] += 1
+            if parsed is not None and parsed[3]:
+                # A whole frame: what would follow it arrives while it is answered (dropped).
+                sent = sent[:[i for i, (_, ok) in enumerate(sent) if ok][parsed[4] - 1] + 1]
             counts["bytes"] += len(sent)
             counts["framing_errors"] += sum(not ok for _, ok in sent)
-            if parsed is not None and parsed[3]:
-                sent = sent[:[i for i, (_, ok) in enumerate(sent) if ok][parsed[4] - 1] + 1]
             for byte, ok in sent:
                 await send(byte, ok)
             if parsed is None:
@@ -392,8 +393,9 @@ if cocotb is not None:
             dut.rst.value = 1
             await ClockCycles(dut.clk, 4)
             dut.rst.value = 0
+            # (The parser's command register is not reset: a TIMEOUT reply to a frame cut
+            # before its command byte still names the command of the frame before.)
             model.buffer, model.have_result = [], False
-            last_code[0] = 0
 
         if settings.get("script"):
             events = [tuple(e) for e in settings["script"]]
@@ -474,7 +476,7 @@ def _check(counts, cases):
 
 
 def test_link_fuzz(tmp_path):
-    _check(run_fuzz(tmp_path, cases=800, seed=1, check_every=8), 800)
+    _check(run_fuzz(tmp_path, cases=700, seed=1, check_every=8), 700)
 
 
 @pytest.mark.slow
