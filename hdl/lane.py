@@ -201,10 +201,16 @@ class RowQueue(wiring.Component):
         m.d.sync += [read_valid.eq(self.i.valid), read.eq(self.i.p)]
         m.d.comb += [rows.i.valid.eq(read_valid), rows.i.p.value.eq(read.value),
                      rows.i.p.bank.eq(read.bank)]
+        # An address at or above n_in (outside the contract, DESIGN.md section 5) has no row:
+        # it reads as an empty one, one cycle of the walker, and touches no neuron.
+        in_range = Signal(init=1, reset_less=True)
+        if 2 ** len(self.i.p.addr) > pw.n_in:
+            m.d.sync += in_range.eq(self.i.p.addr < pw.n_in)
         if pw.fmt == "dense":
             start = Signal.like(rows.i.p.start)
             m.d.sync += start.eq(self.i.p.addr * pw.bank_size)
-            m.d.comb += [rows.i.p.start.eq(start), rows.i.p.count.eq(pw.bank_size)]
+            m.d.comb += [rows.i.p.start.eq(start),
+                         rows.i.p.count.eq(Mux(in_range, pw.bank_size, 0))]
             fields, init = None, None
         elif pw.inline_chunk:
             fields = {"start": pw.start_bits, "bits": pw.chunk_width}
@@ -221,7 +227,9 @@ class RowQueue(wiring.Component):
             table_rd = table.read_port()
             m.d.comb += table_rd.addr.eq(self.i.p.addr)
             m.d.comb += [getattr(rows.i.p, name).eq(getattr(table_rd.data, name))
-                         for name in fields]
+                         for name in fields if name == "start"]
+            m.d.comb += [getattr(rows.i.p, name).eq(Mux(in_range, getattr(table_rd.data, name), 0))
+                         for name in fields if name != "start"]
         if "row" in self.o.p.shape().members:
             m.d.comb += rows.i.p.row.eq(read.addr)
         m.d.comb += self.busy.eq(_bank_bits([(read_valid, read.bank),

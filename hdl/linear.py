@@ -6,20 +6,20 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from models.bundle import Layer
 from models.golden import current_bits
 
 from .accumulator import BankedAccumulator, SweepRequest
 from .bitmap import EventBitmap
 from .compress import SpikeCompressor
+from .contract import EngineBase, check_bool, check_int, check_layer, check_value_shape
 from .cycles import activity, linear_estimate, lower_bound
-from .event import EngineCounters, EventLayout
+from .event import EventLayout
 from .lane import LinearLane
 from .lsb import CHUNK
 from .neuron import check_neuron
 from .queue import ReadQueue, full_rate_depth
 from .sweep import NeuronSweep, SweepCommand, live_rows
-from .weights import FORMATS, bitmap_bits, choose_format, csr_bits, dense_bits, pack_linear
+from .weights import FORMATS, bitmap_bits, choose_format, csr_bits, pack_linear
 
 __all__ = ["LinearEngine", "StepSequencer", "DenseInputs", "check_bool", "check_int",
            "default_queue_depth", "value_max"]
@@ -58,22 +58,7 @@ def default_queue_depth(lanes):
     return full_rate_depth(1) if lanes <= 2 else 8
 
 
-def check_int(name, value, lo):
-    """Validate an integer parameter of at least ``lo`` (``TypeError`` naming it otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        kind = "a positive integer" if lo == 1 else f"an integer of at least {lo}"
-        raise TypeError(f"{name} must be {kind}, not {value!r}")
-    return value
-
-
-def check_bool(name, value):
-    """Validate a flag (``TypeError`` naming it unless it is a :class:`bool`)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {value!r}")
-    return value
-
-
-class LinearEngine(wiring.Component):
+class LinearEngine(EngineBase):
     """One linear SNN layer, event-driven (DESIGN.md sections 3, 5 and 6).
 
     Per input event ``(i, v)`` every lane (:class:`hdl.lane.LinearLane`) walks its share of row
@@ -128,14 +113,9 @@ class LinearEngine(wiring.Component):
     """
     def __init__(self, layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=False,
                  fifo_depth=None, updates=None, counters=False):
-        if not isinstance(layer, Layer) or layer.kind != "linear":
-            raise TypeError(f"Layer must be a models.bundle.Layer of kind 'linear', "
-                            f"not {layer!r:.80}")
+        check_layer(layer, "linear")
         check_neuron(layer.neuron)
-        try:
-            value_shape = Shape.cast(value_shape)
-        except TypeError:
-            raise TypeError(f"Value shape must be a shape, not {value_shape!r}") from None
+        value_shape = check_value_shape(value_shape)
         check_int("Lanes", lanes, 1)
         if fifo_depth is None:
             fifo_depth = default_queue_depth(lanes)
@@ -158,49 +138,17 @@ class LinearEngine(wiring.Component):
         if fmt not in FORMATS:
             raise ValueError(f"Weight format must be one of "
                              f"{', '.join(repr(f) for f in FORMATS)}, not {fmt!r}")
-        self._layer, self._value_shape, self._lanes = layer, value_shape, lanes
+        self._lanes = lanes
         self._dense, self._fifo_depth, self._updates = bool(dense), fifo_depth, updates
         self._packed = pack_linear(layer.weight, lanes=lanes, fmt=fmt,
                                    weight_bits=layer.weight_bits)
         self._current_bits = current_bits(layer, value_max(value_shape))
-        self._counters = check_bool("Counters", counters)
-        members = {
-            "i": In(stream.Signature(EventLayout(layer.n_in, value_shape))),
-            "o": Out(stream.Signature(EventLayout(layer.n_out))),
-        }
-        if counters:
-            members["counters"] = Out(EngineCounters())
-        super().__init__(members)
-
-    @property
-    def layer(self):
-        """The layer this engine computes."""
-        return self._layer
-
-    @property
-    def lanes(self):
-        """Accumulate lanes ``L``: synaptic operations per cycle."""
-        return self._lanes
-
-    @property
-    def updates(self):
-        """Neuron updates per cycle of the sweep ``U``."""
-        return self._updates
+        super().__init__(layer, value_shape=value_shape, counters=counters)
 
     @property
     def packed(self):
         """The weights as laid out in the lanes' memories (:class:`hdl.weights.PackedWeights`)."""
         return self._packed
-
-    @property
-    def current_bits(self):
-        """Width of the synaptic current accumulators."""
-        return self._current_bits
-
-    @property
-    def dense(self):
-        """Whether this is the dense baseline (every input and weight visited each step)."""
-        return self._dense
 
     @property
     def weight_format(self):
@@ -213,26 +161,10 @@ class LinearEngine(wiring.Component):
         return self._packed.stored_bits
 
     @property
-    def weight_bits_dense(self):
-        """Bits of the plain dense matrix ``n_out * n_in * weight_bits``, for comparison."""
-        return dense_bits(self._layer.weight, self._layer.weight_bits)
-
-    @property
     def weight_figures(self):
         """Further weight figures for reports: the bits CSR and bitmap store, by formula."""
         w, wb = self._layer.weight, self._layer.weight_bits
         return {"csr_formula_bits": csr_bits(w, wb), "bitmap_formula_bits": bitmap_bits(w, wb)}
-
-    def work(self, active_inputs):
-        """Input events and synaptic operations of steps with the given input activity.
-
-        ``active_inputs`` as :func:`hdl.cycles.activity` takes it. Returns ``(events, sops)``:
-        numbers for one step, arrays ``[steps]`` for a batch. The dense baseline visits every
-        weight of an active input's row, zeros included.
-        """
-        act = activity(active_inputs, self._layer.n_in)
-        events, sops = self._work(act)
-        return act.answer(events), act.answer(sops)
 
     def estimate_cycles(self, active_inputs, out_events):
         """Cycles of steps with the given input activity: ``(lower_bound, estimate)``.
