@@ -18,8 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from hdl.link import HostLink
-from hdl.protocol import EventFormat, bundle_ident, sample_stream
+from hdl.protocol import EventFormat, bundle_ident
 from hdl.uart import MIN_DIVISOR, baud_divisor
 
 from .top import BoardTop, board
@@ -117,8 +119,12 @@ def default_capacity(bundle):
     need = bundle.input.size * steps + steps
     v = bundle.vectors
     if v is not None and v.samples:
-        need = max(len(sample_stream(v.events[v.events[:, 0] == s][:, 1:], steps))
-                   for s in range(v.samples))
+        # A sample's stream (hdl.protocol.sample_stream): its events, and one empty event for
+        # each step without any. One pass over the events (2,000 MNIST samples in a second).
+        events = np.asarray(v.events, dtype=np.int64).reshape(-1, 4)
+        per_step = np.bincount(events[:, 0] * steps + events[:, 1],
+                               minlength=v.samples * steps).reshape(v.samples, steps)
+        need = int((per_step + (per_step == 0)).sum(axis=1).max())
     return min(65535, max(256, 1 << (need - 1).bit_length()))
 
 
@@ -249,9 +255,9 @@ def next_attempt(history, b, *, seed=1, clock_mhz=None, aim_mhz=None, baud=1_000
     Automatic clock (``clock_mhz=None``): first ``aim_mhz`` (default: the board's aim) with
     ``seed``. After a miss, the next seed at the fastest clock that is below every clock
     missed so far, at most ``RETRY_MARGINS[k]`` times the best Fmax seen (97 %, then 95, 93,
-    90 and 85 %) and at most the last attempt's Fmax, so the clock only goes down. After ``max_attempts`` PLL attempts, or when that
-    clock is below the PLL range (``RETRY_FLOOR``), the oscillator itself, with the next seed;
-    after the oscillator, nothing.
+    90 and 85 %) and at most the last attempt's Fmax, so the clock only goes down. After
+    ``max_attempts`` PLL attempts, or when that clock is below the PLL range (``RETRY_FLOOR``),
+    the oscillator itself, with the next seed; after the oscillator, nothing.
 
     Requested clock (``clock_mhz``): that clock with ``seed``, then with the next seeds while the
     last Fmax was within 5 % of it (``SEED_REACH``), ``CLOCK_SEEDS`` attempts at most.

@@ -32,7 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from hdl.link import HostLink
 from hdl.protocol import bundle_ident
@@ -41,7 +40,7 @@ from .build import (NAME, BuildError, clock_for, default_capacity, parse_nextpnr
                     tool_env)
 from .top import BoardTop, board
 
-__all__ = ["PLACEABLE", "RESOURCES", "TIGHT", "fast_default_capacity", "fit", "format_fit"]
+__all__ = ["PLACEABLE", "RESOURCES", "TIGHT", "fit", "format_fit"]
 
 #: Per family, the nextpnr bel of each resource the report names.
 RESOURCES = {
@@ -94,22 +93,6 @@ def _nextpnr_device_args(script, tool_var):
     raise BuildError(f"No {tool_var} line in the platform's build script")
 
 
-def fast_default_capacity(bundle):
-    """:func:`boards.build.default_capacity` (the event buffer a build gets by default) in one
-    pass over the events: that function slices the events once per sample, minutes for 2,000
-    MNIST samples. The value is the same (tests/boards/test_fit.py)."""
-    v = bundle.vectors
-    if v is None or not v.samples:
-        return default_capacity(bundle)
-    steps = bundle.input.steps
-    events = np.asarray(v.events, dtype=np.int64).reshape(-1, 4)
-    per_step = np.bincount(events[:, 0] * steps + events[:, 1],
-                           minlength=v.samples * steps).reshape(v.samples, steps)
-    # A sample's stream: its events, and one empty event for each step without any.
-    need = int((per_step + (per_step == 0)).sum(axis=1).max())
-    return min(65535, max(256, 1 << (need - 1).bit_length()))
-
-
 def _cpu():
     """CPU seconds of this process and its finished children (the YoWASP tools)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -146,7 +129,7 @@ def fit(bundle, *, board_name="icebreaker", variant=None, lanes=1, baud=1_000_00
     b = board(board_name)
     if b.variants:
         b.platform(variant)                  # validates the variant
-    capacity = capacity or fast_default_capacity(bundle)
+    capacity = capacity or default_capacity(bundle)
     env = tool_env()
     if accelerator is None:
         from hdl.top import Accelerator

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from boards.build import default_capacity
-from boards.fit import (PLACEABLE, _judge, _nextpnr_device_args, fast_default_capacity, fit,
+from hdl.protocol import sample_stream
+from boards.fit import (PLACEABLE, _judge, _nextpnr_device_args, fit,
                         format_fit)
 from boards.top import board
 from models import bundle as B
@@ -67,7 +68,7 @@ def test_nextpnr_device_options_come_from_the_platform_script():
         "--up5k", "--package", "sg48", "--pcf", "t.pcf"]
 
 
-def test_event_buffer_is_the_one_build_would_choose():
+def test_default_event_buffer_holds_the_largest_sample():
     bundles = [B.load(ZOO / name) for name in ("digits_mlp", "digits_csnn")]
     for seed, density in ((4, 0.02), (5, 0.5)):
         b = random_linear_bundle(n_in=64, n_out=4, sparsity=0.5, seed=seed, steps=40)
@@ -77,8 +78,16 @@ def test_event_buffer_is_the_one_build_would_choose():
         bundles.append(b)
     b = random_linear_bundle(n_in=64, n_out=4, sparsity=0.5, seed=6, steps=4)
     bundles.append(b)                                   # no vectors: a full input every step
-    capacities = [fast_default_capacity(b) for b in bundles]
-    assert capacities == [default_capacity(b) for b in bundles]
+    def reference(b):                                   # every sample's stream, built
+        steps, v = b.input.steps, b.vectors
+        need = b.input.size * steps + steps
+        if v is not None and v.samples:
+            need = max(len(sample_stream(v.events[v.events[:, 0] == s][:, 1:], steps))
+                       for s in range(v.samples))
+        return min(65535, max(256, 1 << (need - 1).bit_length()))
+
+    capacities = [default_capacity(b) for b in bundles]
+    assert capacities == [reference(b) for b in bundles]
     assert len(set(capacities)) >= 3
 
 
