@@ -29,6 +29,24 @@ def test_empty_steps_and_no_spikes():
     assert check(b, ev, 2, lanes=1) == 0
 
 
+@pytest.mark.parametrize("fmt", ["csr", "bitmap", "dense"])
+def test_addresses_at_or_above_n_in_are_ignored(fmt):
+    # 12 inputs, 4-bit addresses: 12..15 lie outside the contract and must touch no neuron.
+    from models import golden
+    from tests.hdl.test_top import rtl_top
+    b = random_linear_bundle(n_in=12, n_out=9, sparsity=0.4, seed=5, steps=4)
+    ev = random_events(np.random.default_rng(6), samples=2, steps=4, n_in=12, density=0.4)
+    x = golden.events_to_dense(ev, 2, 4, 12)
+    expect = golden.output_stream(golden.run(b, x).output)
+    stream, rng = [], np.random.default_rng(7)
+    for addr, value, last, first in golden.input_stream(ev, 2, 4):
+        if not first and rng.random() < 0.5:            # an out-of-range event before this one
+            stream.append((int(rng.integers(12, 16)), 1, 0, 0))
+        stream.append((addr, value, last, first))
+    assert sum(a >= 12 for a, *_ in stream) >= 5
+    assert rtl_top(b, stream, len(expect), lanes=2, fmt=fmt, stall=0.3, gap=0.3) == expect
+
+
 @pytest.mark.parametrize("kwargs, exc, message", [
     ({"layer": "fc1"}, TypeError, r"^Layer must be a models\.bundle\.Layer of kind 'linear', "
                                   r"not 'fc1'$"),
