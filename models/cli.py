@@ -339,10 +339,22 @@ def _parser():
     p.add_argument("--runs", metavar="DIR", default="runs/zoo",
                    help="folder of the checkpoints (default: %(default)s)")
     p.set_defaults(run=_zoo)
+    # Listed here, parsed by models.nir (main hands them over before parsing).
+    for name, text in NIR_COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
+# NIR graphs in and out (models.nir, numpy and the nir package only).
+NIR_COMMANDS = {"nir-import": "quantize a NIR graph into a bundle (see docs/nir.md)",
+                "nir-export": "write a bundle as a NIR graph"}
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in NIR_COMMANDS:
+        from .nir import main as nir_main
+        return nir_main(argv)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command in ("train", "sweep"):
