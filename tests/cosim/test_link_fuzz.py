@@ -97,11 +97,10 @@ class LinkModel:
 
     def golden_result(self, events):
         """The RESULT payload for a run of ``events``, or ``None`` where the result is not defined
-        (addresses out of range, a ``first`` inside a step) or known wrong (a current beyond
-        the accumulator, :meth:`overflows`)."""
+        (a ``first`` inside a step) or known wrong (a current beyond the accumulator,
+        :meth:`overflows`). An address at or above ``n_in`` touches no neuron
+        (docs/architecture.md); its ``last`` still closes a step."""
         n_in = self.bundle.input.size
-        if any(a >= n_in for a, *_ in events):
-            return None
         samples, current = [], []
         for k, ev in enumerate(events):
             if ev[3] and k and not events[k - 1][2]:
@@ -116,7 +115,8 @@ class LinkModel:
         for sample in samples:
             rows, t = [], 0
             for a, v, last, _ in sample:
-                rows.append((0, t, a, v))
+                if a < n_in:
+                    rows.append((0, t, a, v))
                 t += last
             if t:
                 dense = golden.events_to_dense(np.array(rows).reshape(-1, 4), 1, t, n_in)
@@ -129,13 +129,6 @@ class LinkModel:
 
 
 N_IN = 12
-
-
-def hangs(events):
-    """A buffer whose RUN never finishes today (hdl bug, see the xfail test): an event whose
-    address is at or above ``n_in``. (A ``first`` inside a step, also outside the contract, runs
-    to a RESULT with every step counted.)"""
-    return any(ev[0] >= N_IN for ev in events)
 
 
 def good_sample(rng, bundle):
@@ -294,7 +287,7 @@ if cocotb is not None:
         counts = {"cases": 0, "frames": 0, "bytes": 0, "framing_errors": 0, "no_reply": 0,
                   "errors": {}, "runs": 0, "golden_runs": 0, "resets": 0,
                   "max_run_cycles": 0,
-                  "hanging_runs_skipped": 0, "undefined_runs": 0}
+                  "undefined_runs": 0}
         last_result = None
 
         async def expect(frame_reply, what):
@@ -304,7 +297,8 @@ if cocotb is not None:
                     code, payload = await read_reply(RUN_LIMIT)
                 except AssertionError as exc:
                     raise AssertionError(f"{what}: RUN of {frame_reply[1]}: {exc}") from None
-                assert code == Reply.RESULT, f"{what}: RUN answered 0x{code:02x} {payload.hex()}"
+                assert code == Reply.RESULT, (f"{what}: RUN of {frame_reply[1]} answered "
+                                              f"0x{code:02x} {payload.hex()}")
                 events = frame_reply[1]
                 steps = struct.unpack("<H", payload[2:4])[0]
                 assert steps == sum(e[2] for e in events), f"{what}: {steps} steps"
@@ -320,7 +314,7 @@ if cocotb is not None:
                         f"for the run of {events}")
                     counts["golden_runs"] += 1
                 else:
-                    counts["undefined_runs"] += 1       # out of range, first in a step, overflow
+                    counts["undefined_runs"] += 1       # first in a step, overflow
                 last_result = payload
                 return
             code, payload = await read_reply(20_000)
@@ -338,11 +332,6 @@ if cocotb is not None:
             """Send bytes; check the one reply (or none) the model expects."""
             seen = [b for b, ok in sent if ok]
             parsed = parse(seen)
-            if (parsed is not None and parsed[3] and parsed[2] and parsed[0] == Command.RUN
-                    and model.buffer and model.buffer[0][3] and model.buffer[-1][2]
-                    and hangs(model.buffer)):
-                await reset()                       # a run that would hang: see the xfail test
-                counts["hanging_runs_skipped"] += 1
             if parsed is not None and parsed[3]:
                 # A whole frame: what would follow it arrives while it is answered (dropped).
                 sent = sent[:[i for i, (_, ok) in enumerate(sent) if ok][parsed[4] - 1] + 1]
@@ -372,7 +361,10 @@ if cocotb is not None:
             """Empty the buffer through the protocol; reset only where it cannot be emptied."""
             if not model.buffer:
                 return
-            if model.buffer[0][3] and not hangs(model.buffer):
+            # Buffers with an address at or above n_in are reset rather than drained: draining
+            # them (case 599 of seed 1) met a SAMPLE error on a buffer the model holds to be
+            # opened and closed; not yet explained (issue "Verification at scale").
+            if model.buffer[0][3] and all(ev[0] < N_IN for ev in model.buffer):
                 if not model.buffer[-1][2]:
                     if len(model.buffer) == CAPACITY:
                         model.buffer.pop()          # cannot close it: reset below
@@ -387,8 +379,7 @@ if cocotb is not None:
 
         async def reset():
             # A buffer whose first event lacks `first` can never be run nor emptied by the
-            # protocol, and one with an address out of range hangs the run: reset the link, as
-            # a power cycle would.
+            # protocol: reset the link, as a power cycle would.
             counts["resets"] += 1
             dut.rst.value = 1
             await ClockCycles(dut.clk, 4)
@@ -484,12 +475,14 @@ def test_link_fuzz_long(tmp_path):
     _check(run_fuzz(tmp_path, cases=10_000, seed=2, check_every=5), 10_000)
 
 
-@pytest.mark.xfail(strict=True, reason="hdl bug: a RUN of one event whose address is at or "
-                   "above n_in (4-bit address, n_in = 12) never finishes; the link has no run "
-                   "timeout, so it hangs until reset")
-def test_run_of_an_out_of_range_address(tmp_path):
-    counts = run_fuzz(tmp_path, cases=0, seed=0, check_every=1, script=[(13, 1, 1, 1)])
-    assert counts["runs"] == 1
+@pytest.mark.parametrize("script", [
+    [(13, 1, 1, 1)],                                    # hung the run before the lane fix
+    [(3, 1, 0, 1), (14, 1, 0, 0), (5, 1, 1, 0), (15, 1, 1, 0), (12, 1, 0, 0), (7, 1, 1, 0)],
+], ids=["alone", "mixed"])
+def test_run_with_out_of_range_addresses(tmp_path, script):
+    # 4-bit addresses, n_in = 12: 12..15 touch no neuron; the RESULT is golden's without them.
+    counts = run_fuzz(tmp_path, cases=0, seed=0, check_every=1, script=script)
+    assert counts["runs"] == 1 and counts["golden_runs"] == 1
 
 
 # A one-step sample of 48 events with repeated addresses (DESIGN.md section 5: "events for the
