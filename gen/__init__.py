@@ -16,7 +16,7 @@ DEFAULT_NAME = "snn_top"
 
 
 def emit_verilog(bundle, *, lanes=1, fmt=None, dense=False, status=False, updates=None,
-                 name=DEFAULT_NAME):
+                 name=DEFAULT_NAME, trace=False):
     """Return ``(top, verilog)`` for ``bundle``; the text is deterministic (no source paths)."""
     import os
 
@@ -25,7 +25,7 @@ def emit_verilog(bundle, *, lanes=1, fmt=None, dense=False, status=False, update
     from hdl.top import Accelerator
 
     top = Accelerator(bundle, lanes=lanes, fmt=fmt, dense=dense, status=status,
-                      updates=updates)
+                      updates=updates, trace=trace)
     # Use Amaranth's own Yosys for reproducible output even if YOSYS points elsewhere.
     saved = {k: os.environ.pop(k) for k in ("YOSYS", "AMARANTH_USE_YOSYS") if k in os.environ}
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
@@ -108,7 +108,10 @@ def make_report(top, *, density=None, name=DEFAULT_NAME):
         "input": bundle.input.to_json(),
         "outputs": bundle.n_out,
         "ports": {"i__payload": len(top.i.payload.as_value()),
-                  "o__payload": len(top.o.payload.as_value())},
+                  "o__payload": len(top.o.payload.as_value()),
+                  **({"trace__payload": len(top.trace.payload.as_value())}
+                     if top.traced_layers else {})},
+        "traced_layers": [bundle.layers[index].name for index in top.traced_layers],
         "activity": source,
         "layers": layers,
         "totals": total,

@@ -92,6 +92,9 @@ def build_parser():
     hw.add_argument("--status-port", action="store_true",
                     help="add a status port with cycle and synaptic-operation counters "
                          "(the contract's top has only the i and o streams)")
+    hw.add_argument("--trace", action="store_true",
+                    help="add a trace port: the spikes of every layer but the last as one "
+                         "stream, each event tagged with its layer (docs/verification.md)")
     hw.add_argument("--name", default=DEFAULT_NAME, metavar="NAME",
                     help="Verilog module name (default: %(default)s)")
     p.add_argument("-o", "--output", type=Path, default=Path("build"), metavar="DIR",
@@ -207,7 +210,8 @@ def main(argv=None):
     fmt = None if args.format == "auto" else args.format
     try:
         top, text = emit_verilog(bundle, lanes=args.lanes, fmt=fmt, dense=args.dense,
-                                 status=args.status_port, updates=args.updates, name=args.name)
+                                 status=args.status_port, updates=args.updates, name=args.name,
+                                 trace=args.trace)
         report = make_report(top, density=density, name=args.name)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
@@ -245,6 +249,9 @@ def summary(report, out, name, lines, lanes, seconds):
             head += (f", ~{layer['estimated_cycles_per_step']:.0f} cycles/step "
                      f"(bound {layer['lower_bound_cycles_per_step']:.0f})")
         text.append(head)
+    if report.get("traced_layers"):
+        text.append(f"  trace port: {', '.join(report['traced_layers'])} on trace__payload "
+                    f"({report['ports']['trace__payload']} bits: addr, spike, last, layer)")
     text.append(f"  weights: {t['stored_weight_bits']} bits stored, {t['dense_weight_bits']} "
                 f"dense; ~{report['estimated_cycles_per_step']:.0f} cycles per step "
                 f"(slowest layer {report['bottleneck_layer']}), "

@@ -5,6 +5,7 @@ from amaranth.lib.wiring import In, Out
 
 from .engines import input_value_shape, make_engines
 from .event import EventLayout, SpikeLayout
+from .trace import DEFAULT_TRACE_DEPTH, TraceMerge, fork, trace_layout, traced_layers
 
 __all__ = ["Accelerator", "Status", "input_value_shape"]
 
@@ -50,15 +51,22 @@ class Accelerator(wiring.Component):
     status : :class:`bool`
         Add the ``status`` port (:class:`Status`). Off by default: the contract's top has
         exactly the ``i`` and ``o`` streams.
+    trace : :class:`bool`
+        Add the ``trace`` port (:mod:`hdl.trace`): the spikes of every layer but the last, each
+        event tagged with its layer's index in the bundle. Off by default. A network of one
+        engine has nothing to trace and refuses it.
+    trace_depth : :class:`int`
+        Events each traced layer may queue before ``trace.ready`` low stalls the network.
 
     Members
     -------
     i : ``In(stream.Signature(EventLayout(n_in, input_value_shape(bundle))))``
     o : ``Out(stream.Signature(SpikeLayout(n_out)))``
     status : ``Out(Status)``, only with ``status=True``
+    trace : ``Out(stream.Signature(TraceLayout(...)))``, only with ``trace=True``
     """
     def __init__(self, bundle, *, lanes=1, fmt=None, dense=False, queue_depth=None,
-                 status=False, updates=None):
+                 status=False, updates=None, trace=False, trace_depth=DEFAULT_TRACE_DEPTH):
         self._bundle = bundle
         # The status port sums the engines' counters: they exist only when it does.
         self._engines = make_engines(bundle, lanes=lanes, fmt=fmt, dense=dense,
@@ -71,11 +79,22 @@ class Accelerator(wiring.Component):
         if status:
             members["status"] = Out(Status)
         self._status = bool(status)
+        self._trace = None
+        if trace:
+            trace_layout(bundle)                # refuses a network with nothing to trace
+            taps = [(k, bundle.layers[k].n_out) for k in traced_layers(bundle)]
+            self._trace = TraceMerge(taps, len(bundle.layers), depth=trace_depth)
+            members["trace"] = Out(self._trace.signature.members["o"].signature)
         super().__init__(members)
 
     @property
     def bundle(self):
         return self._bundle
+
+    @property
+    def traced_layers(self):
+        """Indices into ``bundle.layers`` of the layers on the trace port (empty without it)."""
+        return [] if self._trace is None else [index for index, _ in self._trace.taps]
 
     @property
     def engines(self):
@@ -85,9 +104,15 @@ class Accelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         upstream = wiring.flipped(self.i)
+        if self._trace is not None:
+            m.submodules.trace = self._trace
+            wiring.connect(m, self._trace.o, wiring.flipped(self.trace))
         for index, (layer, engine) in enumerate(self._engines):
             m.submodules[f"l{index}_{layer.name}"] = engine
-            wiring.connect(m, upstream, engine.i)
+            if self._trace is not None and index > 0:
+                fork(m, upstream, engine.i, getattr(self._trace, f"tap{index - 1}"))
+            else:
+                wiring.connect(m, upstream, engine.i)
             upstream = engine.o
         # The last layer's events become the output payload {addr, spike, last}.
         m.d.comb += [

@@ -30,6 +30,8 @@ class CosimConfig:
         Probability that the source withholds ``valid`` for a cycle before an event.
     out_stall : :class:`float`
         Probability that the sink withholds ``ready`` in a cycle.
+    trace_stall : :class:`float`
+        The same for the ``trace`` port's sink, where the DUT has one (:mod:`hdl.trace`).
     shuffle : :class:`bool`
         Shuffle the input events within each step.
     zero_events : :class:`float`
@@ -50,6 +52,7 @@ class CosimConfig:
     seed: int = 0
     in_gap: float = 0.0
     out_stall: float = 0.0
+    trace_stall: float = 0.0
     shuffle: bool = False
     zero_events: float = 0.0
     watchdog: int = 0

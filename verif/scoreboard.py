@@ -29,8 +29,8 @@ import numpy as np
 
 from models import golden
 
-__all__ = ["Mismatch", "Scoreboard", "StreamRules", "expected_steps", "golden_output",
-           "input_sequence"]
+__all__ = ["Mismatch", "Scoreboard", "StreamRules", "expected_layer_steps", "expected_steps",
+           "golden_output", "input_sequence", "steps_of"]
 
 
 def input_sequence(events, samples, steps, *, shuffle_seed=None, zero_events=0.0,
@@ -99,9 +99,21 @@ def golden_output(bundle, events, samples):
 
 def expected_steps(bundle, events, samples):
     """Per sample, per step, the ascending spike addresses of the golden last layer."""
-    out = golden_output(bundle, events, samples)
-    return [[[int(a) for a in np.flatnonzero(out[s, t])] for t in range(out.shape[1])]
-            for s in range(out.shape[0])]
+    return steps_of(golden_output(bundle, events, samples))
+
+
+def steps_of(spikes):
+    """Spikes ``[S, T, n]`` -> per sample, per step, the ascending spike addresses."""
+    return [[[int(a) for a in np.flatnonzero(spikes[s, t])] for t in range(spikes.shape[1])]
+            for s in range(spikes.shape[0])]
+
+
+def expected_layer_steps(bundle, events, samples, layers):
+    """``{index: steps}``: :func:`steps_of` for each of ``bundle.layers[index]`` in ``layers``
+    (one golden run), for checking a trace port."""
+    dense = golden.events_to_dense(events, samples, bundle.input.steps, bundle.input.size)
+    run = golden.run(bundle, dense)
+    return {index: steps_of(run.spikes[index]) for index in layers}
 
 
 @dataclass

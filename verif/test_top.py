@@ -33,7 +33,9 @@ from hdl.event import EventLayout, SpikeLayout
 from models import bundle as bundle_io
 from models import golden
 from verif.config import CosimConfig
-from verif.scoreboard import Scoreboard, expected_steps, golden_output, input_sequence
+from hdl.trace import trace_layout, traced_layers
+from verif.scoreboard import (Scoreboard, expected_layer_steps, expected_steps, golden_output,
+                              input_sequence)
 from verif.streams import StreamSink, StreamSource, random_pauses
 
 __all__ = ["default_watchdog", "load_stimulus", "measure_cycles", "tail_cycles"]
@@ -112,7 +114,9 @@ async def top_matches_golden(dut):
               "stimulus": None, "samples": 0, "steps_per_sample": 0, "input_events": 0,
               "steps": 0, "steps_checked": 0, "spikes_expected": 0, "spikes_compared": 0,
               "events_received": 0, "mismatches": 0, "first_mismatch": None,
-              "pending_inputs": 0, "cycles": {}}
+              "pending_inputs": 0, "cycles": {}, "trace": False, "hidden": {},
+              "hidden_steps": 0, "hidden_steps_checked": 0, "hidden_spikes_compared": 0,
+              "hidden_mismatches": 0}
     try:
         await _run(dut, cfg, result)
     except Exception:
@@ -127,6 +131,8 @@ async def top_matches_golden(dut):
     assert result["mismatches"] == 0, (
         f"{result['mismatches']} mismatches, first at {result['first_mismatch']}")
     assert result["steps_checked"] == result["steps"], "not every step was checked"
+    assert result["hidden_steps_checked"] == result["hidden_steps"], (
+        "not every step of every traced layer was checked")
 
 
 def dut_predictions(outputs, samples, steps, n_out):
@@ -145,6 +151,34 @@ def dut_predictions(outputs, samples, steps, n_out):
             for s in range(samples)]
 
 
+def _has_trace(dut):
+    """Whether the DUT has the trace port of :mod:`hdl.trace` (``gen --trace``)."""
+    try:
+        dut.trace__valid
+    except AttributeError:
+        return False
+    return True
+
+
+def _hidden_counts(result, bundle, hidden):
+    """Add the traced layers' counts: per layer, and totals; their mismatches count in
+    ``mismatches`` too (the first output mismatch is reported before a hidden one)."""
+    result["trace"] = True
+    result["hidden"] = {bundle.layers[index].name: {"index": index, **board.counts()}
+                        for index, board in hidden.items()}
+    result["hidden_steps"] = sum(board.total_steps for board in hidden.values())
+    result["hidden_steps_checked"] = sum(board.steps_checked for board in hidden.values())
+    result["hidden_spikes_compared"] = sum(board.spikes_compared for board in hidden.values())
+    result["hidden_mismatches"] = sum(board.mismatches for board in hidden.values())
+    result["mismatches"] += result["hidden_mismatches"]
+    if result["first_mismatch"] is None:
+        for index, board in hidden.items():
+            if board.first_mismatch is not None:
+                result["first_mismatch"] = {"layer": bundle.layers[index].name,
+                                            **board.first_mismatch.to_json()}
+                break
+
+
 async def _run(dut, cfg, result):
     bundle = bundle_io.load(cfg.bundle)
     events, samples, origin = load_stimulus(cfg, bundle)
@@ -153,6 +187,11 @@ async def _run(dut, cfg, result):
         events, samples, steps, shuffle_seed=cfg.seed if cfg.shuffle else None,
         zero_events=cfg.zero_events, zero_seed=cfg.seed + 1)
     sb = Scoreboard(expected_steps(bundle, events, samples))
+    traced = _has_trace(dut)
+    hidden = {}
+    if traced:
+        hidden = {index: Scoreboard(steps) for index, steps in expected_layer_steps(
+            bundle, events, samples, traced_layers(bundle)).items()}
     result.update({"stimulus": origin, "samples": samples, "steps_per_sample": steps,
                    "input_events": len(payloads), "n_in": bundle.input.size,
                    "n_out": bundle.n_out})
@@ -172,7 +211,7 @@ async def _run(dut, cfg, result):
 
     def on_output(transfer):
         sb.push(transfer.payload, transfer.cycle)
-        if sb.done:
+        if all_done():
             finished.set()
 
     sink.on_transfer = on_output
@@ -183,6 +222,29 @@ async def _run(dut, cfg, result):
         finished.set()
 
     source.on_error = sink.on_error = on_error
+    sinks = [sink]
+    if traced:
+        trace_sink = StreamSink(dut, "trace", trace_layout(bundle),
+                                pause=random_pauses(cfg.trace_stall, cfg.seed * 2 + 13),
+                                period_ns=cfg.period_ns)
+
+        def on_trace(transfer):
+            board = hidden.get(transfer.payload["layer"])
+            if board is None:
+                on_error(f"trace: event {transfer.payload} at cycle {transfer.cycle} names "
+                         f"layer {transfer.payload['layer']}, which is not traced "
+                         f"(traced: {sorted(hidden)})")
+                return
+            board.push(transfer.payload, transfer.cycle)
+            if all_done():
+                finished.set()
+
+        trace_sink.on_transfer = on_trace
+        trace_sink.on_error = on_error
+        sinks.append(trace_sink)
+
+    def all_done():
+        return sb.done and all(board.done for board in hidden.values())
     await ClockCycles(dut.clk, cfg.reset_cycles)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
@@ -197,7 +259,7 @@ async def _run(dut, cfg, result):
         last = None
         while True:
             await ClockCycles(dut.clk, limit)
-            now = (len(source.transfers), len(sink.transfers))
+            now = (len(source.transfers), *(len(s.transfers) for s in sinks))
             if now == last:
                 state["timeout"] = True
                 finished.set()
@@ -208,19 +270,26 @@ async def _run(dut, cfg, result):
     await finished.wait()
     dog.cancel()
     tail = 0
-    if not state["timeout"] and not driver_errors and sb.steps_checked == sb.total_steps:
+    if not state["timeout"] and not driver_errors and all(
+            board.steps_checked == board.total_steps for board in [sb, *hidden.values()]):
         # Every expected step has closed: from now on the output must stay quiet. `ready` is
         # held low and any `valid` is an extra event (the sink reports it), for as long as two
         # of the slowest steps take, so that even a whole extra step would show.
         tail = tail_cycles(cfg.tail_cycles, start_cycle, sb.step_close_cycles, limit)
-        sink.close()
+        for s in sinks:
+            s.close()
         await ClockCycles(dut.clk, tail)
     end_cycle = source.cycle()
     source.kill()
-    sink.kill()
+    for s in sinks:
+        s.kill()
     sb.finish()
+    for board in hidden.values():
+        board.finish()
 
     result.update(sb.counts())
+    if traced:
+        _hidden_counts(result, bundle, hidden)
     result["dut_predictions"] = dut_predictions([t.payload for t in sink.transfers], samples,
                                                 steps, bundle.n_out)
     result["pending_inputs"] = len(payloads) - len(source.transfers)
@@ -242,4 +311,5 @@ async def _run(dut, cfg, result):
                         **measure_cycles(in_cycles, index, sb.step_close_cycles, samples, steps)}
     result["passed"] = (not result["timeout"] and not driver_errors and result["mismatches"] == 0
                         and result["pending_inputs"] == 0
-                        and result["steps_checked"] == result["steps"])
+                        and result["steps_checked"] == result["steps"]
+                        and result["hidden_steps_checked"] == result["hidden_steps"])

@@ -102,7 +102,9 @@ def test_multilayer(cosim, layers, lanes):
     events = events_for(bundle, samples=2, density=0.3, seed=layers)
     hidden = golden_trace(bundle, events, 2).spikes[:-1]
     assert all(s.any() for s in hidden)                  # spikes cross every layer boundary
-    assert_exact(cosim(bundle, events, 2, lanes=lanes, seed=6, **STALL))
+    result = cosim(bundle, events, 2, lanes=lanes, options={"trace": True}, seed=6, **STALL)
+    assert_exact(result)
+    assert result["hidden_spikes_compared"] == sum(int(s.sum()) for s in hidden)
 
 
 @pytest.mark.parametrize("lanes, options", [
@@ -164,8 +166,13 @@ def test_conv_network(cosim, case):
     events = events_for(bundle, samples=2, density=0.3, seed=43)
     trace = golden_trace(bundle, events, 2)
     assert all(s.any() for s in trace.spikes)            # every layer produces spikes
-    assert_exact(cosim(bundle, events, 2, lanes=lanes, seed=13, shuffle=True, zero_events=0.2,
-                       **STALL))
+    options = {"trace": True} if case == "conv-pool-linear" else {}
+    result = cosim(bundle, events, 2, lanes=lanes, options=options, seed=13, shuffle=True,
+                   zero_events=0.2, **STALL)
+    assert_exact(result)
+    if options:                                          # conv1 and pool1 on the trace port
+        assert list(result["hidden"]) == ["conv1", "pool1"]
+        assert result["hidden_spikes_compared"] == sum(int(s.sum()) for s in trace.spikes[:2])
 
 
 @pytest.mark.parametrize("in_gap, out_stall", [(0.0, 0.0), (0.7, 0.8)])
@@ -209,6 +216,29 @@ def test_other_network_fails(cosim):
     assert not result["passed"] and result["mismatches"] > 0
     first = result["first_mismatch"]
     assert first["kind"] in ("missing spike", "extra spike") and first["addr"] == j
+
+
+def test_other_hidden_layer_fails_on_the_trace(cosim):
+    """A traced top whose hidden layer differs from the golden model's in one neuron that the
+    output layer never reads (its weights into the last layer are zero): the output stream
+    agrees, only the trace port can tell, and it does."""
+    bundle = random_linear_bundle(n_in=24, n_out=8, hidden=12, layers=2, sparsity=0.5,
+                                  seed=29, steps=5)
+    bundle.layers[1].weight[:, 3] = 0                     # hidden neuron 3 feeds nothing
+    events = events_for(bundle, samples=2, density=0.3, seed=29)
+    from tests.cosim.conftest import emit_top
+    verilog = emit_top(bundle, trace=True)
+    other = random_linear_bundle(n_in=24, n_out=8, hidden=12, layers=2, sparsity=0.5,
+                                 seed=29, steps=5)
+    other.layers[1].weight[:, 3] = 0
+    other.layers[0].bias[3] += other.layers[0].neuron.threshold
+    before, after = golden_trace(bundle, events, 2), golden_trace(other, events, 2)
+    assert np.array_equal(before.output, after.output)
+    assert not np.array_equal(before.spikes[0][:, :, 3], after.spikes[0][:, :, 3])
+    result = cosim(other, events, 2, verilog=verilog, seed=11, expect_pass=False, **STALL)
+    assert not result["passed"]
+    assert result["mismatches"] == result["hidden_mismatches"] > 0     # the trace alone
+    assert result["first_mismatch"]["layer"] == "fc1" and result["first_mismatch"]["addr"] == 3
 
 
 @pytest.mark.verilator

@@ -32,25 +32,45 @@ def check_predictions(bundle, result, events, n):
 @pytest.mark.parametrize("name, lanes", [
     ("digits_mlp", 4), pytest.param("digits_csnn", 4, marks=pytest.mark.slow)])
 def test_trained_icarus(cosim, name, lanes):
+    """A trained network on Icarus, every layer compared (the hidden ones on the trace port)."""
     b = bundle_io.load(ZOO / name)
-    n = 20
+    n = 10
     ev = first_samples(b, n)
-    result = cosim(b, ev, n, lanes=lanes, in_gap=0.2, out_stall=0.3, seed=5)
+    result = cosim(b, ev, n, lanes=lanes, options={"trace": True}, in_gap=0.2, out_stall=0.3,
+                   seed=5)
     assert_exact(result)
+    check_hidden(b, result, ev, n)
     preds = check_predictions(b, result, ev, n)
     labels = [int(x) for x in b.vectors.labels[:n]]
     assert sum(p == y for p, y in zip(preds, labels)) >= n // 2     # a trained network
 
 
-@pytest.mark.slow
+def check_hidden(bundle, result, events, n):
+    """Every traced layer was compared, spike for spike, against the golden model."""
+    run = golden.run(bundle, golden.events_to_dense(events, n, bundle.input.steps,
+                                                    bundle.input.size))
+    want = {layer.name: int(spikes.sum())
+            for layer, spikes in zip(bundle.layers[:-1], run.spikes[:-1])
+            if layer.kind != "flatten"}
+    assert {name: c["spikes_compared"] for name, c in result["hidden"].items()} == want
+    assert result["hidden_steps_checked"] == result["hidden_steps"] == len(want) * n * \
+        bundle.input.steps
+
+
+# The volume run: the trained CSNN with every layer traced, on Verilator (~107,000 spikes
+# compared for 20 samples: conv1 47,495, pool1 28,414, conv2 17,548, pool2 13,071, fc1 509).
 @pytest.mark.verilator
-@pytest.mark.parametrize("name, lanes", [("digits_mlp", 8), ("digits_csnn", 8)])
-def test_trained_verilator(cosim, name, lanes):
+@pytest.mark.parametrize("name, lanes, n", [
+    ("digits_csnn", 8, 20),
+    pytest.param("digits_csnn", 8, 200, marks=pytest.mark.slow),
+    pytest.param("digits_mlp", 8, 360, marks=pytest.mark.slow)])
+def test_trained_verilator(cosim, name, lanes, n):
     b = bundle_io.load(ZOO / name)
-    n = 100
     ev = first_samples(b, n)
-    result = cosim(b, ev, n, sim="verilator", lanes=lanes, in_gap=0.1, out_stall=0.2, seed=6)
+    result = cosim(b, ev, n, sim="verilator", lanes=lanes, options={"trace": True},
+                   in_gap=0.1, out_stall=0.2, trace_stall=0.2, seed=6)
     assert_exact(result)
+    check_hidden(b, result, ev, n)
     check_predictions(b, result, ev, n)
 
 

@@ -233,3 +233,28 @@ def test_conv_only_bundle_refuses_linear_options(tmp_path):
         r = run_cli("--bundle", str(tmp_path / "conv"), *extra, "-o", str(tmp_path / "out"))
         assert (r.returncode, r.stderr) == (2, f"python -m gen: error: {message}\n")
         assert not (tmp_path / "out").exists()
+
+
+def test_trace_port(tmp_path, capsys):
+    """--trace adds the trace stream (its width in the report, the traced layers named), and
+    a network with a single layer refuses it in one line with exit code 2."""
+    out = tmp_path / "t"
+    assert main(["--neurons", "16", "--inputs", "8", "--layers", "3", "--trace", "-q",
+                 "-o", str(out)]) == 0
+    verilog = (out / "snn_top.v").read_text()
+    for port in ("trace__payload", "trace__valid", "trace__ready"):
+        assert f" {port}" in verilog
+    report = json.loads((out / "report.json").read_text())
+    assert report["traced_layers"] == ["fc1", "fc2"]
+    # addr (16 neurons: 4 bits) + spike + last + layer (3 layers: 2 bits)
+    assert report["ports"]["trace__payload"] == 8
+    plain = tmp_path / "p"
+    assert main(["--neurons", "16", "--inputs", "8", "--layers", "3", "-q", "-o",
+                 str(plain)]) == 0
+    assert "trace__" not in (plain / "snn_top.v").read_text()
+    assert json.loads((plain / "report.json").read_text())["traced_layers"] == []
+    r = run_cli("--neurons", "16", "--trace", "-o", str(tmp_path / "one"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].endswith(
+        "only one layer with hardware: use the o stream")
+    assert not (tmp_path / "one" / "snn_top.v").exists()
