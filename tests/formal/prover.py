@@ -99,5 +99,6 @@ def mutant(module_name, old, new):
     copy.__package__ = module.__package__
     if old is not None:
         text = text.replace(old, new)
+    sys.modules[copy.__name__] = copy           # dataclasses look their module up by name
     exec(compile(text, f"{path} (mutant)", "exec"), copy.__dict__)
     return copy
