@@ -51,6 +51,9 @@ def build_parser():
     p.add_argument("--format", choices=("auto", "csr", "bitmap", "dense"), default="auto",
                    help="weight memory format of linear layers (default: %(default)s)")
     p.add_argument("--dense", action="store_true", help="build the dense baseline")
+    p.add_argument("--trace", action="store_true",
+                   help="emit the top with its trace port and compare every hidden layer too, "
+                        "step by step (gen --trace)")
     stim = p.add_argument_group("stimulus (the bundle's vectors.npz, else random events)")
     stim.add_argument("--samples", type=int_arg(1, 10 ** 9), metavar="N",
                       help="the first N samples of the vectors, or N random samples "
@@ -110,7 +113,7 @@ def main(argv=None):
             events, samples = _first_samples(bundle, args.samples, parser)
 
     from gen import emit_verilog
-    options = {"lanes": args.lanes, "dense": args.dense,
+    options = {"lanes": args.lanes, "dense": args.dense, "trace": args.trace,
                "fmt": None if args.format == "auto" else args.format}
     started = time.monotonic()
     try:
@@ -135,6 +138,9 @@ def main(argv=None):
           f"({result['stimulus']}), {result['input_events']} input events, lanes {args.lanes}")
     print(f"steps checked   {result['steps_checked']} / {result['steps']}")
     print(f"spikes compared {result['spikes_compared']}")
+    for name, counts in result.get("hidden", {}).items():
+        print(f"  {name:<13} {counts['spikes_compared']} spikes, {counts['steps_checked']} / "
+              f"{counts['steps']} steps, {counts['mismatches']} mismatches (trace port)")
     print(f"mismatches      {result['mismatches']}")
     if cycles.get("mean_per_sample") is not None:
         print(f"cycles          {cycles['mean_per_sample']:.1f} per sample, "

@@ -32,6 +32,25 @@ def test_cli_passes_on_bundle_vectors(tmp_path, capsys):
     assert result["spikes_compared"] == len(bundle_io.load(path).vectors.spikes)
 
 
+def test_cli_trace_compares_hidden_layers(tmp_path, capsys):
+    bundle = random_linear_bundle(n_in=24, n_out=10, hidden=16, layers=2, sparsity=0.5,
+                                  seed=43, steps=5)
+    events = random_events(np.random.default_rng(43), samples=2, steps=5, n_in=24, density=0.4)
+    bundle.vectors = golden.make_vectors(bundle, events, 2)
+    path = bundle_io.save(bundle, tmp_path / "b")
+    out_json = tmp_path / "result.json"
+    assert main(["--bundle", str(path), "--trace", "--json", str(out_json)]) == 0
+    hidden = int(golden.run(bundle, golden.events_to_dense(events, 2, 5, 24)).spikes[0].sum())
+    text = capsys.readouterr().out
+    assert f"  fc1           {hidden} spikes, 10 / 10 steps, 0 mismatches (trace port)" in text
+    result = json.loads(out_json.read_text())
+    assert result["trace"] and result["hidden_spikes_compared"] == hidden > 0
+    with pytest.raises(SystemExit) as exc:           # one layer: nothing to trace
+        main(["--bundle", str(_bundle_with_vectors(tmp_path / "one")), "--trace"])
+    assert exc.value.code == 2
+    assert "only one layer with hardware" in capsys.readouterr().err
+
+
 def test_cli_fails_on_stale_vectors(tmp_path, capsys):
     path = _bundle_with_vectors(tmp_path / "b", stale=True)
     assert main(["--bundle", str(path)]) == 1
