@@ -5,6 +5,8 @@
 * ``export``: quantize a checkpoint into a bundle folder with test vectors and fidelity metrics;
 * ``eval``: run a bundle's vectors through the golden model (numpy only, no torch);
 * ``sweep``: train over a beta x threshold grid and plot accuracy and spikes per inference;
+* ``dse``: co-design exploration: a grid of model and hardware parameters on Dask, with the
+  cycle model, cosimulation and ``boards fit`` in the loop (:mod:`models.dse`, docs/codesign.md);
 * ``zoo``: retrain and re-export the committed bundles of ``models/zoo``.
 
 Bad options and malformed inputs end with one line on stderr and exit status 2.
@@ -149,11 +151,11 @@ def _resolve_options(args, parser):
     def refuse(dest, why):
         parser.error(f"--{dest.replace('_', '-')} {why}")
 
-    if args.command == "sweep":
+    if args.command in ("sweep", "dse"):
         for dest, plural in (("neuron", "--neurons"), ("beta", "--betas"),
                              ("threshold", "--thresholds")):
             if given(dest):
-                refuse(dest, f"is swept in a sweep: give {plural} instead")
+                refuse(dest, f"is swept in a {args.command}: give {plural} instead")
     if args.arch == "csnn" and given("hidden"):
         refuse("hidden", "sets the mlp's widths, not the csnn's (use --channels)")
     if args.arch == "mlp" and given("channels"):
@@ -265,6 +267,48 @@ def _sweep(args):
     return 0
 
 
+def _dse(args):
+    from .dse import model_grid, run_dse
+    from .nets import check_config
+    ncfg, tcfg = _configs(args)
+    for name, values, choices in (("neurons", args.neurons, ("lif", "lapicque")),
+                                  ("encodings", args.encodings or [], ENCODINGS),
+                                  ("surrogates", args.surrogates or [], SURROGATES),
+                                  ("formats", args.formats, ("auto", "csr", "bitmap", "dense"))):
+        bad = [v for v in values if v not in choices]
+        if bad:
+            raise ValueError(f"--{name}: {bad[0]!r} is not one of {', '.join(choices)}")
+    grid = model_grid(ncfg, tcfg, neurons=args.neurons, betas=args.betas,
+                      thresholds=args.thresholds,
+                      encodings=args.encodings or [tcfg.encoding],
+                      surrogates=args.surrogates or [ncfg.surrogate],
+                      slopes=args.slopes or [ncfg.slope],
+                      sparsities=args.sparsities or [tcfg.sparsity],
+                      weight_bits=args.weight_bits)
+    if not grid:
+        raise ValueError("The grid is empty (Lapicque needs beta of at least 1/e)")
+    for n, t, _ in grid:
+        check_config(n)
+        t.check()
+    hardware = [{"lanes": lanes if len(lanes) > 1 else lanes[0],
+                 "fmt": None if fmt == "auto" else fmt, "updates": updates,
+                 "balance": bool(args.balance)}
+                for lanes in args.lanes for fmt in args.formats for updates in args.updates]
+    result = run_dse(grid, hardware=hardware, out=Path(args.output),
+                     test_samples=args.test_samples, clock_mhz=args.clock, board=args.board,
+                     measure=args.measure, cosim_samples=args.cosim_samples, sim=args.sim,
+                     fit=not args.no_fit, scheduler=args.scheduler, workers=args.workers,
+                     progress=_progress)
+    summary = result["summary"]
+    err = summary["model_error_abs_median"]
+    print(f"{result['points']} model points x {len(result['hardware'])} hardware "
+          f"configurations, {len(result['rows'])} rows, in {result['wall_seconds'] / 60:.1f} min"
+          + (f"; cycle model error median {100 * err:.2f} %, max "
+             f"{100 * summary['model_error_abs_max']:.2f} %" if err is not None else ""))
+    print(f"wrote {Path(args.output) / 'dse.json'}, tables.md and plots")
+    return 0
+
+
 def _zoo(args):
     names = args.names or list(ZOO)
     for name in names:
@@ -331,6 +375,63 @@ def _parser():
                    help="also write the plot here (e.g. docs/sweep.png)")
     p.set_defaults(run=_sweep, subparser=p)
 
+    p = sub.add_parser("dse", help="co-design exploration of model and hardware parameters "
+                                   "on Dask (docs/codesign.md)")
+    _add_net_options(p)
+    _add_train_options(p, epochs=4, prune_epochs=2, sparsity=0.5)
+    m = p.add_argument_group("model grid (each defaults to the single option above)")
+    m.add_argument("--neurons", type=lambda s: s.split(","), default=["lif", "lapicque"],
+                   metavar="M[,M]", help="neuron models (default: lif,lapicque)")
+    m.add_argument("--betas", type=_floats, default=[0.5, 0.9], metavar="B[,B...]",
+                   help="decay values (default: 0.5,0.9)")
+    m.add_argument("--thresholds", type=_floats, default=[0.5, 2.0], metavar="T[,T...]",
+                   help="thresholds (default: 0.5,2)")
+    m.add_argument("--encodings", type=lambda s: s.split(","), default=None, metavar="E[,E]",
+                   help="input encodings (default: --encoding)")
+    m.add_argument("--surrogates", type=lambda s: s.split(","), default=None, metavar="S[,S]",
+                   help="surrogate gradients (default: --surrogate)")
+    m.add_argument("--slopes", type=_floats, default=None, metavar="K[,K]",
+                   help="surrogate slopes (default: --slope)")
+    m.add_argument("--sparsities", type=_floats, default=None, metavar="S[,S]",
+                   help="weight sparsities (default: --sparsity)")
+    m.add_argument("--weight-bits", type=_ints, default=[8], metavar="B[,B]",
+                   help="weight widths (default: 8)")
+    m.add_argument("--test-samples", type=int, default=None, metavar="N",
+                   help="test samples of the golden figures (default: export's: all 360 "
+                        "digits, the first 2000 of mnist and fashion)")
+    h = p.add_argument_group("hardware grid")
+    h.add_argument("--lanes", type=_ints, nargs="+", default=[[1], [2]], metavar="L[,L...]",
+                   help="lane configurations: a number for every layer or one per neuron "
+                        "layer (default: 1 2)")
+    h.add_argument("--formats", type=lambda s: s.split(","), default=["auto"],
+                   metavar="F[,F]", help="weight formats of linear layers (default: auto)")
+    h.add_argument("--updates", type=_ints, default=[1], metavar="U[,U]",
+                   help="neuron updates per cycle, as a multiple of the lanes (default: 1)")
+    h.add_argument("--balance", action="store_true",
+                   help="also size lanes per layer to each layer's work at the throughput of "
+                        "every uniform lane count above 1 (the co-design comparison)")
+    h.add_argument("--clock", type=float, default=45.0, metavar="MHZ",
+                   help="clock of the inferences/s figures (default: %(default)s, the UP5K's)")
+    h.add_argument("--board", choices=("icebreaker", "ulx3s"), default="icebreaker",
+                   help="board of the logic cell figures (default: %(default)s)")
+    h.add_argument("--measure", type=int, default=2, metavar="N",
+                   help="(model, hardware) rows measured in cosimulation and boards fit, "
+                        "spread over the table (default: %(default)s)")
+    h.add_argument("--cosim-samples", type=int, default=2, metavar="N",
+                   help="test samples per measured row (default: %(default)s)")
+    h.add_argument("--sim", choices=("icarus", "verilator"), default="icarus",
+                   help="simulator of the measured rows (default: %(default)s)")
+    h.add_argument("--no-fit", action="store_true", help="skip boards fit on measured rows")
+    r = p.add_argument_group("running")
+    r.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="a running Dask scheduler (tcp://HOST:8786); default: a local cluster")
+    r.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="workers of the local cluster (default: %(default)s)")
+    p.add_argument("-o", "--output", metavar="DIR", default="runs/dse",
+                   help="folder of dse.json, tables.md, plots and the cache "
+                        "(default: %(default)s)")
+    p.set_defaults(run=_dse, subparser=p)
+
     p = sub.add_parser("zoo", help="retrain and re-export the bundles of models/zoo")
     p.add_argument("names", nargs="*", metavar="NAME",
                    help=f"bundles to rebuild (default: all of {', '.join(ZOO)})")
@@ -357,7 +458,7 @@ def main(argv=None):
         return nir_main(argv)
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command in ("train", "sweep"):
+    if args.command in ("train", "sweep", "dse"):
         _resolve_options(args, args.subparser)
     from .bundle import BundleError
     try:
