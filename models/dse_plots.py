@@ -70,7 +70,8 @@ def write_plots(result, out):
         front.sort(key=lambda r: r[key])
         ax.plot([r[key] for r in front], [100 * r["golden_accuracy"] for r in front], "k--",
                 lw=1, label="Pareto front")
-        if log:
+        values = [r[key] for r in pts]
+        if log and max(values) > 20 * min(values):
             ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("golden accuracy (%)")
