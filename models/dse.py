@@ -234,7 +234,7 @@ def pareto_front(rows, x, y):
            and r.get(y) is not None]
     pts.sort(key=lambda p: (-p[0], -p[1]))
     front, best = [], -math.inf
-    for px, py, i in pts:
+    for _, py, i in pts:
         if py > best:
             front.append(i)
             best = py

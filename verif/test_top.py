@@ -30,10 +30,10 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, RisingEdge
 
 from hdl.event import EventLayout, SpikeLayout
+from hdl.trace import trace_layout, traced_layers
 from models import bundle as bundle_io
 from models import golden
 from verif.config import CosimConfig
-from hdl.trace import trace_layout, traced_layers
 from verif.scoreboard import (Scoreboard, expected_layer_steps, expected_steps, golden_output,
                               input_sequence)
 from verif.streams import StreamSink, StreamSource, random_pauses
@@ -154,10 +154,9 @@ def dut_predictions(outputs, samples, steps, n_out):
 def _has_trace(dut):
     """Whether the DUT has the trace port of :mod:`hdl.trace` (``gen --trace``)."""
     try:
-        dut.trace__valid
+        return dut.trace__valid is not None
     except AttributeError:
         return False
-    return True
 
 
 def _hidden_counts(result, bundle, hidden):

@@ -18,7 +18,7 @@ from hdl.engines import make_engines
 from models import bundle as bundle_io
 from models import golden
 from models.bundle import Bundle, InputSpec, Layer, Leak, Neuron
-from models.synth import random_events, random_linear_bundle, random_weights
+from models.synth import random_linear_bundle, random_weights
 from tests.cosim.conftest import assert_exact
 from tests.cosim.test_accelerator import conv_bundle, events_for
 
