@@ -8,6 +8,7 @@ from models import bundle as bundle_io
 from models import golden
 from models.synth import random_events, random_linear_bundle
 from verif.__main__ import main
+from verif.runner import RUNS
 
 
 def _bundle_with_vectors(path, *, stale=False):
@@ -54,6 +55,7 @@ def test_cli_trace_compares_hidden_layers(tmp_path, capsys):
 def test_cli_fails_on_stale_vectors(tmp_path, capsys):
     path = _bundle_with_vectors(tmp_path / "b", stale=True)
     assert main(["--bundle", str(path)]) == 1
+    RUNS[-1]["expect_pass"] = False                 # a negative check in the session summary
     captured = capsys.readouterr()
     assert "FAIL" in captured.out
     assert "disagree with models.golden" in captured.err
