@@ -344,14 +344,18 @@ def _rows(results, keys):
 
 
 def _measure(client, rows, out, *, board, count, cosim_samples, sim, fit, progress):
-    """Measure ``count`` rows spread evenly over the table, plus every balanced row and its
-    uniform partner (their logic cells are the co-design result)."""
+    """Measure ``count`` rows spread evenly over the table (cosimulation and fit), plus the
+    balanced rows of their model points and their uniform partners (fit only: their logic
+    cells are the co-design result)."""
     if not count and not any(r.get("balanced_from") for r in rows):
         return []
-    picks = set(np.linspace(0, len(rows) - 1, count).round().astype(int).tolist()) \
+    spread = set(np.linspace(0, len(rows) - 1, count).round().astype(int).tolist()) \
         if count else set()
+    picks = set(spread)
+    # The co-design pairs of the measured model points (of every point when none is measured).
+    keys = {rows[i]["key"] for i in spread} or {r["key"] for r in rows}
     for i, r in enumerate(rows):
-        if r.get("balanced_from"):
+        if r.get("balanced_from") and r["key"] in keys:
             picks.add(i)
             for j, u in enumerate(rows):
                 if _partner(u, r):
@@ -370,8 +374,7 @@ def _measure(client, rows, out, *, board, count, cosim_samples, sim, fit, progre
             r.update(json.loads(cached.read_text()))
             continue
         # Cosimulation on the evenly spread picks; the co-design pairs need only logic cells.
-        cosim = cosim_samples if i in set(np.linspace(0, len(rows) - 1, count).round()
-                                          .astype(int).tolist()) and count else 0
+        cosim = cosim_samples if i in spread else 0
         fut = client.submit(measure_pair, r["bundle"], lanes, r.get("fmt"), r["updates"],
                             board=board, cosim_samples=cosim, sim=sim, fit=fit,
                             key=f"measure-{mkey}", pure=False)
