@@ -306,6 +306,11 @@ def _dse(args):
           + (f"; cycle model error median {100 * err:.2f} %, max "
              f"{100 * summary['model_error_abs_max']:.2f} %" if err is not None else ""))
     print(f"wrote {Path(args.output) / 'dse.json'}, tables.md and plots")
+    if result["failures"]:
+        first = result["failures"][0]
+        print(f"{len(result['failures'])} model points failed (rerun to retry them); first: "
+              f"{first['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

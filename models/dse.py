@@ -140,7 +140,7 @@ def balanced_lanes(bundle, uniform, *, fmt=None, updates=None):
         est[lanes] = {layer["name"]: layer["estimated_cycles_per_step"]
                       for layer in report["layers"] if "estimated_cycles_per_step" in layer}
     target = max(est[uniform].values())
-    names = list(est[uniform])
+    names = [layer.name for layer in bundle.neuron_layers]        # lanes go to neuron layers
     chosen = []
     for name in names:
         fits = [lanes for lanes in range(1, uniform + 1) if est[lanes][name] <= target]
@@ -299,19 +299,29 @@ def run_dse(grid, *, hardware, out, test_samples=None, clock_mhz=45.0, board="ic
                                 str((out / "bundles" / key).resolve()), key=f"model-{key}",
                                 pure=False)
             futures[fut] = key
-        done = 0
+        done, failures = 0, []
         for fut in as_completed(futures):
             key = futures[fut]
-            res = fut.result()
+            done += 1
+            try:
+                res = fut.result()
+            except Exception as exc:            # one bad point must not lose the others
+                ncfg, tcfg, wb = pending[key]
+                failures.append({"key": key, "net": ncfg.to_dict(), "train": asdict(tcfg),
+                                 "error": f"{type(exc).__name__}: {exc}"})
+                progress(f"{_bar(done, len(pending), time.monotonic() - start)}  FAILED "
+                         f"{ncfg.neuron} beta {ncfg.beta:g} theta {ncfg.threshold:g}: "
+                         f"{type(exc).__name__}: {exc}")
+                continue
             (out / "cache" / f"{key}.json").write_text(json.dumps(res, indent=1))
             results[key] = res
-            done += 1
             m = res["model"]
             progress(f"{_bar(done, len(pending), time.monotonic() - start)}  {m['neuron']} "
                      f"beta {m['beta']:g} theta {m['threshold']:g} {m['encoding']} "
                      f"{m['surrogate']}: golden {100 * res['golden_accuracy']:.2f}%, "
                      f"{res['spikes_per_inference']:.0f} spikes")
-        rows = _rows([results[k] for k in keys], keys)
+        done_keys = [k for k in keys if k in results]
+        rows = _rows([results[k] for k in done_keys], done_keys)
         measured = _measure(client, rows, out, board=board, count=measure,
                             cosim_samples=cosim_samples, sim=sim, fit=fit, progress=progress)
     finally:
@@ -322,7 +332,8 @@ def run_dse(grid, *, hardware, out, test_samples=None, clock_mhz=45.0, board="ic
     result = {"version": DSE_VERSION, "clock_mhz": clock_mhz, "board": board,
               "test_samples": test_samples, "points": len(grid),
               "hardware": [hw.label for hw in hardware],
-              "wall_seconds": time.monotonic() - start, "rows": rows, "summary": summary}
+              "wall_seconds": time.monotonic() - start, "failures": failures, "rows": rows,
+              "summary": summary}
     (out / "dse.json").write_text(json.dumps(result, indent=1))
     from .dse_plots import write_plots
     write_plots(result, out)

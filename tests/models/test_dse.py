@@ -123,3 +123,23 @@ def test_measured_rows_and_balanced_lanes(tmp_path):
     c = codesign[0]
     assert c["balanced_cycles"] <= c["uniform_cycles"] * 1.02
     assert c["logic_cells_saved"] == c["uniform_logic_cells"] - c["balanced_logic_cells"]
+
+
+def test_balanced_lanes_of_a_csnn():
+    """One lane count per neuron layer (pool layers take none), never more than the uniform
+    count, and the balanced design is as fast as the uniform one by the cycle model."""
+    import numpy as np
+
+    from models import golden
+    from models.dse import HardwareConfig, balanced_lanes, hardware_figures
+    from models.synth import random_csnn_bundle, random_events
+    b = random_csnn_bundle(in_shape=(1, 8, 8), channels=(4, 6), seed=2, steps=4, sparsity=0.5)
+    ev = random_events(np.random.default_rng(2), samples=3, steps=4, n_in=b.input.size,
+                       density=0.3)
+    b.vectors = golden.make_vectors(b, ev, 3)
+    lanes = balanced_lanes(b, 4)
+    assert len(lanes) == len(b.neuron_layers) == 3
+    assert all(1 <= n <= 4 for n in lanes) and min(lanes) < 4
+    uniform = hardware_figures(b, HardwareConfig(lanes=4), 45.0)
+    balanced = hardware_figures(b, HardwareConfig(lanes=lanes), 45.0)
+    assert balanced["cycles_per_inference"] <= uniform["cycles_per_inference"] * 1.02
