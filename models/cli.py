@@ -380,6 +380,7 @@ def _parser():
                    help="also write the plot here (e.g. docs/sweep.png)")
     p.set_defaults(run=_sweep, subparser=p)
 
+    from gen.cli import float_arg, int_arg
     p = sub.add_parser("dse", help="co-design exploration of model and hardware parameters "
                                    "on Dask (docs/codesign.md)")
     _add_net_options(p)
@@ -401,7 +402,7 @@ def _parser():
                    help="weight sparsities (default: --sparsity)")
     m.add_argument("--weight-bits", type=_ints, default=[8], metavar="B[,B]",
                    help="weight widths (default: 8)")
-    m.add_argument("--test-samples", type=int, default=None, metavar="N",
+    m.add_argument("--test-samples", type=int_arg(1, 10 ** 7), default=None, metavar="N",
                    help="test samples of the golden figures (default: export's: all 360 "
                         "digits, the first 2000 of mnist and fashion)")
     h = p.add_argument_group("hardware grid")
@@ -415,14 +416,14 @@ def _parser():
     h.add_argument("--balance", action="store_true",
                    help="also size lanes per layer to each layer's work at the throughput of "
                         "every uniform lane count above 1 (the co-design comparison)")
-    h.add_argument("--clock", type=float, default=45.0, metavar="MHZ",
+    h.add_argument("--clock", type=float_arg(0.001, 10000.0), default=45.0, metavar="MHZ",
                    help="clock of the inferences/s figures (default: %(default)s, the UP5K's)")
     h.add_argument("--board", choices=("icebreaker", "ulx3s"), default="icebreaker",
                    help="board of the logic cell figures (default: %(default)s)")
-    h.add_argument("--measure", type=int, default=2, metavar="N",
+    h.add_argument("--measure", type=int_arg(0, 10 ** 6), default=2, metavar="N",
                    help="(model, hardware) rows measured in cosimulation and boards fit, "
                         "spread over the table (default: %(default)s)")
-    h.add_argument("--cosim-samples", type=int, default=2, metavar="N",
+    h.add_argument("--cosim-samples", type=int_arg(1, 10 ** 6), default=2, metavar="N",
                    help="test samples per measured row (default: %(default)s)")
     h.add_argument("--sim", choices=("icarus", "verilator"), default="icarus",
                    help="simulator of the measured rows (default: %(default)s)")
@@ -430,7 +431,7 @@ def _parser():
     r = p.add_argument_group("running")
     r.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="a running Dask scheduler (tcp://HOST:8786); default: a local cluster")
-    r.add_argument("--workers", type=int, default=2, metavar="N",
+    r.add_argument("--workers", type=int_arg(1, 256), default=2, metavar="N",
                    help="workers of the local cluster (default: %(default)s)")
     p.add_argument("-o", "--output", metavar="DIR", default="runs/dse",
                    help="folder of dse.json, tables.md, plots and the cache "

@@ -62,6 +62,8 @@ def test_pareto_front():
     (["--encodings", "morse"], "--encodings: 'morse' is not one of"),
     (["--neurons", "lapicque", "--betas", "0.2"], "The grid is empty"),
     (["--formats", "zip"], "--formats: 'zip' is not one of"),
+    (["--workers", "0"], "--workers"),
+    (["--measure", "-1"], "--measure"),
 ])
 def test_refusals(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:
