@@ -241,8 +241,12 @@ def test_other_hidden_layer_fails_on_the_trace(cosim):
     assert result["first_mismatch"]["layer"] == "fc1" and result["first_mismatch"]["addr"] == 3
 
 
+# Verilator in the default run: this first case, the README's verify line (the trained MLP), the
+# user-flag command lines and the trained CSNN's volume run (test_trained.py); the second case
+# is in the slow set (each Verilator build is 20-50 s of the default run's budget).
 @pytest.mark.verilator
-@pytest.mark.parametrize("case", ["signed-2layer-lanes", "lapicque-saturating"])
+@pytest.mark.parametrize("case", ["signed-2layer-lanes",
+                                  pytest.param("lapicque-saturating", marks=pytest.mark.slow)])
 def test_verilator(cosim, case):
     if case == "signed-2layer-lanes":
         bundle = random_linear_bundle(n_in=24, n_out=10, sparsity=0.6, seed=29, steps=6,
