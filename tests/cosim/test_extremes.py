@@ -88,7 +88,7 @@ def test_worst_case_current_and_the_clamp(cosim, tmp_path, pbits, wbits, ibits, 
     n_in = 8
     wmin, xmin = -2 ** (wbits - 1), -2 ** (ibits - 1)
     # Neuron 0: weights all at the most negative, neuron 1 all at the most positive, neuron 2
-    # mixed signs; bias at the contract's extremes.
+    # mixed signs; no bias.
     w = np.stack([np.full(n_in, wmin), np.full(n_in, -wmin - 1),
                   np.array([wmin, -wmin - 1] * (n_in // 2))]).astype(np.int64)
     hi = 2 ** (pbits - 1) - 1
