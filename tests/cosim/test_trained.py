@@ -34,7 +34,7 @@ def check_predictions(bundle, result, events, n):
 def test_trained_icarus(cosim, name, lanes):
     """A trained network on Icarus, every layer compared (the hidden ones on the trace port)."""
     b = bundle_io.load(ZOO / name)
-    n = 10
+    n = 5
     ev = first_samples(b, n)
     result = cosim(b, ev, n, lanes=lanes, options={"trace": True}, in_gap=0.2, out_stall=0.3,
                    seed=5)
