@@ -172,7 +172,10 @@ def _resolve_options(args, parser):
 
 
 def _configs(args):
+    from dataclasses import replace
+
     from .data import DATASET_INFO, TrainConfig
+    from .encoders import input_gain
     from .nets import NetConfig, check_config
     ncfg = check_config(NetConfig(arch=args.arch,
                                   in_shape=DATASET_INFO[args.dataset]["shape"],
@@ -189,6 +192,7 @@ def _configs(args):
                        potential_bits=args.potential_bits, seed=args.seed,
                        threads=args.threads, train_samples=args.train_samples,
                        loss=args.loss).check()
+    ncfg = replace(ncfg, input_gain=input_gain(tcfg.encoding, tcfg.direct_bits))
     return ncfg, tcfg
 
 
@@ -268,7 +272,7 @@ def _sweep(args):
 
 
 def _dse(args):
-    from .dse import model_grid, run_dse
+    from .dse import model_grid, paper_grid, run_dse
     from .nets import check_config
     ncfg, tcfg = _configs(args)
     for name, values, choices in (("neurons", args.neurons, ("lif", "lapicque")),
@@ -278,13 +282,22 @@ def _dse(args):
         bad = [v for v in values if v not in choices]
         if bad:
             raise ValueError(f"--{name}: {bad[0]!r} is not one of {', '.join(choices)}")
-    grid = model_grid(ncfg, tcfg, neurons=args.neurons, betas=args.betas,
-                      thresholds=args.thresholds,
-                      encodings=args.encodings or [tcfg.encoding],
-                      surrogates=args.surrogates or [ncfg.surrogate],
-                      slopes=args.slopes or [ncfg.slope],
-                      sparsities=args.sparsities or [tcfg.sparsity],
-                      weight_bits=args.weight_bits)
+    if args.study == "paper":
+        given = [f"--{name}" for name in ("encodings", "surrogates", "slopes", "sparsities")
+                 if getattr(args, name)]
+        if given:
+            raise ValueError(f"--study paper sets the encodings and surrogates itself; drop "
+                             f"{', '.join(given)}")
+        grid = paper_grid(ncfg, tcfg, neurons=args.neurons, betas=args.betas,
+                          thresholds=args.thresholds, weight_bits=args.weight_bits)
+    else:
+        grid = model_grid(ncfg, tcfg, neurons=args.neurons, betas=args.betas,
+                          thresholds=args.thresholds,
+                          encodings=args.encodings or [tcfg.encoding],
+                          surrogates=args.surrogates or [ncfg.surrogate],
+                          slopes=args.slopes or [ncfg.slope],
+                          sparsities=args.sparsities or [tcfg.sparsity],
+                          weight_bits=args.weight_bits)
     if not grid:
         raise ValueError("The grid is empty (Lapicque needs beta of at least 1/e)")
     for n, t, _ in grid:
@@ -386,6 +399,12 @@ def _parser():
     _add_net_options(p)
     _add_train_options(p, epochs=4, prune_epochs=2, sparsity=0.5)
     m = p.add_argument_group("model grid (each defaults to the single option above)")
+    m.add_argument("--study", choices=("grid", "paper"), default="grid",
+                   help="grid: the product of the options below; paper: the seed paper's "
+                        "three experiments in one run: the --betas x --thresholds heat maps "
+                        "(at --encoding, --surrogate), every encoding x neuron model (Table I) "
+                        "and fast_sigmoid vs atan (each at its snnTorch slope) at the middle "
+                        "of --betas and of --thresholds (default: grid)")
     m.add_argument("--neurons", type=lambda s: s.split(","), default=["lif", "lapicque"],
                    metavar="M[,M]", help="neuron models (default: lif,lapicque)")
     m.add_argument("--betas", type=_floats, default=[0.5, 0.9], metavar="B[,B...]",
@@ -423,8 +442,10 @@ def _parser():
     h.add_argument("--measure", type=int_arg(0, 10 ** 6), default=2, metavar="N",
                    help="(model, hardware) rows measured in cosimulation and boards fit, "
                         "spread over the table (default: %(default)s)")
-    h.add_argument("--cosim-samples", type=int_arg(1, 10 ** 6), default=2, metavar="N",
-                   help="test samples per measured row (default: %(default)s)")
+    h.add_argument("--cosim-samples", type=int_arg(2, 10 ** 6), default=3, metavar="N",
+                   help="test samples per measured row: the cycles per inference are the "
+                        "intervals between their closes, from the second on "
+                        "(default: %(default)s)")
     h.add_argument("--sim", choices=("icarus", "verilator"), default="icarus",
                    help="simulator of the measured rows (default: %(default)s)")
     h.add_argument("--no-fit", action="store_true", help="skip boards fit on measured rows")

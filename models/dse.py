@@ -61,6 +61,7 @@ def model_grid(ncfg, tcfg, *, neurons, betas, thresholds, encodings, surrogates,
                sparsities, weight_bits):
     """Every model point: ``(ncfg, tcfg, weight_bits)`` (Lapicque with beta below 1/e has a
     negative decay in snnTorch and is left out, as in ``models sweep``)."""
+    from .encoders import input_gain
     points = []
     for neuron, beta, theta, enc, sur, slope, sp, wb in itertools.product(
             neurons, betas, thresholds, encodings, surrogates, slopes, sparsities, weight_bits):
@@ -70,8 +71,44 @@ def model_grid(ncfg, tcfg, *, neurons, betas, thresholds, encodings, surrogates,
                     slope=slope)
         t = replace(tcfg, encoding=enc, sparsity=sp,
                     prune_epochs=tcfg.prune_epochs if sp == 0 else max(1, tcfg.prune_epochs))
+        n = replace(n, input_gain=input_gain(enc, t.direct_bits))
         points.append((n, t, wb))
     return points
+
+
+# snnTorch's own slopes: fast_sigmoid(slope=25), atan(alpha=2). The paper study gives each
+# surrogate its own, since the two scale their slopes differently.
+SURROGATE_SLOPES = {"fast_sigmoid": 25.0, "atan": 2.0}
+PAPER_ENCODINGS = ("direct", "rate", "delta", "latency")
+
+
+def paper_grid(ncfg, tcfg, *, neurons, betas, thresholds, weight_bits):
+    """The seed paper's three experiments as one grid (duplicates dropped): the beta x threshold
+    heat maps at ``tcfg.encoding`` and ``ncfg.surrogate``; Table I, every encoding x neuron
+    model at the reference point (the middle of ``betas`` and of ``thresholds``); and the
+    surrogates (each at its snnTorch slope) x neuron model at the reference point and
+    encoding."""
+    beta, theta = sorted(betas)[len(betas) // 2], sorted(thresholds)[len(thresholds) // 2]
+    ncfg = replace(ncfg, beta=beta, threshold=theta)
+    common = {"slopes": [ncfg.slope], "sparsities": [tcfg.sparsity], "weight_bits": weight_bits}
+    parts = [
+        model_grid(ncfg, tcfg, neurons=neurons, betas=betas, thresholds=thresholds,
+                   encodings=[tcfg.encoding], surrogates=[ncfg.surrogate], **common),
+        model_grid(ncfg, tcfg, neurons=neurons, betas=[ncfg.beta], thresholds=[ncfg.threshold],
+                   encodings=list(PAPER_ENCODINGS), surrogates=[ncfg.surrogate], **common),
+    ]
+    for sur, slope in SURROGATE_SLOPES.items():
+        parts.append(model_grid(ncfg, tcfg, neurons=neurons, betas=[ncfg.beta],
+                                thresholds=[ncfg.threshold], encodings=[tcfg.encoding],
+                                surrogates=[sur], **dict(common, slopes=[slope])))
+    grid, seen = [], set()
+    for part in parts:
+        for n, t, wb in part:
+            key = point_key(n, t, wb, None)
+            if key not in seen:
+                seen.add(key)
+                grid.append((n, t, wb))
+    return grid
 
 
 def point_key(ncfg, tcfg, weight_bits, test_samples):
@@ -82,14 +119,17 @@ def point_key(ncfg, tcfg, weight_bits, test_samples):
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _subset(bundle, n):
-    """``bundle`` with its vectors cut to the first ``n`` samples (for cycle estimates)."""
+def _subset(bundle, n, start=0):
+    """``bundle`` with its vectors cut to samples ``start .. n - 1`` (for cycle estimates)."""
     from . import golden
     v = bundle.vectors
     n = min(n, v.samples)
+    keep = (v.events[:, 0] >= start) & (v.events[:, 0] < n)
+    events = v.events[keep].copy()
+    events[:, 0] -= start
     cut = replace(bundle)
-    cut.vectors = golden.make_vectors(bundle, v.events[v.events[:, 0] < n], n,
-                                      labels=None if v.labels is None else v.labels[:n])
+    cut.vectors = golden.make_vectors(bundle, events, n - start,
+                                      labels=None if v.labels is None else v.labels[start:n])
     return cut
 
 
@@ -196,7 +236,12 @@ def evaluate_model(ncfg_dict, tcfg_dict, weight_bits, test_samples, hardware, cl
 
 def measure_pair(bundle_dir, lanes, fmt, updates, *, board, cosim_samples, sim, fit):
     """Measure one (model, hardware) pair (a Dask task): cycles per inference in cosimulation
-    without stalls against the cycle model on the same samples, and ``boards fit``."""
+    without stalls against the cycle model on the same samples, and ``boards fit``.
+
+    The cycle model predicts the pipeline's throughput, so the measured figure is the interval
+    from one sample's close to the next (``mean_interval_per_sample``) over samples
+    ``1 .. cosim_samples - 1``, and the model runs on those samples; the first sample's latency
+    (pipeline fill and the engines' clearing after reset) is recorded beside it."""
     from gen import emit_verilog
     from verif.runner import cosimulate
 
@@ -205,14 +250,19 @@ def measure_pair(bundle_dir, lanes, fmt, updates, *, board, cosim_samples, sim, 
     bundle = bundle_io.load(bundle_dir)
     out = {}
     if cosim_samples:
+        if cosim_samples < 2:
+            raise ValueError(f"Measuring cycles per inference needs at least 2 cosimulated "
+                             f"samples (the interval between two), not {cosim_samples}")
         cut = _subset(bundle, cosim_samples)
-        model = hardware_figures(cut, HardwareConfig(lanes=lanes, fmt=fmt, updates=updates), 1)
+        model = hardware_figures(_subset(bundle, cosim_samples, start=1),
+                                 HardwareConfig(lanes=lanes, fmt=fmt, updates=updates), 1)
         _, verilog = emit_verilog(bundle, lanes=lanes, fmt=fmt, updates=updates)
         v = cut.vectors
         result = cosimulate(verilog, bundle_dir, sim=sim, events=v.events, samples=v.samples)
-        measured = result["cycles"]["mean_per_sample"]
+        measured = result["cycles"]["mean_interval_per_sample"]
         out.update({"cosim_passed": result["passed"], "cosim_sim": sim,
                     "cosim_samples": v.samples, "measured_cycles_per_inference": measured,
+                    "measured_first_sample_latency": result["cycles"]["first_sample_latency"],
                     "model_cycles_same_samples": model["cycles_per_inference"],
                     "model_error": (model["cycles_per_inference"] - measured) / measured
                     if measured else None})
@@ -260,7 +310,7 @@ def _client(scheduler, workers):
 
 
 def run_dse(grid, *, hardware, out, test_samples=None, clock_mhz=45.0, board="icebreaker",
-            measure=0, cosim_samples=2, sim="icarus", fit=True, scheduler=None, workers=2,
+            measure=0, cosim_samples=3, sim="icarus", fit=True, scheduler=None, workers=2,
             progress=None):
     """Run the exploration: every model point of ``grid`` (:func:`model_grid`) on every
     hardware configuration, ``measure`` (model, hardware) pairs measured. Writes

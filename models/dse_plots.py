@@ -30,6 +30,22 @@ def _models(rows):
     return list(seen.values())
 
 
+def _matched(models, field, values):
+    """The model points whose other parameters occur with every value of ``field``: a fair
+    comparison across ``field`` (all of them in a full product grid). A surrogate's slope goes
+    with it (each has its own scale)."""
+    others = ("neuron", "beta", "threshold", "encoding", "surrogate", "slope", "sparsity",
+              "weight_bits")
+    skip = {field, "slope"} if field == "surrogate" else {field}
+
+    def rest(m):
+        return tuple(m[k] for k in others if k not in skip)
+    seen = {}
+    for m in models:
+        seen.setdefault(rest(m), set()).add(m[field])
+    return [m for m in models if seen[rest(m)] >= set(values)]
+
+
 def write_plots(result, out):
     import matplotlib
     matplotlib.use("Agg")
@@ -99,34 +115,46 @@ def tables(result):
         lines.extend("| " + " | ".join(str(c) for c in row) + " |" for row in body)
         lines.append("")
 
-    encs = sorted({m["encoding"] for m in models})
+    encs = [e for e in ("direct", "rate", "delta", "latency")
+            if any(m["encoding"] == e for m in models)]
     neurons = sorted({m["neuron"] for m in models}, key=["lif", "lapicque"].index)
     body = []
-    for enc in encs:
-        for neuron in neurons:
-            mine = [m for m in models if m["encoding"] == enc and m["neuron"] == neuron]
-            if mine:
-                best = max(mine, key=lambda m: m["golden_accuracy"])
-                body.append([enc, neuron, len(mine),
-                             f"{100 * best['golden_accuracy']:.2f}",
-                             f"{best['beta']:g} / {best['threshold']:g}",
-                             f"{_mean([m['spikes_per_inference'] for m in mine]):.0f}",
-                             f"{best['spikes_per_inference']:.0f}"])
-    table("Encodings x neuron models (Table I)",
-          ["encoding", "neuron", "points", "best golden accuracy (%)", "at beta / theta",
-           "mean spikes/inference", "spikes/inference at best"], body)
+    for neuron in neurons:
+        mine = [m for m in models if m["neuron"] == neuron]
+        pts = _matched(mine, "encoding", encs)
+        for enc in encs:
+            at = [m for m in pts if m["encoding"] == enc]
+            if not at:
+                continue
+            best = max((m for m in mine if m["encoding"] == enc),
+                       key=lambda m: m["golden_accuracy"])
+            body.append([enc, neuron, len(at),
+                         f"{100 * _mean([m['golden_accuracy'] for m in at]):.2f}",
+                         f"{_mean([m['spikes_per_inference'] for m in at]):.0f}",
+                         f"{100 * best['golden_accuracy']:.2f} at {best['beta']:g} / "
+                         f"{best['threshold']:g}"])
+    table("Encodings x neuron models (Table I; matched points: the same beta, threshold and "
+          "surrogate under every encoding)",
+          ["encoding", "neuron", "matched points", "golden accuracy (%)", "spikes/inference",
+           "best accuracy (%) at beta / theta"], body)
 
     surs = sorted({(m["surrogate"], m["slope"]) for m in models})
+    pts = _matched(models, "surrogate", sorted({m["surrogate"] for m in models}))
+    keys = {m["key"] for m in pts}
     body = []
     for sur, slope in surs:
-        mine = [r for r in rows if r["surrogate"] == sur and r["slope"] == slope]
-        mods = _models(mine)
+        mods = [m for m in pts if m["surrogate"] == sur and m["slope"] == slope]
+        mine = [r for r in rows if r["key"] in keys and r["surrogate"] == sur
+                and r["slope"] == slope]
+        if not mods:
+            continue
         body.append([sur, f"{slope:g}", len(mods),
                      f"{100 * _mean([m['golden_accuracy'] for m in mods]):.2f}",
                      f"{_mean([m['spikes_per_inference'] for m in mods]):.0f}",
                      f"{_mean([r['cycles_per_inference'] for r in mine]):.0f}",
                      f"{_mean([r['inferences_per_s'] for r in mine]):.0f}"])
-    table("Surrogate gradients on the hardware (means over the grid)",
+    table("Surrogate gradients on the hardware (means over matched points: the same model "
+          "otherwise, every hardware configuration)",
           ["surrogate", "slope", "points", "golden accuracy (%)", "spikes/inference",
            "cycles/inference", "inferences/s"], body)
 
@@ -142,11 +170,12 @@ def tables(result):
     measured = [r for r in rows if r.get("model_error") is not None]
     if measured:
         table("Cycle model against cosimulation (no stalls)",
-              ["point", "hardware", "samples", "measured cycles/inference", "model",
-               "error (%)"],
+              ["point", "hardware", "samples", "measured cycles/inference (close to close)",
+               "model", "error (%)", "first sample's latency"],
               [[f"{r['neuron']} b{r['beta']:g} t{r['threshold']:g} {r['encoding']}",
                 r["hardware"], r["cosim_samples"], f"{r['measured_cycles_per_inference']:.0f}",
-                f"{r['model_cycles_same_samples']:.0f}", f"{100 * r['model_error']:+.2f}"]
+                f"{r['model_cycles_same_samples']:.0f}", f"{100 * r['model_error']:+.2f}",
+                r.get("measured_first_sample_latency", "")]
                for r in measured])
 
     front = [rows[i] for i in result["summary"]["pareto_accuracy_vs_rate"]]

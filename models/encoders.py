@@ -28,7 +28,8 @@ from snntorch import spikegen
 
 from .bundle import InputSpec
 
-__all__ = ["ENCODINGS", "SACCADE", "check_options", "encode", "input_spec", "to_events"]
+__all__ = ["ENCODINGS", "SACCADE", "check_options", "encode", "input_gain", "input_spec",
+           "to_events"]
 
 ENCODINGS = ("rate", "delta", "direct", "latency")
 
@@ -65,6 +66,13 @@ def _shift(images, dy, dx):
     h, w = images.shape[-2:]
     out[..., dy:, dx:] = images[..., :h - dy, :w - dx]
     return out
+
+
+def input_gain(encoding, bits):
+    """The float network's input gain for an encoding: ``1 / (2^bits - 1)`` for direct input
+    of ``bits`` > 1 (the events carry integers up to ``2^bits - 1``, the network sees the
+    intensity in [0, 1]), else 1 (spikes of value 1)."""
+    return 1.0 / (2 ** bits - 1) if encoding == "direct" and bits and bits > 1 else 1.0
 
 
 def encode(images, encoding, *, steps, bits=4, threshold=0.25, seed=0):

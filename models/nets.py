@@ -48,6 +48,10 @@ class NetConfig:
     surrogate: str = "fast_sigmoid"
     slope: float = 25.0
     bias: bool = True
+    # A constant factor on the input before the first synapse (folded into the first layer's
+    # weights when quantized): 1 / (2^bits - 1) for multi-bit direct input, so that the float
+    # network sees intensities in [0, 1] while the bundle's events carry the integers.
+    input_gain: float = 1.0
 
     def to_dict(self):
         d = asdict(self)
@@ -92,6 +96,9 @@ def check_config(cfg: NetConfig):
         raise ValueError(f"Threshold must be a positive number, not {cfg.threshold!r}")
     if not isinstance(cfg.slope, (int, float)) or not cfg.slope > 0:
         raise ValueError(f"Surrogate slope must be a positive number, not {cfg.slope!r}")
+    if (isinstance(cfg.input_gain, bool) or not isinstance(cfg.input_gain, (int, float))
+            or not 0 < cfg.input_gain <= 1):
+        raise ValueError(f"Input gain must be a number in (0, 1], not {cfg.input_gain!r}")
     _positive_ints("Input shape", cfg.in_shape)
     _positive_ints("Hidden widths", cfg.hidden)
     _positive_ints("Channels", cfg.channels)
@@ -196,6 +203,8 @@ class SpikingNet(nn.Module):
             raise ValueError(f"Input must have shape [T, B, {list(self.cfg.in_shape)}], "
                              f"not {list(x.shape)}")
         a = x.reshape((steps * batch,) + tuple(x.shape[2:]))
+        if self.cfg.input_gain != 1:
+            a = a * self.cfg.input_gain
         trace = []
         for stage in self.stages:
             if stage.kind == "flatten":

@@ -178,6 +178,8 @@ def quantize(net: SpikingNet, input: InputSpec, *, weight_bits=8, potential_bits
         gain, decay = gain_and_decay(neuron)
         theta = float(neuron.threshold)
         w = synapse.weight.detach().double().numpy() * gain
+        if stage is net.neuron_stages[0]:
+            w = w * cfg.input_gain          # the float net scales its input; the bundle does not
         b = None if synapse.bias is None else synapse.bias.detach().double().numpy() * gain
         scale = scales.get(stage.name) if isinstance(scales, dict) else scales
         if scale is None:

@@ -143,7 +143,9 @@ def main(argv=None):
               f"{counts['steps']} steps, {counts['mismatches']} mismatches (trace port)")
     print(f"mismatches      {result['mismatches']}")
     if cycles.get("mean_per_sample") is not None:
-        print(f"cycles          {cycles['mean_per_sample']:.1f} per sample, "
+        every = (f"then {cycles['mean_interval_per_sample']:.1f} per sample close to close, "
+                 if cycles.get("mean_interval_per_sample") is not None else "")
+        print(f"cycles          first sample {cycles['first_sample_latency']}, {every}"
               f"{cycles['mean_per_step']:.1f} per step (max {cycles['max_per_step']}), "
               f"with in-gap {args.in_gap} and out-stall {args.out_stall}")
     print(f"time            {elapsed:.1f} s, log {result['log']}")

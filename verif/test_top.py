@@ -15,8 +15,12 @@ Per sample: from the transfer of its first input event to the output
 event with ``last`` that closes its final step. Per step: from the close of the previous step's
 output (or the sample's first input, for step 0) to the close of this step's output, so the
 steps of a sample add up to the sample. Step latency: from the transfer of the step's final input
-event to the close of its output. They depend on the stalls; benchmark with ``in_gap = 0`` and
-``out_stall = 0``.
+event to the close of its output. Interval (the throughput figure): from the close of one
+sample's final step to the close of the next one's; the engines take a sample's input while
+earlier samples are still in the pipeline, so "per sample" of any sample but the first counts
+time spent queued behind the others, and only the first is a latency (it includes the engines'
+clearing of their memories after reset). They depend on the stalls; benchmark with
+``in_gap = 0`` and ``out_stall = 0``.
 """
 from __future__ import annotations
 
@@ -80,7 +84,7 @@ def measure_cycles(in_cycles, in_index, close_cycles, samples, steps):
     for cycle, (s, t) in zip(in_cycles, in_index):
         first_in.setdefault(s, cycle)
         last_in[(s, t)] = cycle
-    per_sample, per_step, latency = [], [], []
+    per_sample, per_step, latency, last_close = [], [], [], []
     for s in range(samples):
         closes = close_cycles[s * steps:(s + 1) * steps]
         if len(closes) < steps or any(c is None for c in closes) or s not in first_in:
@@ -90,9 +94,14 @@ def measure_cycles(in_cycles, in_index, close_cycles, samples, steps):
         per_step.append([closes[0] - start] + [closes[t] - closes[t - 1]
                                                for t in range(1, steps)])
         latency.append([closes[t] - last_in[(s, t)] for t in range(steps)])
+        last_close.append(closes[-1])
     flat = [c for row in per_step for c in row]
+    interval = [b - a for a, b in zip(last_close, last_close[1:])]
     return {
         "per_sample": per_sample,
+        "interval_per_sample": interval,
+        "mean_interval_per_sample": float(np.mean(interval)) if interval else None,
+        "first_sample_latency": per_sample[0] if per_sample else None,
         "per_step": per_step,
         "step_latency": latency,
         "mean_per_sample": float(np.mean(per_sample)) if per_sample else None,

@@ -158,6 +158,18 @@ def test_measure_cycles_adds_up():
     assert cycles["per_step"] == [[10, 10], [10, 11]]
     assert cycles["step_latency"] == [[9, 15], [10, 20]]
     assert cycles["mean_per_step"] == 10.25
+    # Throughput: sample 1 closes 31 cycles after sample 0; the first sample's latency is 20.
+    assert cycles["interval_per_sample"] == [31] and cycles["mean_interval_per_sample"] == 31
+    assert cycles["first_sample_latency"] == 20
+
+
+def test_measure_cycles_queued_sample():
+    # Sample 1's input is taken while sample 0 still runs: its per-sample figure counts the
+    # wait, the interval does not.
+    index = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    cycles = measure_cycles([0, 1, 2, 3], index, [100, 200, 300, 400], 2, 2)
+    assert cycles["per_sample"] == [200, 398]
+    assert cycles["interval_per_sample"] == [200]
 
 
 def test_config_round_trip():

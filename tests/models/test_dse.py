@@ -51,6 +51,45 @@ def test_mini_sweep_on_a_local_cluster_and_resume(tmp_path, capsys):
     assert time.monotonic() - start < 120
 
 
+def test_paper_study_grid():
+    """--study paper: the heat-map grid, every encoding and both surrogates at the middle of
+    the grid, each model point once."""
+    from models.dse import paper_grid
+    from models.nets import NetConfig
+    from models.data import TrainConfig
+    grid = paper_grid(NetConfig(), TrainConfig(encoding="direct"), neurons=["lif", "lapicque"],
+                      betas=[0.5, 0.7, 0.9], thresholds=[0.5, 1.0, 2.0], weight_bits=[8])
+    points = {(n.neuron, n.beta, n.threshold, t.encoding, n.surrogate, n.slope)
+              for n, t, _ in grid}
+    assert len(points) == len(grid) == 18 + 2 * 3 + 2     # heat maps, 3 more encodings, atan
+    for neuron in ("lif", "lapicque"):
+        for enc in ("rate", "delta", "latency"):
+            assert (neuron, 0.7, 1.0, enc, "fast_sigmoid", 25.0) in points
+        assert (neuron, 0.7, 1.0, "direct", "atan", 2.0) in points
+    # Direct input is scaled to [0, 1] in the float network (its events carry 0..15).
+    gains = {t.encoding: n.input_gain for n, t, _ in grid}
+    assert gains == {"direct": 1 / 15, "rate": 1.0, "delta": 1.0, "latency": 1.0}
+
+
+def test_tables_compare_matched_points():
+    """Table I and the surrogate table average only points present under every encoding (or
+    surrogate), so a heat-map grid under one encoding does not outweigh the others."""
+    from models.dse_plots import tables
+
+    def row(enc, beta, acc, sur="fast_sigmoid", slope=25.0):
+        return {"key": f"{enc}{beta}{sur}", "neuron": "lif", "beta": beta, "threshold": 1.0,
+                "encoding": enc, "surrogate": sur, "slope": slope, "sparsity": 0.5,
+                "weight_bits": 8, "golden_accuracy": acc, "spikes_per_inference": 100 * acc,
+                "cycles_per_inference": 1000, "inferences_per_s": 45000}
+    rows = [row("direct", 0.5, 0.9), row("direct", 0.7, 0.5), row("rate", 0.7, 0.4),
+            row("direct", 0.7, 0.3, "atan", 2.0)]
+    text = tables({"rows": rows, "summary": {"codesign": [], "pareto_accuracy_vs_rate": [],
+                                             "pareto_accuracy_vs_cells": []}})
+    assert "| direct | lif | 1 | 50.00 | 50 | 90.00 at 0.5 / 1 |" in text
+    assert "| rate | lif | 1 | 40.00 | 40 | 40.00 at 0.7 / 1 |" in text
+    assert "| fast_sigmoid | 25 | 1 | 50.00 |" in text and "| atan | 2 | 1 | 30.00 |" in text
+
+
 def test_pareto_front():
     rows = [{"a": 0.9, "r": 10}, {"a": 0.8, "r": 30}, {"a": 0.7, "r": 20},
             {"a": 0.95, "r": 5}, {"a": 0.8, "r": None}]
@@ -115,7 +154,7 @@ def test_measured_rows_and_balanced_lanes(tmp_path):
     args[args.index("--betas") + 1:args.index("--betas") + 1] = ["0.9"]
     args[args.index("--thresholds") + 1:args.index("--thresholds") + 1] = ["1"]
     args[args.index("--measure") + 1] = "1"
-    assert main(args + ["--balance", "--cosim-samples", "1", "-o", str(out)]) == 0
+    assert main(args + ["--balance", "--cosim-samples", "2", "-o", str(out)]) == 0
     result = json.loads((out / "dse.json").read_text())
     measured = [r for r in result["rows"] if r.get("model_error") is not None]
     assert len(measured) == 1 and measured[0]["cosim_passed"]
