@@ -37,7 +37,7 @@ import numpy as np
 __all__ = ["DSE_VERSION", "HardwareConfig", "model_grid", "point_key", "evaluate_model",
            "measure_pair", "run_dse", "balanced_lanes", "pareto_front"]
 
-DSE_VERSION = 1
+DSE_VERSION = 2     # 2: input gain for direct input, threshold-scaled initial weights
 EST_SAMPLES = 200          # test samples the cycle model is averaged over (golden activity)
 
 

@@ -126,7 +126,9 @@ def tables(result):
             at = [m for m in pts if m["encoding"] == enc]
             if not at:
                 continue
-            best = max((m for m in mine if m["encoding"] == enc),
+            same = {(m["surrogate"], m["slope"]) for m in at}     # the matched surrogate(s)
+            best = max((m for m in mine if m["encoding"] == enc
+                        and (m["surrogate"], m["slope"]) in same),
                        key=lambda m: m["golden_accuracy"])
             body.append([enc, neuron, len(at),
                          f"{100 * _mean([m['golden_accuracy'] for m in at]):.2f}",
