@@ -103,6 +103,8 @@ def test_pareto_front():
     (["--formats", "zip"], "--formats: 'zip' is not one of"),
     (["--workers", "0"], "--workers"),
     (["--measure", "-1"], "--measure"),
+    (["--cosim-samples", "1"], "--cosim-samples"),
+    (["--study", "paper", "--encodings", "rate"], "--study paper sets the encodings"),
 ])
 def test_refusals(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:
