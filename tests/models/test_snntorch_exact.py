@@ -112,3 +112,28 @@ def test_exact_quantize_refuses_fractions():
     with pytest.raises(ValueError, match=r"^Layer fc1: weights are not integers at scale 1.0$"):
         quantize(net, spec, weight_bits=16, potential_bits=32, leak="mul", frac_bits=0,
                  scales=1.0, exact=True)
+
+
+def test_input_gain_folds_into_the_first_layer():
+    """A float network that scales its input (multi-bit direct input seen in [0, 1]) exports
+    to a bundle whose first layer carries the factor: the golden model on the integer events
+    equals snnTorch on them, on every layer. A power-of-two gain keeps the float math exact."""
+    steps, samples = 25, 8
+    net = exact_net("csnn", "lif-beta1", "subtract", seed=3)
+    net.cfg.input_gain = 0.25
+    first = next(iter(net.synapses.values()))
+    with torch.no_grad():
+        first.weight.mul_(4)                        # gain x weight: the same integers as before
+    images = torch.rand((samples, 1, 8, 8), generator=torch.Generator().manual_seed(4))
+    x = encode(images, "direct", steps=steps, bits=2)
+    with torch.no_grad():
+        float_trace = [t.numpy() for t in net(x, record=True)]
+    bundle = quantize(net, input_spec("direct", net.input_shape, steps=steps, bits=2),
+                      weight_bits=16, potential_bits=32, leak="mul", frac_bits=0, scales=1.0,
+                      exact=True)
+    assert np.array_equal(bundle.layers[0].weight, first.weight.detach().numpy() / 4)
+    dense = x.numpy().reshape(steps, samples, -1).transpose(1, 0, 2).astype(np.int64)
+    trace = golden.run(bundle, dense)
+    assert sum(int(s.sum()) for s in trace.spikes) > 0
+    for ours, theirs in zip(trace.spikes, float_trace):
+        assert np.array_equal(ours, theirs.transpose(1, 0, 2))
