@@ -34,16 +34,14 @@ def test_bundle_reproduces_and_meets_its_targets(name):
     assert report["spikes_per_inference"] == pytest.approx(
         metrics["spikes_per_inference"]["golden"], abs=1e-4)
     zeros = total = 0
-    sparsity = metrics["train"]["sparsity"]           # 0.75 for the digits, 0.5 for the CSNNs
-    assert sparsity == 0.75 if name.startswith("digits") else sparsity >= 0.5
     for layer in bundle.neuron_layers:
         assert layer.weight_bits == 8 and layer.neuron.potential_bits <= 16
         assert np.abs(layer.bias).max(initial=0) < layer.neuron.threshold * 4
         if metrics["train"]["prune_scope"] == "layer":
-            assert (layer.weight == 0).mean() >= sparsity - 1e-9, layer.name
+            assert (layer.weight == 0).mean() >= 0.75 - 1e-9, layer.name
         zeros += int((layer.weight == 0).sum())
         total += layer.weight.size
-    assert zeros / total >= sparsity - 1e-9
+    assert zeros / total >= 0.75 - 1e-9
     assert metrics["weight_sparsity_total"] == pytest.approx(zeros / total, abs=1e-6)
     # The fidelity targets of the export (issue: drop <= 1.0 point, agreement >= 97 %).
     assert metrics["float_accuracy"] - metrics["golden_accuracy"] <= 0.010 + 1e-9
