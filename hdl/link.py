@@ -163,21 +163,30 @@ def _byte(value, k):
 
 
 class HostLink(wiring.Component):
-    """Accelerator behind a UART: load a sample's events, run it, return counts and cycles.
+    """Accelerator behind a UART: take samples' events, run them, return counts and cycles.
 
-    The protocol is in :mod:`hdl.protocol` and docs/boards.md. LOAD frames append events to
-    an on-chip buffer of ``capacity`` events (a failed frame leaves the buffer as it was). RUN
-    clears the spike counters, then streams the buffer into the accelerator at up to one event
-    per cycle while taking every output event (``o.ready`` is held high), and replies with the
-    predicted class, the number of output steps, the cycle count and the spike count of every
-    output neuron; the buffer is empty afterwards. The cycle count runs from the cycle of the
-    sample's first input transfer to the cycle of the last output transfer of its last step,
-    both included. One frame is handled at a time: bytes that arrive while a frame is being
-    answered are dropped, so the host waits for each reply.
+    The protocol is in :mod:`hdl.protocol` and docs/boards.md. The event buffer has two halves
+    of ``capacity`` events. LOAD frames append events to the half being filled (a failed frame
+    leaves it as it was) and RUN queues that half as one sample; its RESULT reply answers the
+    RUN. A BATCH frame fills the half with whole samples and queues them at once, with no reply
+    of its own, and the link takes the next frame while they run: each sample's RESULT is sent
+    as the sample ends, in order. So a host that keeps two BATCH frames in flight overlaps the
+    transfer of one with the computation of the other. A BATCH sample is ``steps`` steps (each
+    closed by an event with ``last``); with ``replay`` it is ONE step that the link feeds
+    ``steps`` times (direct encoding: the same values every step), so the host sends it once.
+    The link sets ``first`` on a BATCH sample's first event itself.
 
-    Widths. A sample holds at most ``capacity`` events, so it has at most ``capacity`` steps
-    (each is closed by an event with ``last``), and a neuron spikes at most once per step: the
-    step and spike counters are ``range(capacity + 1)`` wide, zero-extended into their 16-bit
+    A run clears the sample's spike counters, streams its events into the accelerator at up to
+    one event per cycle while taking every output event (``o.ready`` is held high), and hands
+    the predicted class, the number of output steps, the cycle count and the spike counts to the
+    reply. The counters have two banks, so the next sample runs while a reply is sent. The cycle
+    count runs from the cycle of the sample's first input transfer to the cycle of the last
+    output transfer of its last step, both included. A frame other than BATCH is answered
+    before the next frame is taken: bytes that arrive meanwhile are dropped, so the host waits
+    for each reply.
+
+    Widths. A sample has at most ``max(capacity, steps)`` steps, and a neuron spikes at most
+    once per step: the step and spike counters are that wide, zero-extended into their 16-bit
     protocol fields. The cycle counter keeps the full 32 bits of its field (wrapping after
     2**32 cycles): how long a sample runs is up to the accelerator, not bounded by anything the
     link knows.
@@ -192,13 +201,17 @@ class HostLink(wiring.Component):
     divisor : :class:`int`
         Clock cycles per UART bit.
     capacity : :class:`int`
-        Events the buffer holds (one sample), at most 65535.
+        Events a buffer half holds, at most 65535 (a power of two uses the memory fully).
     timeout : :class:`int`
         Cycles without a byte after which a half-received frame is dropped (TIMEOUT reply).
     clock_hz : :class:`int`
         Clock frequency reported in INFO.
     ident : :class:`int`
         32-bit identity of the network (:func:`hdl.protocol.bundle_ident`), reported in INFO.
+    steps : :class:`int` or ``None``
+        Steps of a BATCH sample; ``None`` builds a link without BATCH (a COMMAND error).
+    replay : :class:`bool`
+        BATCH samples are one step, fed ``steps`` times.
 
     Members
     -------
@@ -207,12 +220,12 @@ class HostLink(wiring.Component):
     tx : ``Out(1)``
         UART line to the host.
     busy : ``Out(1)``
-        High while a sample runs.
+        High while samples run.
     error : ``Out(1)``
         High when the last reply was an ERROR.
     """
     def __init__(self, accelerator, *, n_in, n_out, divisor, capacity, timeout, clock_hz,
-                 ident=0):
+                 ident=0, steps=None, replay=False):
         for name, value, lo, hi in (("N in", n_in, 1, 2 ** COUNT_BITS - 1),
                                     ("N out", n_out, 1, (protocol.MAX_PAYLOAD - RESULT_HEAD) // 2),
                                     ("Capacity", capacity, 1, 2 ** COUNT_BITS - 1),
@@ -223,11 +236,21 @@ class HostLink(wiring.Component):
                 raise TypeError(f"{name} must be an integer of at least {lo}, not {value!r}")
             if hi is not None and value > hi:
                 raise ValueError(f"{name} must be at most {hi}, not {value!r}")
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise TypeError(f"Steps must be None or an integer of at least 1, not {steps!r}")
+            if steps > 2 ** COUNT_BITS - 1:
+                raise ValueError(f"Steps must be at most {2 ** COUNT_BITS - 1}, not {steps!r}")
+        if not isinstance(replay, bool):
+            raise TypeError(f"Replay must be a bool, not {replay!r}")
+        if replay and steps is None:
+            raise ValueError("Replay needs the steps of a sample (steps=None)")
         self._ev_layout = check_accelerator(accelerator, n_in, n_out)
         self._accelerator = accelerator
         self._n_in, self._n_out = n_in, n_out
         self._capacity, self._timeout = capacity, timeout
         self._clock_hz, self._ident = clock_hz, ident
+        self._steps, self._replay = steps, replay
         if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < MIN_DIVISOR:
             raise TypeError(f"Divisor must be an integer of at least {MIN_DIVISOR}, "
                             f"not {divisor!r}")
@@ -246,8 +269,18 @@ class HostLink(wiring.Component):
 
     @property
     def capacity(self):
-        """Events the buffer holds."""
+        """Events a buffer half holds."""
         return self._capacity
+
+    @property
+    def steps(self):
+        """Steps of a BATCH sample, or ``None`` without BATCH."""
+        return self._steps
+
+    @property
+    def replay(self):
+        """Whether a BATCH sample is one step fed ``steps`` times."""
+        return self._replay
 
     @property
     def event_bytes(self):
@@ -257,29 +290,41 @@ class HostLink(wiring.Component):
     @property
     def info(self):
         """The INFO reply this link gives."""
+        flags = ((protocol.FLAG_BATCH if self._steps else 0)
+                 | (protocol.FLAG_REPLAY if self._replay else 0))
         return protocol.Info(protocol.VERSION, self.event_bytes, self._n_in, self._n_out,
-                             self._capacity, self._clock_hz, self._ident)
+                             self._capacity, self._clock_hz, self._ident, self._steps or 0,
+                             flags)
 
     def elaborate(self, platform):
-        # Three small state machines run the link, handing over through registered strobes:
-        # "parse" receives a frame (Idle .. Checksum) and waits in Handle until it is answered;
-        # "control" decides on it (Decide registers the verdict, Dispatch acts on it), runs a
-        # sample if asked (Clear Counts, Run) and has it answered; "reply" sends the answer. The
-        # parser and the reply move at UART speed, so every condition they branch on (the end of
-        # the payload, a full buffer, the timeout, the end of a run) is registered a cycle ahead,
-        # off the fast paths. Registers that are always written before they are read have no
-        # reset, so that a clear or a load of their own can use the flip-flop's reset pin.
+        # Four small state machines run the link, handing over through registered strobes:
+        # "parse" receives a frame (Idle .. Checksum) and waits in Handle until it is released;
+        # "control" decides on it (Decide registers the verdict, Dispatch acts on it), queues a
+        # buffer half for the runner (RUN, BATCH) and has the frame answered; "run" runs the
+        # queued halves sample by sample (Clear Counts, Run) and hands each result to "reply",
+        # which sends one answer at a time, the runner's first. The parser and the reply move at
+        # UART speed, so every condition they branch on (the end of the payload, a full buffer,
+        # the timeout, the end of a run) is registered a cycle ahead, off the fast paths.
+        # Registers that are always written before they are read have no reset, so that a clear
+        # or a load of their own can use the flip-flop's reset pin.
         #
-        # LOAD payload bytes are assembled into events and written to the event buffer as they
-        # arrive; `committed` marks the end of the last good LOAD and every frame starts writing
-        # there, so a frame that fails a check is simply not committed. During Run the buffer's
+        # The event buffer is two halves; a half is filled by LOAD or BATCH frames while the
+        # other may run. Payload bytes are assembled into events and written to the half as they
+        # arrive; `committed` marks the end of the last good LOAD and every LOAD frame starts
+        # writing there (a BATCH at the half's start), so a frame that fails a check is simply
+        # not committed. Every stored event carries an `end` bit: it closes a pass over a BATCH
+        # sample (its `steps`-th step, or its one step with replay). During Run the buffer's
         # read register is the first stage of the feed: it is refilled whenever it is empty or
         # the skid buffer takes its event, decided from registers only, so the accelerator's
-        # `i.ready` stops at the skid buffer instead of reaching the RAM. Output spikes are
-        # counted in a memory with a read-modify-write pipeline whose read is transparent to the
-        # write one cycle ahead, so back-to-back spikes of one neuron (end of one step, start of
-        # the next) add up; the running argmax follows one stage behind, as one comparison of
-        # (count, inverted address) keys.
+        # `i.ready` stops at the skid buffer instead of reaching the RAM. The read after an `end`
+        # event is speculative: the cycle after, the feed holds it back and reads the sample's
+        # start again (another pass) or stops (the sample is fed), one cycle per pass. Output
+        # spikes are counted in a memory with a read-modify-write pipeline whose read is
+        # transparent to the write one cycle ahead, so back-to-back spikes of one neuron (end of
+        # one step, start of the next) add up; the running argmax follows one stage behind, as
+        # one comparison of (count, inverted address) keys. The counts have two banks: a result
+        # is latched (class, steps, cycles, bank) when the reply takes it, and the next sample
+        # counts in the other bank while the reply reads this one.
         #
         # A reply is sent byte by byte from `reply_plan`: a position counter selects a constant
         # or a byte of a held value, then the counts are read from their memory, then the CRC.
@@ -296,16 +341,22 @@ class HostLink(wiring.Component):
 
         nbytes = self.event_bytes
         n_out, capacity = self._n_out, self._capacity
-        tally = Shape.cast(range(capacity + 1))        # steps and spike counts (see docstring)
+        batch_on = self._steps is not None
+        span = 1 if self._replay or not batch_on else self._steps   # steps stored per sample
+        passes = self._steps if self._replay else 1                 # feeds of a stored sample
+        tally = Shape.cast(range(max(capacity, self._steps or 0) + 1))
         addr_shape = Shape.cast(acc.o.p.addr.shape())
+        half_bits = ceil_log2(capacity)                             # a half's address bits
 
-        m.submodules.events = ev_mem = memory.Memory(shape=self._ev_layout, depth=capacity,
-                                                     init=[])
+        entry = data.StructLayout({"ev": self._ev_layout, "end": 1})
+        m.submodules.events = ev_mem = memory.Memory(shape=entry, depth=2 << half_bits, init=[])
         ev_wr = ev_mem.write_port()
         ev_rd = ev_mem.read_port()
-        m.submodules.counts = cnt_mem = memory.Memory(shape=tally, depth=n_out, init=[])
+        m.submodules.counts = cnt_mem = memory.Memory(shape=tally, depth=2 << addr_shape.width,
+                                                      init=[])
         cnt_wr = cnt_mem.write_port()
-        cnt_rd = cnt_mem.read_port(transparent_for=(cnt_wr,))
+        cnt_rd = cnt_mem.read_port(transparent_for=(cnt_wr,))     # the run's read-modify-write
+        cnt_out = cnt_mem.read_port()                              # the reply's walk
 
         # A register that is always written before it is read needs no reset.
         register = functools.partial(Signal, reset_less=True)
@@ -321,6 +372,8 @@ class HostLink(wiring.Component):
         is_load = register()
         is_run = register()
         is_read = register()
+        is_batch = register()
+        is_store = register()               # LOAD or BATCH: the payload is events
         remaining = register(16)            # payload bytes still to come
         one_left = register()               # registered `remaining == 1`
         empty = register()                  # the frame has no payload
@@ -333,34 +386,49 @@ class HostLink(wiring.Component):
         timed_out = register()              # registered `quiet == timeout`, no byte meanwhile
         frame_timed_out = register()
         framed = Signal()                   # strobe: a frame has ended (parse -> control)
-        send = Signal()                     # strobe: send the reply of `kind` (control -> reply)
-        replied = Signal()                  # strobe: the reply is out (reply -> parse, control)
+        release = Signal()                  # strobe: the frame is handled (control -> parse)
+        replied = Signal()                  # strobe: a reply is out (reply -> control)
         verdict = register(3)               # 0, or the frame's error code
 
-        # Event buffer.
+        # Event buffer: the half being filled, and the halves queued for the runner.
+        fill = Signal()
+        queued = Signal(2)
+        legacy = Signal(2)                  # the queued half is one RUN sample
+        ends = Array([Signal(range(capacity + 1), name=f"end{h}") for h in range(2)])
         wptr = register(range(capacity + 1))
         committed = Signal(range(capacity + 1))
+        blocked = register()                # the half being filled is still queued
         at_start = register()               # registered `wptr == 0`
         full = register()                   # registered `wptr == capacity`
-        write_due = register()              # the next LOAD byte completes an event that fits
+        write_due = register()              # the next payload byte completes an event that fits
         overflow = register()
-        first_ok = Signal()                 # the buffer's first event has `first`
+        lasts = register(range(span))       # `last` events of the frame, modulo `span`
+        first_ok = Signal()                 # the LOAD buffer's first event has `first`
         frame_last = register()             # the frame's last event has `last`
-        last_ok = Signal()                  # the buffer's last event has `last`
+        last_ok = Signal()                  # the LOAD buffer's last event has `last`
 
         # Run and its result.
-        start_run = Signal()                # strobe: a RUN starts (first cycle of Clear Counts)
+        run_half = Signal()
+        start_run = Signal()                # strobe: a sample starts (first cycle of Clear Counts)
         running = Signal()
+        legacy_run = register()             # the sample runs to `end_run` (RUN)
+        end_run = register(range(capacity + 1))
+        sample_start = register(range(capacity + 1))
+        resume = register(range(capacity + 1))   # where the next sample of the half starts
         rptr = register(range(capacity + 1))
         read_valid = Signal()               # the read register holds an event for the feed
-        read_done = register()              # the last event has been read
+        read_done = register()              # the sample's last event has been read
+        ended = Signal()                    # the event fed last cycle closed a pass
+        pass_no = register(range(passes))
+        first_flag = register()             # no event of the sample has been fed yet
         steps_in = register(tally)          # steps that entered the feed
         steps_out = register(tally)         # steps the accelerator closed
         done = Signal()
         finished = Signal()
         counting = Signal()
         cycles = register(32)
-        have_result = Signal()
+        run_bank = Signal()                 # the counts bank of the running sample
+        clr_addr = Signal(addr_shape)
         # The argmax key: among equal counts the lower address has the larger `rank`, so one
         # unsigned comparison gives the class, ties to the lowest index (models.golden.predict).
         # The best key is held inverted: `key > best` is then the carry out of `key + best_inv`,
@@ -371,12 +439,24 @@ class HostLink(wiring.Component):
         s2_valid = Signal()
         s2_key = register(key_layout)
         best_inv = register(key_layout)
-        cnt_addr = Signal(range(n_out))     # Clear Counts and the reply walk the counts
 
-        # Reply being sent.
+        # The result a reply sends.
+        have_result = Signal()
+        res_class = register(addr_shape)
+        res_steps = register(tally)
+        res_cycles = register(32)
+        res_bank = register()
+
+        # Reply being sent, and who asked for it.
         kind = register(ReplyKind)
+        f_kind = register(ReplyKind)
+        f_req = Signal()
+        r_req = Signal()
+        f_grant = Signal()
+        r_grant = Signal()
         plan = reply_plan(self.info, n_out)
         pos = Signal(range(max(len(entries) for entries in plan.values())))
+        out_addr = Signal(addr_shape)
         cnt_hi = Signal()
         tx_byte = register(8)
         tx_valid = Signal()
@@ -392,22 +472,42 @@ class HostLink(wiring.Component):
                      one_left.eq(remaining == 1),
                      at_start.eq(wptr == 0), full.eq(wptr == capacity),
                      lane_last.eq(lane == nbytes - 1),
-                     write_due.eq(is_load & (lane == nbytes - 1) & (wptr != capacity)),
-                     framed.eq(0), send.eq(0), replied.eq(0), start_run.eq(0)]
+                     write_due.eq(is_store & (lane == nbytes - 1) & (wptr != capacity)
+                                  & ~blocked),
+                     framed.eq(0), release.eq(0), replied.eq(0), start_run.eq(0)]
 
         # Feed: the read register, refilled from registers alone, then the skid buffer.
         take = ~read_valid | feed.i.ready
-        m.d.comb += [ev_rd.addr.eq(rptr), ev_rd.en.eq(take),
-                     feed.i.valid.eq(read_valid), feed.i.payload.eq(ev_rd.data)]
+        xfer = feed.i.valid & feed.i.ready
+        m.d.comb += [feed.i.valid.eq(read_valid & ~ended), feed.i.payload.eq(ev_rd.data.ev),
+                     feed.i.payload.first.eq(Mux(legacy_run, ev_rd.data.ev.first, first_flag))]
+        m.d.comb += ev_rd.en.eq(0)         # its reset value is 1: read only where said below
         with m.If(start_run):
-            m.d.sync += [rptr.eq(0), read_valid.eq(0), read_done.eq(0)]
+            m.d.sync += [rptr.eq(sample_start), read_valid.eq(0), read_done.eq(0), ended.eq(0),
+                         pass_no.eq(0), first_flag.eq(1)]
+        with m.Elif(running & ended):
+            # The read register holds the speculative read after a pass's `end` event.
+            m.d.sync += ended.eq(0)
+            with m.If(pass_no == passes - 1):
+                m.d.sync += [read_valid.eq(0), read_done.eq(1)]
+            with m.Else():
+                m.d.comb += [ev_rd.addr.eq(Cat(sample_start[:half_bits], run_half)),
+                             ev_rd.en.eq(1)]
+                m.d.sync += [rptr.eq(sample_start + 1), read_valid.eq(1),
+                             pass_no.eq(pass_no + 1)]
         with m.Elif(running & take):
+            m.d.comb += [ev_rd.addr.eq(Cat(rptr[:half_bits], run_half)), ev_rd.en.eq(1)]
             m.d.sync += read_valid.eq(~read_done)
             with m.If(~read_done):
-                m.d.sync += [rptr.eq(rptr + 1), read_done.eq(rptr + 1 == committed)]
+                m.d.sync += [rptr.eq(rptr + 1),
+                             read_done.eq(legacy_run & (rptr + 1 == end_run))]
+            with m.If(xfer & ev_rd.data.end):
+                m.d.sync += [ended.eq(1), resume.eq(rptr)]
+        with m.If(xfer):
+            m.d.sync += first_flag.eq(0)
         with m.If(start_run):
             m.d.sync += steps_in.eq(0)
-        with m.Elif(feed.i.valid & feed.i.ready & ev_rd.data.last):
+        with m.Elif(xfer & feed.i.payload.last):
             m.d.sync += steps_in.eq(steps_in + 1)
         # Every event has left the buffer and the accelerator has closed every step it took,
         # registered: true from the second cycle after the last output transfer.
@@ -428,11 +528,12 @@ class HostLink(wiring.Component):
         # Take every output event; count spikes per neuron and the running argmax.
         m.d.comb += acc.o.ready.eq(running)
         fire_out = acc.o.valid & running
-        m.d.comb += cnt_rd.addr.eq(Mux(running, acc.o.p.addr, cnt_addr))
+        m.d.comb += cnt_rd.addr.eq(Cat(acc.o.p.addr, run_bank))
         m.d.sync += [s1_valid.eq(fire_out & acc.o.p.spike), s1_addr.eq(acc.o.p.addr)]
         count = (cnt_rd.data + 1)[:tally.width]
         with m.If(s1_valid):
-            m.d.comb += [cnt_wr.addr.eq(s1_addr), cnt_wr.data.eq(count), cnt_wr.en.eq(1)]
+            m.d.comb += [cnt_wr.addr.eq(Cat(s1_addr, run_bank)), cnt_wr.data.eq(count),
+                         cnt_wr.en.eq(1)]
         m.d.sync += [s2_valid.eq(s1_valid), s2_key.rank.eq(~s1_addr), s2_key.count.eq(count)]
         beats_best = (s2_key.as_value() + best_inv.as_value())[-1]
         with m.If(start_run):
@@ -452,7 +553,7 @@ class HostLink(wiring.Component):
         # took this one; `kind` is set a cycle before the reply starts, and its first byte, the
         # sync byte, is the same for every kind.
         values = {"committed": committed, "verdict": verdict, "command": cmd,
-                  "class": best_inv.rank, "steps": steps_out, "cycles": cycles}
+                  "class": res_class, "steps": res_steps, "cycles": res_cycles}
         # Bytes of held values beyond their width are zero: constants, like the ROM's.
         held = [entry for entries in plan.values() for entry in entries
                 if not isinstance(entry, int) and 8 * entry[1] < len(Value.cast(values[entry[0]]))]
@@ -474,7 +575,8 @@ class HostLink(wiring.Component):
         plan_byte = plan_const
         for index, (name, k) in enumerate(held):
             plan_byte = plan_byte | Mux(plan_sel[index], _byte(values[name], k), 0)
-        count_byte = Mux(cnt_hi, _byte(cnt_rd.data, 1), _byte(cnt_rd.data, 0))
+        m.d.comb += cnt_out.addr.eq(Cat(out_addr, res_bank))
+        count_byte = Mux(cnt_hi, _byte(cnt_out.data, 1), _byte(cnt_out.data, 0))
 
         # The UART takes `tx_byte`; every byte sent goes into the CRC.
         m.d.comb += [utx.i.valid.eq(tx_valid), utx.i.payload.eq(tx_byte)]
@@ -493,10 +595,12 @@ class HostLink(wiring.Component):
 
             with m.State("Command"):
                 with m.If(got):
+                    batch = (byte == Command.BATCH) if batch_on else C(0)
                     m.d.sync += [cmd.eq(byte), is_info.eq(byte == Command.INFO),
                                  is_load.eq(byte == Command.LOAD),
                                  is_run.eq(byte == Command.RUN),
-                                 is_read.eq(byte == Command.READ)]
+                                 is_read.eq(byte == Command.READ), is_batch.eq(batch),
+                                 is_store.eq((byte == Command.LOAD) | batch)]
                     m.next = "Length Low"
                 with m.Elif(timed_out):
                     end_frame(timeout=1)
@@ -512,7 +616,9 @@ class HostLink(wiring.Component):
                 with m.If(got):
                     m.d.sync += [remaining[8:].eq(byte),
                                  empty.eq((remaining[:8] == 0) & (byte == 0)), lane.eq(0),
-                                 overflow.eq(0), wptr.eq(committed)]
+                                 overflow.eq(0), lasts.eq(0),
+                                 wptr.eq(Mux(is_batch, 0, committed)),
+                                 blocked.eq(queued.bit_select(fill, 1))]
                     m.next = "Length Check"
                 with m.Elif(timed_out):
                     end_frame(timeout=1)
@@ -531,16 +637,21 @@ class HostLink(wiring.Component):
                     m.d.sync += remaining.eq(remaining - 1)
                     if nbytes > 1:
                         m.d.sync += ev_bytes.eq(word[8:])
-                    with m.If(is_load):
+                    with m.If(is_store):
                         with m.If(lane_last):
                             m.d.sync += lane.eq(0)
-                            with m.If(full):
+                            with m.If(full | blocked):
                                 m.d.sync += overflow.eq(1)
                         with m.Else():
                             m.d.sync += lane.eq(lane + 1)
                     with m.If(write_due):
-                        m.d.comb += [ev_wr.addr.eq(wptr), ev_wr.data.eq(event), ev_wr.en.eq(1)]
+                        closes = is_batch & event.last & (lasts == span - 1)
+                        m.d.comb += [ev_wr.addr.eq(Cat(wptr[:half_bits], fill)),
+                                     ev_wr.data.ev.eq(event), ev_wr.data.end.eq(closes),
+                                     ev_wr.en.eq(1)]
                         m.d.sync += [wptr.eq(wptr + 1), frame_last.eq(event.last)]
+                        with m.If(event.last):
+                            m.d.sync += lasts.eq(Mux(lasts == span - 1, 0, lasts + 1))
                         with m.If(at_start):
                             m.d.sync += first_ok.eq(event.first)
                     with m.If(one_left):
@@ -556,13 +667,16 @@ class HostLink(wiring.Component):
                     end_frame(timeout=1)
 
             with m.State("Handle"):
-                with m.If(replied):
+                with m.If(release):
                     m.next = "Idle"
 
+        def queue_half(one_run, end):
+            m.d.sync += [queued.bit_select(fill, 1).eq(1), legacy.bit_select(fill, 1).eq(one_run),
+                         ends[fill].eq(end), fill.eq(~fill), committed.eq(0), first_ok.eq(0),
+                         last_ok.eq(0)]
+
         with m.FSM(name="control"):
-            def reply(what):
-                m.d.sync += [kind.eq(what), send.eq(1)]
-                m.next = "Reply"
+            wait_half = register()
 
             with m.State("Idle"):
                 with m.If(framed):
@@ -572,20 +686,21 @@ class HostLink(wiring.Component):
                 # The frame's verdict, in order of precedence, registered for Dispatch. A buffer
                 # with a committed frame has `last_ok` from that frame, so an empty buffer fails
                 # `last_ok` too.
-                length_ok = Mux(is_load, ~empty & (lane == 0), empty)
+                length_ok = Mux(is_store, ~empty & (lane == 0), empty)
                 with m.If(frame_timed_out):
                     m.d.sync += verdict.eq(Error.TIMEOUT)
                 with m.Elif(~crc_ok):
                     m.d.sync += verdict.eq(Error.CRC)
-                with m.Elif(~(is_info | is_load | is_run | is_read)):
+                with m.Elif(~(is_info | is_load | is_run | is_read | is_batch)):
                     m.d.sync += verdict.eq(Error.COMMAND)
                 with m.Elif(~length_ok):
                     m.d.sync += verdict.eq(Error.LENGTH)
-                with m.Elif(is_load & overflow):
+                with m.Elif(is_store & overflow):
                     m.d.sync += verdict.eq(Error.OVERFLOW)
-                with m.Elif(is_run & ~(first_ok & last_ok)):
+                with m.Elif((is_run & ~(first_ok & last_ok))
+                            | (is_batch & ~(frame_last & (lasts == 0)))):
                     m.d.sync += verdict.eq(Error.SAMPLE)
-                with m.Elif(is_read & ~have_result):
+                with m.Elif(is_read & ~have_result & (queued == 0)):
                     m.d.sync += verdict.eq(Error.NO_RESULT)
                 with m.Else():
                     m.d.sync += verdict.eq(0)
@@ -593,39 +708,91 @@ class HostLink(wiring.Component):
 
             with m.State("Dispatch"):
                 with m.If(verdict != 0):
-                    reply(ReplyKind.ERROR)
+                    m.d.sync += f_kind.eq(ReplyKind.ERROR)
+                    m.next = "Reply"
                 with m.Elif(is_info):
-                    reply(ReplyKind.INFO)
+                    m.d.sync += f_kind.eq(ReplyKind.INFO)
+                    m.next = "Reply"
                 with m.Elif(is_load):
-                    m.d.sync += [committed.eq(wptr), last_ok.eq(frame_last)]
-                    reply(ReplyKind.LOADED)
+                    m.d.sync += [committed.eq(wptr), last_ok.eq(frame_last),
+                                 f_kind.eq(ReplyKind.LOADED)]
+                    m.next = "Reply"
                 with m.Elif(is_run):
-                    m.d.sync += start_run.eq(1)
-                    m.d.sync += self.busy.eq(1)
-                    m.next = "Clear Counts"
+                    queue_half(1, committed)
+                    m.d.sync += wait_half.eq(fill)
+                    m.next = "Wait Run"
+                with m.Elif(is_batch):
+                    queue_half(0, wptr)
+                    m.d.sync += release.eq(1)
+                    m.next = "Idle"
                 with m.Else():
-                    reply(ReplyKind.RESULT)
+                    m.d.sync += f_kind.eq(ReplyKind.RESULT)
+                    m.next = "Wait Idle"
+
+            with m.State("Wait Run"):
+                # The runner has taken the RUN's result once the half is no longer queued.
+                with m.If(~queued.bit_select(wait_half, 1)):
+                    m.next = "Replying"
+
+            with m.State("Wait Idle"):
+                # READ answers the last result once every queued sample has run.
+                with m.If(queued == 0):
+                    m.next = "Reply"
+
+            with m.State("Reply"):
+                m.d.comb += f_req.eq(1)
+                with m.If(f_grant):
+                    m.next = "Replying"
+
+            with m.State("Replying"):
+                with m.If(replied):
+                    m.d.sync += release.eq(1)
+                    m.next = "Idle"
+
+        with m.FSM(name="run"):
+            with m.State("Idle"):
+                with m.If(queued.bit_select(run_half, 1)):
+                    m.d.sync += [start_run.eq(1), sample_start.eq(0), self.busy.eq(1),
+                                 legacy_run.eq(legacy.bit_select(run_half, 1)),
+                                 end_run.eq(ends[run_half])]
+                    m.next = "Clear Counts"
 
             with m.State("Clear Counts"):
-                m.d.comb += [cnt_wr.addr.eq(cnt_addr), cnt_wr.data.eq(0), cnt_wr.en.eq(1)]
-                m.d.sync += cnt_addr.eq(cnt_addr + 1)
-                with m.If(cnt_addr == n_out - 1):
-                    m.d.sync += [cnt_addr.eq(0), running.eq(1)]
+                m.d.comb += [cnt_wr.addr.eq(Cat(clr_addr, run_bank)), cnt_wr.data.eq(0),
+                             cnt_wr.en.eq(1)]
+                m.d.sync += clr_addr.eq(clr_addr + 1)
+                with m.If(clr_addr == n_out - 1):
+                    m.d.sync += [clr_addr.eq(0), running.eq(1)]
                     m.next = "Run"
 
             with m.State("Run"):
                 with m.If(finished):
-                    m.d.sync += [running.eq(0), self.busy.eq(0), have_result.eq(1),
-                                 committed.eq(0), first_ok.eq(0), last_ok.eq(0)]
-                    reply(ReplyKind.RESULT)
+                    m.d.sync += running.eq(0)
+                    m.next = "Result"
 
-            with m.State("Reply"):
-                with m.If(replied):
-                    m.next = "Idle"
+            with m.State("Result"):
+                m.d.comb += r_req.eq(1)
+                with m.If(r_grant):
+                    m.d.sync += [res_class.eq(best_inv.rank), res_steps.eq(steps_out),
+                                 res_cycles.eq(cycles), res_bank.eq(run_bank),
+                                 run_bank.eq(~run_bank), have_result.eq(1)]
+                    with m.If(legacy_run | (resume == end_run)):
+                        m.d.sync += [queued.bit_select(run_half, 1).eq(0),
+                                     run_half.eq(~run_half), self.busy.eq(0)]
+                        m.next = "Idle"
+                    with m.Else():
+                        m.d.sync += [start_run.eq(1), sample_start.eq(resume)]
+                        m.next = "Clear Counts"
 
         with m.FSM(name="reply"):
             with m.State("Idle"):
-                with m.If(send):
+                with m.If(r_req):
+                    m.d.comb += r_grant.eq(1)
+                    m.d.sync += kind.eq(ReplyKind.RESULT)
+                    m.next = "Fixed"
+                with m.Elif(f_req):
+                    m.d.comb += f_grant.eq(1)
+                    m.d.sync += kind.eq(f_kind)
                     m.next = "Fixed"
 
             with m.State("Fixed"):
@@ -639,14 +806,15 @@ class HostLink(wiring.Component):
                             m.next = "Checksum"
 
             with m.State("Counts"):
-                # The counts memory is read at `cnt_addr`, which moves on as a byte is registered;
-                # the next byte is registered after the UART took this one, two cycles later.
+                # The counts memory is read at `out_addr`, which moves on as a byte is
+                # registered; the next byte is registered after the UART took this one, two
+                # cycles later.
                 with m.If(~tx_valid):
                     m.d.sync += [tx_byte.eq(count_byte), tx_valid.eq(1), cnt_hi.eq(~cnt_hi)]
                     with m.If(cnt_hi):
-                        m.d.sync += cnt_addr.eq(cnt_addr + 1)
-                        with m.If(cnt_addr == n_out - 1):
-                            m.d.sync += cnt_addr.eq(0)
+                        m.d.sync += out_addr.eq(out_addr + 1)
+                        with m.If(out_addr == n_out - 1):
+                            m.d.sync += out_addr.eq(0)
                             m.next = "Checksum"
 
             with m.State("Checksum"):

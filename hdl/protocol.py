@@ -22,6 +22,8 @@ import numpy as np
 
 __all__ = [
     "COUNT_BITS",
+    "FLAG_BATCH",
+    "FLAG_REPLAY",
     "INFO_LENGTH",
     "MAX_PAYLOAD",
     "RESULT_HEAD",
@@ -42,13 +44,15 @@ __all__ = [
     "sample_stream",
 ]
 
-VERSION = 1
+VERSION = 2            # 2: BATCH, replay of direct input, steps and flags in INFO
 SYNC_REQUEST = 0x5A
 SYNC_REPLY = 0xA5
 MAX_PAYLOAD = 0xFFFF
 COUNT_BITS = 16        # width of a spike count, of the step counter, and of event indices
 RESULT_HEAD = 8        # class (2), steps (2), cycles (4); the counts follow
-INFO_LENGTH = 16
+INFO_LENGTH = 20
+FLAG_BATCH = 0x01      # Info.flags: the board takes BATCH frames
+FLAG_REPLAY = 0x02     # Info.flags: a BATCH sample is one step, replayed ``steps`` times
 CRC_POLY = 0x07
 
 
@@ -58,6 +62,7 @@ class Command(enum.IntEnum):
     LOAD = 0x02        # packed events; reply LOADED (events buffered in total)
     RUN = 0x03         # no payload; runs the buffered sample, reply RESULT
     READ = 0x04        # no payload; reply RESULT of the last run again
+    BATCH = 0x05       # whole samples; no reply of its own, a RESULT for each sample as it ends
 
 
 class Reply(enum.IntEnum):
@@ -74,7 +79,8 @@ class Error(enum.IntEnum):
     COMMAND = 2        # unknown command
     LENGTH = 3         # payload length not allowed for the command
     OVERFLOW = 4       # LOAD would exceed the event buffer
-    SAMPLE = 5         # RUN on a buffer that is empty, or not opened by first / closed by last
+    SAMPLE = 5         # RUN on a buffer that is empty, or not opened by first / closed by last;
+                       # BATCH whose events do not end a sample
     TIMEOUT = 6        # a frame stopped arriving half way
     NO_RESULT = 7      # READ before any RUN
 
@@ -216,19 +222,31 @@ class Info:
     event_bytes: int
     n_in: int
     n_out: int
-    capacity: int
+    capacity: int      # events of one buffer half (a LOAD buffer or one BATCH)
     clock_hz: int
     ident: int
+    steps: int = 0     # steps per BATCH sample (0: no BATCH)
+    flags: int = 0     # FLAG_BATCH, FLAG_REPLAY
+
+    _FORMAT = "<BBHHHIIHBx"
+
+    @property
+    def batch(self):
+        return bool(self.flags & FLAG_BATCH)
+
+    @property
+    def replay(self):
+        return bool(self.flags & FLAG_REPLAY)
 
     def pack(self):
-        return struct.pack("<BBHHHII", self.version, self.event_bytes, self.n_in, self.n_out,
-                           self.capacity, self.clock_hz, self.ident)
+        return struct.pack(self._FORMAT, self.version, self.event_bytes, self.n_in, self.n_out,
+                           self.capacity, self.clock_hz, self.ident, self.steps, self.flags)
 
     @classmethod
     def unpack(cls, payload):
         if len(payload) != INFO_LENGTH:
             raise ProtocolError(f"INFO reply must have {INFO_LENGTH} bytes, not {len(payload)}")
-        return cls(*struct.unpack("<BBHHHII", payload))
+        return cls(*struct.unpack(cls._FORMAT, payload))
 
 
 @dataclass(frozen=True)

@@ -498,3 +498,203 @@ def test_skid_buffer_full_rate_and_registered_ready():
 def test_skid_buffer_wrong_shape():
     with pytest.raises(TypeError, match=r"^Shape must be shape-castable, not 'x'$"):
         SkidBuffer("x")
+
+
+# BATCH: whole samples in one frame, no reply of its own, a RESULT per sample as it ends.
+
+def rtl_stream(link, frames, *, total, budget=600_000):
+    """Send ``frames`` (``(bytes, replies needed before sending)``) while a reader collects
+    ``total`` replies concurrently; returns them as ``(code, payload)`` in arrival order."""
+    replies = []
+
+    async def host(ctx):
+        rng = random.Random(12)
+        ctx.set(link.rx, 1)
+        for data, need in frames:
+            while len(replies) < need:
+                await ctx.tick()
+            for byte in data:
+                for _ in range(rng.randrange(3)):
+                    await ctx.tick()
+                for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
+                    ctx.set(link.rx, bit)
+                    await ctx.tick().repeat(DIVISOR)
+        while len(replies) < total:
+            await ctx.tick()
+
+    async def reader(ctx):
+        async def read_byte():
+            while ctx.get(link.tx):
+                await ctx.tick()
+            await ctx.tick().repeat(DIVISOR // 2)
+            value = 0
+            for k in range(8):
+                await ctx.tick().repeat(DIVISOR)
+                value |= ctx.get(link.tx) << k
+            await ctx.tick().repeat(DIVISOR)
+            assert ctx.get(link.tx) == 1, "missing stop bit on tx"
+            return value
+
+        while len(replies) < total:
+            assert await read_byte() == protocol.SYNC_REPLY
+            head = bytes([await read_byte() for _ in range(3)])
+            payload = bytes([await read_byte() for _ in range(struct.unpack("<H", head[1:])[0])])
+            assert await read_byte() == protocol.crc8(head + payload)
+            replies.append((head[0], payload))
+
+    run_sim(link, [host, reader], watchdog_cycles=budget, name="host_link")
+    return replies
+
+
+def make_batch_link(bundle, *, replay=False, capacity=64, stall=True):
+    acc = StandIn(bundle, stall=stall)
+    return HostLink(acc, n_in=bundle.input.size, n_out=bundle.n_out, divisor=DIVISOR,
+                    capacity=capacity, timeout=2000, clock_hz=1_000_000, ident=7,
+                    steps=bundle.input.steps, replay=replay)
+
+
+def results(replies, n_out):
+    assert all(code == Reply.RESULT for code, _ in replies), replies
+    return [protocol.Result.unpack(payload, n_out) for _, payload in replies]
+
+
+def direct_events(rng, *, samples, steps, n_in, density, bits=1):
+    """Events with the same (addr, value) set every step, as direct encoding makes them."""
+    one = random_events(rng, samples=samples, steps=1, n_in=n_in, density=density, bits=bits)
+    rows = [(s, t, a, v) for s, _, a, v in one for t in range(steps)]
+    return np.array(sorted(rows, key=lambda r: (r[0], r[1])), dtype=np.int64).reshape(-1, 4)
+
+
+@pytest.mark.parametrize("stall", [False, True])
+def test_batch_results_equal_load_run(stall):
+    """Two BATCH frames in flight give, sample by sample, the very RESULT (class, steps, cycles,
+    counts) that LOAD + RUN gives, and the golden counts; READ then repeats the last one."""
+    bundle = small_bundle(seed=8)
+    fmt = EventFormat.from_bundle(bundle)
+    rng = np.random.default_rng(8)
+    samples = 7
+    events = random_events(rng, samples=samples, steps=4, n_in=12, density=0.3)
+    trace = golden.run(bundle, golden.events_to_dense(events, samples, 4, 12))
+    counts = golden.spike_counts(trace.output)
+    streams = [sample_stream(events[events[:, 0] == s][:, 1:], 4) for s in range(samples)]
+    for s in (1, 5):                                   # the link sets `first` itself
+        streams[s][:, 3] = 0
+    groups = [[0, 1, 2], [3], [4, 5, 6]]
+    frames = []
+    for k, group in enumerate(groups):
+        # At most two batches in flight: the third waits for the first one's results.
+        need = len(groups[0]) if k == 2 else 0
+        frames.append((encode_frame(Command.BATCH, fmt.pack(np.concatenate(
+            [streams[s] for s in group]))), need))
+    frames.append((encode_frame(Command.READ), samples))
+    link = make_batch_link(bundle, stall=stall)
+    got = results(rtl_stream(link, frames, total=samples + 1), 5)
+    legacy = make_link(bundle, stall=stall)
+    script = []
+    for s in range(samples):
+        streams[s][0, 3] = 1
+        script += [(encode_frame(Command.LOAD, fmt.pack(streams[s])), 0, 1),
+                   (encode_frame(Command.RUN), 0, 1)]
+    want = results(rtl_link(legacy, script)[1::2], 5)
+    # The stand-in's stalls follow a free-running generator: cycles compare without them.
+    key = (lambda r: r) if not stall else (lambda r: (r.predicted, r.steps, r.counts))
+    assert [key(r) for r in got[:samples]] == [key(r) for r in want]
+    assert [r.counts for r in got[:samples]] == [tuple(c) for c in counts]
+    assert [r.predicted for r in got[:samples]] == list(golden.predict(trace.output))
+    assert got[samples] == got[samples - 1]
+
+
+@pytest.mark.parametrize("stall", [False, True])
+def test_batch_replay_equals_golden(stall):
+    """With replay a sample is one step, fed `steps` times: the golden model's counts for the
+    full stream, at most one cycle more per step than the full stream through LOAD + RUN."""
+    bundle = small_bundle(seed=9)
+    fmt = EventFormat.from_bundle(bundle)
+    rng = np.random.default_rng(9)
+    samples = 5
+    events = direct_events(rng, samples=samples, steps=4, n_in=12, density=0.35)
+    trace = golden.run(bundle, golden.events_to_dense(events, samples, 4, 12))
+    counts = golden.spike_counts(trace.output)
+    one_step = [sample_stream(events[(events[:, 0] == s) & (events[:, 1] == 0)][:, 1:], 1)
+                for s in range(samples)]
+    frames = [(encode_frame(Command.BATCH, fmt.pack(np.concatenate(one_step[:2]))), 0),
+              (encode_frame(Command.BATCH, fmt.pack(np.concatenate(one_step[2:]))), 0)]
+    link = make_batch_link(bundle, replay=True, stall=stall)
+    got = results(rtl_stream(link, frames, total=samples), 5)
+    assert [r.counts for r in got] == [tuple(c) for c in counts]
+    assert [r.steps for r in got] == [4] * samples
+    legacy = make_link(bundle, stall=stall)
+    script = []
+    for s in range(samples):
+        full = sample_stream(events[events[:, 0] == s][:, 1:], 4)
+        script += [(encode_frame(Command.LOAD, fmt.pack(full)), 0, 1),
+                   (encode_frame(Command.RUN), 0, 1)]
+    want = results(rtl_link(legacy, script)[1::2], 5)
+    assert [r.counts for r in want] == [r.counts for r in got]
+    if not stall:
+        assert all(w.cycles <= g.cycles <= w.cycles + 4 for w, g in zip(want, got))
+
+
+def test_batch_errors():
+    """A BATCH that does not end a sample, is empty, overflows, or finds both halves queued
+    gets an ERROR, and nothing of it runs; a link built without steps knows no BATCH."""
+    bundle = small_bundle(seed=10, steps=2)
+    fmt = EventFormat.from_bundle(bundle)
+    step = fmt.pack([(1, 1, 0, 1), (2, 1, 1, 0)])           # one step, closed by last
+    sample = step + fmt.pack([(3, 1, 1, 0)])                 # two steps: a whole sample
+    link = make_batch_link(bundle, capacity=4, stall=False)
+    frames = [
+        (encode_frame(Command.BATCH, step), 0),               # one step of two
+        (encode_frame(Command.BATCH, sample + fmt.pack([(1, 1, 0, 0)])), 1),  # not closed
+        (encode_frame(Command.BATCH), 2),                      # empty
+        (encode_frame(Command.BATCH, sample + step), 3),       # 5 events > 4
+        (encode_frame(Command.BATCH, sample), 4),              # runs (a long sample)
+    ]
+    replies = rtl_stream(link, frames, total=5)
+    assert replies[:4] == [error(Error.SAMPLE, Command.BATCH), error(Error.SAMPLE, Command.BATCH),
+                           error(Error.LENGTH, Command.BATCH),
+                           error(Error.OVERFLOW, Command.BATCH)]
+    x = np.zeros((1, 2, 12), dtype=np.int64)
+    x[0, 0, [1, 2]] = 1
+    x[0, 1, 3] = 1
+    result = protocol.Result.unpack(replies[4][1], 5)
+    assert result.counts == tuple(golden.spike_counts(golden.run(bundle, x).output)[0])
+    plain = make_link(bundle)
+    assert rtl_link(plain, [(encode_frame(Command.BATCH, sample), 0, 1)]) == [
+        error(Error.COMMAND, Command.BATCH)]
+
+
+def test_third_batch_without_waiting_overflows():
+    """Both halves queued: a third BATCH is refused (OVERFLOW), the two run to the end. Short
+    samples make the results (18 bytes each) outlast the frames (about 5 bytes a sample)."""
+    bundle = small_bundle(seed=11)
+    fmt = EventFormat.from_bundle(bundle)
+    rng = np.random.default_rng(11)
+    samples = 24
+    events = random_events(rng, samples=samples, steps=4, n_in=12, density=0.05)
+    trace = golden.run(bundle, golden.events_to_dense(events, samples, 4, 12))
+    streams = [sample_stream(events[events[:, 0] == s][:, 1:], 4) for s in range(samples)]
+    frames = [(encode_frame(Command.BATCH, fmt.pack(np.concatenate(streams[k:k + 12]))), 0)
+              for k in (0, 12)]
+    frames.append((encode_frame(Command.BATCH, fmt.pack(streams[0])), 0))
+    link = make_batch_link(bundle, capacity=128)
+    replies = rtl_stream(link, frames, total=samples + 1)
+    assert error(Error.OVERFLOW, Command.BATCH) in replies
+    got = results([r for r in replies if r[0] == Reply.RESULT], 5)
+    assert [r.counts for r in got] == [tuple(c) for c in golden.spike_counts(trace.output)]
+
+
+def test_batch_info_and_parameters():
+    bundle = small_bundle()
+    link = make_batch_link(bundle, replay=True)
+    (code, payload), = rtl_link(link, [(encode_frame(Command.INFO), 0, 1)])
+    info = protocol.Info.unpack(payload)
+    assert (info.steps, info.batch, info.replay) == (4, True, True)
+    params = dict(n_in=12, n_out=5, divisor=4, capacity=64, timeout=100, clock_hz=10 ** 6)
+    with pytest.raises(ValueError, match=r"^Replay needs the steps of a sample \(steps=None\)$"):
+        HostLink(StandIn(bundle), **params, replay=True)
+    with pytest.raises(TypeError, match=r"^Steps must be None or an integer of at least 1, "
+                                        r"not 0$"):
+        HostLink(StandIn(bundle), **params, steps=0)
+    with pytest.raises(TypeError, match=r"^Replay must be a bool, not 1$"):
+        HostLink(StandIn(bundle), **params, steps=4, replay=1)
