@@ -171,7 +171,7 @@ def main(argv=None):
                    help="lane counts to build: L for every layer, or L,L,... one per neuron "
                         "layer (e.g. 2,1)")
     p.add_argument("--samples", type=int, default=8, help="samples for the cycle count")
-    p.add_argument("--baud", type=int, default=1_000_000)
+    p.add_argument("--baud", type=int, default=3_000_000)
     p.add_argument("-o", "--output", type=Path, default=REPO / "build/bench_boards",
                    help="build and cosimulation folders (default: build/bench_boards)")
     p.add_argument("--results", type=Path, default=REPO / "benchmarks/results/boards",

@@ -52,8 +52,12 @@ def build_parser():
                     help="clock to build for, tried with up to 3 place-and-route seeds; a PLL "
                          "makes it from the oscillator (default: automatic, a clock that meets "
                          "timing, searched down from 48 MHz on iCE40, 125 on ECP5)")
-    hw.add_argument("--baud", type=int_arg(1200, 12_000_000), default=1_000_000,
-                    help="UART baud rate (default: %(default)s)")
+    hw.add_argument("--baud", type=int_arg(1200, 12_000_000), default=3_000_000,
+                    help="UART baud rate: the ULX3S's FT231X takes up to 3 Mbaud, the "
+                         "iCEBreaker's FT2232H 12 Mbaud / n (default: %(default)s)")
+    hw.add_argument("--no-replay", dest="replay", action="store_false",
+                    help="direct-encoded bundles: the host sends every step, the board does "
+                         "not replay the first (default: replay)")
     hw.add_argument("--capacity", type=int_arg(1, 65535), metavar="N",
                     help="event buffer, events per sample (default: the largest test sample)")
     b.add_argument("-o", "--output", type=Path, default=Path("build/board"), metavar="DIR",
@@ -85,7 +89,7 @@ def build_parser():
                    help="serial port (device path or pyserial URL)")
     r.add_argument("--bundle", type=Path, required=True, metavar="DIR",
                    help="the bundle the bitstream was built from (with vectors.npz)")
-    r.add_argument("--baud", type=int_arg(1200, 12_000_000), default=1_000_000,
+    r.add_argument("--baud", type=int_arg(1200, 12_000_000), default=3_000_000,
                    help="UART baud rate (default: %(default)s)")
     r.add_argument("--samples", type=int_arg(1, 10 ** 9), metavar="N",
                    help="run the first N samples (default: all)")
@@ -185,7 +189,8 @@ def _cmd_build(args, parser):
     try:
         report = build(bundle, board_name=args.board, variant=args.variant, lanes=args.lanes,
                        clock_mhz=args.clock, baud=args.baud, capacity=args.capacity,
-                       build_dir=args.output, seed=args.seed, log=log)
+                       build_dir=args.output, seed=args.seed, log=log,
+                       replay=None if args.replay else False)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     except BuildError as exc:

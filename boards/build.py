@@ -32,7 +32,10 @@ __all__ = [
     "build",
     "clock_for",
     "clock_reason",
+    "DEFAULT_BAUD",
     "default_capacity",
+    "host_link",
+    "replays",
     "failure_message",
     "next_attempt",
     "parse_nextpnr",
@@ -112,11 +115,22 @@ def tool_env():
     return env
 
 
-def default_capacity(bundle):
-    """Event buffer size: room for the largest test sample (a power of two, at least 256), or
-    for a full input every step when the bundle has no vectors."""
+DEFAULT_BAUD = 3_000_000      # both boards' USB bridges take it (docs/boards.md)
+
+
+def replays(bundle):
+    """Whether the board replays a sample's one step (direct encoding: the same every step)."""
+    return bundle.input.encoding == "direct"
+
+
+def default_capacity(bundle, *, replay=None):
+    """Events of a buffer half: room for the largest test sample (a power of two, at least
+    256), or for a full input every step when the bundle has no vectors. With ``replay``
+    (default: :func:`replays`) a sample is stored as its first step only."""
+    replay = replays(bundle) if replay is None else replay
     steps = bundle.input.steps
-    need = bundle.input.size * steps + steps
+    stored = 1 if replay else steps
+    need = bundle.input.size * stored + stored
     v = bundle.vectors
     if v is not None and v.samples:
         # A sample's stream (hdl.protocol.sample_stream): its events, and one empty event for
@@ -124,8 +138,18 @@ def default_capacity(bundle):
         events = np.asarray(v.events, dtype=np.int64).reshape(-1, 4)
         per_step = np.bincount(events[:, 0] * steps + events[:, 1],
                                minlength=v.samples * steps).reshape(v.samples, steps)
-        need = int((per_step + (per_step == 0)).sum(axis=1).max())
+        need = int((per_step + (per_step == 0))[:, :stored].sum(axis=1).max())
     return min(65535, max(256, 1 << (need - 1).bit_length()))
+
+
+def host_link(bundle, acc, *, divisor, capacity, clock_hz, replay=None):
+    """The :class:`hdl.link.HostLink` a board is built with: BATCH for ``bundle``'s steps,
+    replay for direct encoding (unless ``replay=False``), a 100 ms frame timeout."""
+    replay = replays(bundle) if replay is None else replay
+    return HostLink(acc, n_in=bundle.input.size, n_out=bundle.n_out, divisor=divisor,
+                    capacity=capacity, timeout=int(clock_hz // 10),
+                    clock_hz=int(round(clock_hz)), ident=bundle_ident(bundle),
+                    steps=bundle.input.steps, replay=replay)
 
 
 def parse_nextpnr(text):
@@ -242,7 +266,7 @@ def clock_for(b, f_target, baud):
     return pll, clock_hz, baud_divisor(clock_hz, baud)
 
 
-def next_attempt(history, b, *, seed=1, clock_mhz=None, aim_mhz=None, baud=1_000_000,
+def next_attempt(history, b, *, seed=1, clock_mhz=None, aim_mhz=None, baud=DEFAULT_BAUD,
                  max_attempts=MAX_ATTEMPTS):
     """The next build of a clock search, ``(clock_hz, seed)``, or ``None`` when it is over.
 
@@ -325,12 +349,11 @@ def clock_reason(history, b, *, requested):
 
 
 def _build_once(bundle, b, variant, *, clock_hz, baud, capacity, lanes, accelerator, out,
-                seed, env):
+                seed, env, replay):
     pll, clock_hz, divisor = clock_for(b, clock_hz, baud)
     acc = accelerator(bundle, lanes)
-    link = HostLink(acc, n_in=bundle.input.size, n_out=bundle.n_out, divisor=divisor,
-                    capacity=capacity, timeout=int(clock_hz // 10), clock_hz=int(round(clock_hz)),
-                    ident=bundle_ident(bundle))
+    link = host_link(bundle, acc, divisor=divisor, capacity=capacity, clock_hz=clock_hz,
+                     replay=replay)
     top = BoardTop(link, clock_hz=clock_hz, pll=pll)
     platform = b.platform(variant)
     start = time.monotonic()
@@ -364,7 +387,8 @@ def _build_once(bundle, b, variant, *, clock_hz, baud, capacity, lanes, accelera
         "utilisation": nextpnr["utilisation"],
         "link": {"baud": baud, "divisor": divisor, "baud_actual": clock_hz / divisor,
                  "capacity": capacity, "event_bytes": link.event_bytes,
-                 "ident": f"0x{link.info.ident:08x}"},
+                 "ident": f"0x{link.info.ident:08x}", "steps": link.steps,
+                 "replay": link.replay},
         "bitstream": str(bitstream) if bitstream.exists() else None,
         "build_seconds": round(seconds, 1),
     }
@@ -387,8 +411,8 @@ def _clear(build_dir):
 
 
 def build(bundle, *, board_name="icebreaker", variant=None, lanes=1, clock_mhz=None,
-          aim_mhz=None, baud=1_000_000, capacity=None, build_dir="build/board", seed=1,
-          max_attempts=MAX_ATTEMPTS, accelerator=None, log=print):
+          aim_mhz=None, baud=DEFAULT_BAUD, capacity=None, build_dir="build/board", seed=1,
+          max_attempts=MAX_ATTEMPTS, accelerator=None, log=print, replay=None):
     """Build a bitstream for ``bundle``; return the report (also written as report.json).
 
     Each attempt builds in ``build_dir/try<n>``, with the clock and place-and-route seed that
@@ -404,7 +428,8 @@ def build(bundle, *, board_name="icebreaker", variant=None, lanes=1, clock_mhz=N
     if b.variants:
         b.platform(variant)                  # validates the variant
     accelerator = accelerator or _real_accelerator
-    capacity = capacity or default_capacity(bundle)
+    replay = replays(bundle) if replay is None else replay
+    capacity = capacity or default_capacity(bundle, replay=replay)
     env = tool_env()
 
     def choose(history):
@@ -425,7 +450,7 @@ def build(bundle, *, board_name="icebreaker", variant=None, lanes=1, clock_mhz=N
             f"({'PLL ' + str(pll.params) if pll else 'oscillator'}), seed {try_seed}, in {out}")
         result = _build_once(bundle, b, variant, clock_hz=clock_hz, baud=baud,
                              capacity=capacity, lanes=lanes, accelerator=accelerator, out=out,
-                             seed=try_seed, env=env)
+                             seed=try_seed, env=env, replay=replay)
         results.append(result)
         history.append({"attempt": n, "folder": str(out),
                         **{k: result[k] for k in ("clock_mhz", "seed", "fmax_mhz",

@@ -77,7 +77,7 @@ def cosimulate(link, bundle_dir, folder, *, samples=None, host_timeout=120.0,
         host_args += ["--samples", str(samples)]
     settings = {"divisor": link.divisor, "host_args": host_args,
                 "output": str(folder / "host.log"), "wall_limit": wall_limit,
-                "returncode": str(folder / "host.rc")}
+                "returncode": str(folder / "host.rc"), "timeline": str(folder / "timeline.json")}
     sim_log = folder / "sim.log"
     failed = None
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
@@ -95,7 +95,26 @@ def cosimulate(link, bundle_dir, folder, *, samples=None, host_timeout=120.0,
                          f"\nsimulation log:\n{_tail(sim_log)}")
     result = json.loads(results.read_text()) if results.exists() else {}
     result.update({"returncode": int(rc_path.read_text()), "output": output})
+    result.update(_end_to_end(Path(settings["timeline"]), link.info.clock_hz,
+                              len(result.get("samples") or [])))
     return result
+
+
+def _end_to_end(timeline, clock_hz, samples):
+    """The run's span in simulated cycles, from the first byte the host sent after the board's
+    first reply (INFO) to the last byte of the last reply, and the inferences per second that
+    makes at the board's clock: the host link's end-to-end rate, UART at its baud included."""
+    if not timeline.exists() or not samples:
+        return {}
+    t = json.loads(timeline.read_text())
+    first_reply = t["tx"][0] if t["tx"] else None
+    rx = [x for x in t["rx"] if first_reply is not None and x > first_reply]
+    if not rx or not t["tx"]:
+        return {}
+    cycles = (t["tx"][-1] - rx[0]) / PERIOD_NS
+    return {"end_to_end_cycles": cycles,
+            "end_to_end_bytes": len(rx) + sum(1 for x in t["tx"] if x > rx[0]),
+            "inferences_per_second_end_to_end": samples * clock_hz / cycles}
 
 
 # The cocotb side: imported by the simulator's Python, never by the host driver.
@@ -134,7 +153,9 @@ if cocotb is not None:
         proc = subprocess.Popen([sys.executable, "-m", "boards", "run", "--port", port,
                                  *settings["host_args"]],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        from cocotb.utils import get_sim_time
         sent = bytearray()
+        timeline = {"rx": [], "tx": []}          # simulated ns: host byte starts, board byte ends
 
         async def board_to_host():
             while True:
@@ -149,6 +170,7 @@ if cocotb is not None:
                 await Timer(bit_ps, unit="ps")
                 assert dut.tx.value == 1, "board sent a byte without a stop bit"
                 sent.append(value)
+                timeline["tx"].append(get_sim_time(unit="ns"))
                 os.write(master, bytes([value]))
 
         cocotb.start_soon(board_to_host())
@@ -164,6 +186,7 @@ if cocotb is not None:
                 except (BlockingIOError, OSError):
                     data = b""
                 for byte in data:
+                    timeline["rx"].append(get_sim_time(unit="ns"))
                     for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
                         dut.rx.value = bit
                         await Timer(bit_ps, unit="ps")
@@ -183,5 +206,6 @@ if cocotb is not None:
             out.close()
             os.close(master)
             os.close(slave)
+        Path(settings["timeline"]).write_text(json.dumps(timeline))
         Path(settings["returncode"]).write_text(f"{proc.returncode}\n")
         dut._log.info(f"host driver exited with {proc.returncode}; board sent {len(sent)} bytes")

@@ -33,11 +33,8 @@ import time
 from pathlib import Path
 
 
-from hdl.link import HostLink
-from hdl.protocol import bundle_ident
-
-from .build import (NAME, BuildError, clock_for, default_capacity, parse_nextpnr, parse_yosys,
-                    tool_env)
+from .build import (DEFAULT_BAUD, NAME, BuildError, clock_for, default_capacity, host_link,
+                    parse_nextpnr, parse_yosys, tool_env)
 from .top import BoardTop, board
 
 __all__ = ["PLACEABLE", "RESOURCES", "TIGHT", "fit", "format_fit"]
@@ -115,7 +112,7 @@ def _run(cmd, cwd, env, what, timeout):
     return proc
 
 
-def fit(bundle, *, board_name="icebreaker", variant=None, lanes=1, baud=1_000_000,
+def fit(bundle, *, board_name="icebreaker", variant=None, lanes=1, baud=DEFAULT_BAUD,
         capacity=None, work_dir=None, accelerator=None, timeout=600):
     """Estimate ``bundle``'s build on a board from a quick synthesis; return a report dict.
 
@@ -148,9 +145,7 @@ def fit(bundle, *, board_name="icebreaker", variant=None, lanes=1, baud=1_000_00
     start, cpu_start = time.monotonic(), _cpu()
     pll, clock_hz, divisor = clock_for(b, b.aim, baud)
     acc = accelerator(bundle, lanes)
-    link = HostLink(acc, n_in=bundle.input.size, n_out=bundle.n_out, divisor=divisor,
-                    capacity=capacity, timeout=int(clock_hz // 10),
-                    clock_hz=int(round(clock_hz)), ident=bundle_ident(bundle))
+    link = host_link(bundle, acc, divisor=divisor, capacity=capacity, clock_hz=clock_hz)
     top = BoardTop(link, clock_hz=clock_hz, pll=pll)
     plan = b.platform(variant).prepare(top, NAME)
     for name, content in plan.files.items():

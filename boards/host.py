@@ -30,7 +30,8 @@ from hdl.protocol import (
 )
 from models import golden
 
-__all__ = ["BoardLink", "HostError", "RunReport", "format_report", "open_port", "run_samples"]
+__all__ = ["BoardLink", "HostError", "RunReport", "batches", "format_report", "open_port",
+           "run_samples", "sample_streams"]
 
 
 class HostError(Exception):
@@ -47,16 +48,26 @@ def open_port(port, *, baud=1_000_000, timeout=5.0):
 
 
 class BoardLink:
-    """The host side of the protocol: one request, one reply."""
+    """The host side of the protocol: one request, one reply; or BATCH frames and a stream of
+    results. Counts the bytes it sends and receives (:attr:`sent`, :attr:`received`)."""
     def __init__(self, port):
         self._port = port
-        self._reader = FrameReader(port.read)
+        self._reader = FrameReader(self._read)
         self._info = None
+        self.sent = 0
+        self.received = 0
 
-    def request(self, command, payload=b"", *, expect):
-        """Send one frame; return the reply payload. An ERROR reply raises ProtocolError."""
-        self._port.write(encode_frame(command, payload))
-        code, reply = self._reader.read_frame()
+    def _read(self, n):
+        data = self._port.read(n)
+        self.received += len(data)
+        return data
+
+    def _write(self, frame):
+        self._port.write(frame)
+        self.sent += len(frame)
+
+    @staticmethod
+    def _check(command, code, reply, expect):
         if code == Reply.ERROR and len(reply) == 2:
             name = Error(reply[0]).name if reply[0] in Error._value2member_map_ else reply[0]
             raise ProtocolError(f"Board answered {Command(command).name} with error {name}",
@@ -65,6 +76,23 @@ class BoardLink:
             raise ProtocolError(f"Board answered {Command(command).name} with reply "
                                 f"0x{code:02x}, expected 0x{int(expect):02x}")
         return reply
+
+    def request(self, command, payload=b"", *, expect):
+        """Send one frame; return the reply payload. An ERROR reply raises ProtocolError."""
+        self._write(encode_frame(command, payload))
+        code, reply = self._reader.read_frame()
+        return self._check(command, code, reply, expect)
+
+    def send_batch(self, packed):
+        """Queue whole samples (packed events) in one BATCH frame; no reply of its own."""
+        self._write(encode_frame(Command.BATCH, packed))
+
+    def next_result(self):
+        """The next sample's :class:`~hdl.protocol.Result` from the stream a BATCH starts (an
+        ERROR reply, for a BATCH the board refused, raises ProtocolError)."""
+        code, reply = self._reader.read_frame()
+        return Result.unpack(self._check(Command.BATCH, code, reply, Reply.RESULT),
+                             self.info().n_out)
 
     def info(self):
         """The board's :class:`~hdl.protocol.Info` (asked once, then remembered)."""
@@ -102,6 +130,8 @@ def check_board(info, bundle):
         ("event bytes", info.event_bytes, fmt.nbytes)) if have != want]
     if info.ident != ident:
         mismatch.append(f"ident 0x{info.ident:08x} != 0x{ident:08x}")
+    if info.batch and info.steps != bundle.input.steps:
+        mismatch.append(f"steps {info.steps} != {bundle.input.steps}")
     if mismatch:
         raise HostError(f"Board was built for another network ({'; '.join(mismatch)}): "
                         f"rebuild with this bundle")
@@ -120,6 +150,9 @@ class RunReport:
     cycles: list = field(default_factory=list)
     events: list = field(default_factory=list)
     seconds: float = 0.0
+    mode: str = "load-run"          # or "batch", "batch-replay"
+    bytes_sent: int = 0
+    bytes_received: int = 0
 
     @property
     def agreement(self):
@@ -147,14 +180,68 @@ class RunReport:
             "inferences_per_second_link": len(self.samples) / self.seconds if self.seconds
             else None,
             "inferences_per_second_accelerator": clock / mean_cycles if mean_cycles else None,
-            "seconds": self.seconds,
+            "seconds": self.seconds, "mode": self.mode,
+            "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
+            "bytes_per_sample": ((self.bytes_sent + self.bytes_received) / len(self.samples)
+                                 if self.samples else None),
         }
 
 
-def run_samples(link, bundle, *, samples=None, log=None):
+def sample_streams(bundle, count, *, replay=False):
+    """The first ``count`` test samples of ``bundle`` as event streams (``[k, 4]`` each).
+
+    With ``replay`` each is its first step only, and :class:`HostError` names the first sample
+    whose steps are not all the same (only direct encoding repeats a sample every step).
+    """
+    v = bundle.vectors
+    steps = bundle.input.steps
+    ev = v.events[v.events[:, 0] < count]
+    ev = ev[np.argsort(ev[:, 0], kind="stable")]
+    bounds = np.searchsorted(ev[:, 0], np.arange(count + 1))
+    out = []
+    for s in range(count):
+        rows = ev[bounds[s]:bounds[s + 1], 1:]
+        if not replay:
+            out.append(sample_stream(rows, steps))
+            continue
+        first = rows[rows[:, 0] == 0]
+        key = first[np.lexsort((first[:, 2], first[:, 1]))][:, 1:]
+        for t in range(1, steps):
+            step = rows[rows[:, 0] == t]
+            if len(step) != len(first) or not np.array_equal(
+                    step[np.lexsort((step[:, 2], step[:, 1]))][:, 1:], key):
+                raise HostError(f"Board replays one step per sample, but sample {s} changes at "
+                                f"step {t} ({bundle.input.encoding} encoding): rebuild with "
+                                f"--no-replay")
+        out.append(sample_stream(first, 1))
+    return out
+
+
+def batches(streams, capacity, event_bytes):
+    """Consecutive samples grouped into BATCH frames of at most ``capacity`` events (and one
+    frame's payload); ``[(first sample, stop), ...]``."""
+    limit = min(capacity, MAX_PAYLOAD // event_bytes)
+    groups, start, used = [], 0, 0
+    for s, stream in enumerate(streams):
+        if len(stream) > limit:
+            raise HostError(f"Sample {s} has {len(stream)} events but the board buffers "
+                            f"{capacity}: rebuild with --capacity {len(stream)}")
+        if used + len(stream) > limit:
+            groups.append((start, s))
+            start, used = s, 0
+        used += len(stream)
+    if start < len(streams):
+        groups.append((start, len(streams)))
+    return groups
+
+
+def run_samples(link, bundle, *, samples=None, log=None, batch=True):
     """Run test samples of ``bundle.vectors`` on the board; compare with the golden model.
 
-    ``samples`` is a count (the first ones) or ``None`` for all.
+    ``samples`` is a count (the first ones) or ``None`` for all. A board that takes BATCH
+    frames gets the samples in batches that fill a buffer half, two in flight, so one batch
+    travels while the other runs (``batch=False``: LOAD and RUN, one sample at a time); a board
+    that replays direct input gets each sample's first step only.
     """
     v = bundle.vectors
     if v is None:
@@ -168,19 +255,14 @@ def run_samples(link, bundle, *, samples=None, log=None):
     gold_counts = golden.spike_counts(trace.output)
     gold_pred = golden.predict(trace.output)
     fmt = EventFormat.from_bundle(bundle)
+    batch = batch and info.batch
+    replay = batch and info.replay
+    streams = sample_streams(bundle, count, replay=replay)
     report = RunReport(info, labels=None if v.labels is None else
-                       [int(x) for x in v.labels[:count]])
-    start = time.monotonic()
-    for s in range(count):
-        stream = sample_stream(ev[ev[:, 0] == s][:, 1:], steps)
-        if len(stream) > info.capacity:
-            raise HostError(f"Sample {s} has {len(stream)} events but the board buffers "
-                            f"{info.capacity}: rebuild with --capacity {len(stream)}")
-        loaded = link.load(fmt.pack(stream))
-        if loaded != len(stream):
-            raise ProtocolError(f"Board buffered {loaded} events of sample {s}, "
-                                f"sent {len(stream)}")
-        result = link.run()
+                       [int(x) for x in v.labels[:count]],
+                       mode="batch-replay" if replay else "batch" if batch else "load-run")
+
+    def record(s, result):
         equal = result.counts == tuple(int(c) for c in gold_counts[s])
         report.samples.append(s)
         report.predicted.append(result.predicted)
@@ -188,12 +270,38 @@ def run_samples(link, bundle, *, samples=None, log=None):
         report.counts.append(list(result.counts))
         report.counts_equal.append(bool(equal and result.steps == steps))
         report.cycles.append(result.cycles)
-        report.events.append(len(stream))
+        report.events.append(len(streams[s]))
         if log:
             label = "" if report.labels is None else f", label {report.labels[s]}"
             log(f"sample {s}: class {result.predicted} (golden {int(gold_pred[s])}{label}), "
                 f"{result.cycles} cycles, counts {'equal' if equal else 'DIFFER'}")
+
+    sent0, received0 = link.sent, link.received
+    start = time.monotonic()
+    if batch:
+        groups = batches(streams, info.capacity, fmt.nbytes)
+        packed = [fmt.pack(np.concatenate(streams[a:b])) for a, b in groups]
+        for k in range(min(2, len(groups))):
+            link.send_batch(packed[k])
+        for k, (a, b) in enumerate(groups):
+            for s in range(a, b):
+                record(s, link.next_result())
+            if k + 2 < len(groups):                  # a half is free again: refill it
+                link.send_batch(packed[k + 2])
+    else:
+        for s in range(count):
+            if len(streams[s]) > info.capacity:
+                raise HostError(f"Sample {s} has {len(streams[s])} events but the board "
+                                f"buffers {info.capacity}: rebuild with --capacity "
+                                f"{len(streams[s])}")
+            loaded = link.load(fmt.pack(streams[s]))
+            if loaded != len(streams[s]):
+                raise ProtocolError(f"Board buffered {loaded} events of sample {s}, "
+                                    f"sent {len(streams[s])}")
+            record(s, link.run())
     report.seconds = time.monotonic() - start
+    report.bytes_sent = link.sent - sent0
+    report.bytes_received = link.received - received0
     return report
 
 
@@ -212,5 +320,7 @@ def format_report(report):
         f"per inference at {report.info.clock_hz / 1e6:.2f} MHz",
         f"inferences/s {j['inferences_per_second_link']:.1f} through the host link, "
         f"{j['inferences_per_second_accelerator']:.0f} in the accelerator",
+        f"link         {report.mode}, {j['bytes_per_sample']:.1f} bytes per sample "
+        f"({report.bytes_sent} sent, {report.bytes_received} received)",
     ]
     return "\n".join(lines)

@@ -19,7 +19,6 @@ from boards.build import (
     clock_reason,
     default_capacity,
     failure_message,
-    next_attempt,
     parse_nextpnr,
     parse_yosys,
     summary,
@@ -29,6 +28,11 @@ from boards.top import BOARDS, BoardTop, board
 from models.synth import random_linear_bundle
 
 REPO = Path(__file__).resolve().parents[2]
+MBAUD = 1_000_000      # the clock searches below were worked out at 1 Mbaud
+
+
+def next_attempt(history, b, *, baud=MBAUD, **kwargs):
+    return boards.build.next_attempt(history, b, baud=baud, **kwargs)
 
 
 def icepll(f_in_mhz, f_out_mhz):
@@ -303,7 +307,7 @@ def fake_builds(monkeypatch, fmax):
     calls = []
 
     def build_once(bundle, b, variant, *, clock_hz, baud, capacity, lanes, accelerator, out,
-                   seed, env):
+                   seed, env, replay=None):
         pll, clock_hz, divisor = clock_for(b, clock_hz, baud)
         calls.append((clock_hz, seed))
         out.mkdir(parents=True)
@@ -332,7 +336,7 @@ def test_build_puts_the_attempt_that_met_timing_on_top(tmp_path, monkeypatch):
     (tmp_path / "snn_board.bin").write_text("stale")
     (tmp_path / "notes.txt").write_text("not ours")
     bundle = random_linear_bundle(n_in=8, n_out=4, sparsity=0.5, steps=3)
-    report = build(bundle, build_dir=tmp_path, log=lambda text: None)
+    report = build(bundle, baud=MBAUD, build_dir=tmp_path, log=lambda text: None)
     assert calls == [(48e6, 1), (33.75e6, 2), (33e6, 3)]
     assert sorted(p.name for p in tmp_path.glob("try*")) == ["try1", "try2", "try3"]
     assert (tmp_path / "notes.txt").exists()
@@ -363,7 +367,7 @@ def test_build_puts_the_attempt_that_met_timing_on_top(tmp_path, monkeypatch):
 def test_build_without_a_clock_that_meets_timing_leaves_no_bitstream(tmp_path, monkeypatch):
     fake_builds(monkeypatch, lambda clock, seed: 0.9 * clock)
     bundle = random_linear_bundle(n_in=8, n_out=4, sparsity=0.5, steps=3)
-    report = build(bundle, build_dir=tmp_path, log=lambda text: None)
+    report = build(bundle, baud=MBAUD, build_dir=tmp_path, log=lambda text: None)
     assert len(report["attempts"]) == MAX_ATTEMPTS + 1 and report["clock_mhz"] == 12.0
     assert not report["timing_met"] and report["bitstream"] is None and report["attempt"] is None
     assert not (tmp_path / "snn_board.bin").exists()
@@ -375,7 +379,7 @@ def test_build_without_a_clock_that_meets_timing_leaves_no_bitstream(tmp_path, m
 def test_build_at_a_requested_clock_keeps_the_best_seed(tmp_path, monkeypatch):
     calls = fake_builds(monkeypatch, lambda clock, seed: {1: 23.5, 2: 23.8, 3: 23.6}[seed])
     bundle = random_linear_bundle(n_in=8, n_out=4, sparsity=0.5, steps=3)
-    report = build(bundle, clock_mhz=24, build_dir=tmp_path, log=lambda text: None)
+    report = build(bundle, baud=MBAUD, clock_mhz=24, build_dir=tmp_path, log=lambda text: None)
     assert calls == [(24e6, 1), (24e6, 2), (24e6, 3)]
     assert not report["timing_met"] and report["attempt"] == 2 and report["fmax_mhz"] == 23.8
     assert (tmp_path / "snn_board.bin").read_text() == "24000000.0 2"

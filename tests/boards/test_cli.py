@@ -138,7 +138,8 @@ def test_program_refuses_a_folder_built_for_another_board(tmp_path, capsys):
 
 def test_build_searches_down_to_a_clock_that_meets_timing(tmp_path, monkeypatch, capsys):
     fake_builds(monkeypatch, lambda clock, seed: {1: 35.35, 2: 33.66}.get(seed, 34.1))
-    assert main(["build", "--neurons", "8", "--steps", "3", "-o", str(tmp_path)]) == 0
+    assert main(["build", "--neurons", "8", "--steps", "3", "--baud", "1000000",
+                 "-o", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert err == ""
     assert re.search(r"^attempt 2: icebreaker at 33\.75 MHz \(PLL .*\), seed 2, in .*try2$", out,
@@ -151,7 +152,8 @@ def test_build_searches_down_to_a_clock_that_meets_timing(tmp_path, monkeypatch,
 
 def test_build_missing_a_requested_clock_fails_in_one_line(tmp_path, monkeypatch, capsys):
     fake_builds(monkeypatch, lambda clock, seed: 23.5)
-    assert main(["build", "--neurons", "8", "--clock", "24", "-q", "-o", str(tmp_path)]) == 1
+    assert main(["build", "--neurons", "8", "--clock", "24", "--baud", "1000000", "-q",
+                 "-o", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
     assert err == ("python -m boards build: error: timing not met (requested clock, timing not "
                    "met with any seed; 3 attempts: 24.00 MHz seed 1 missed (Fmax 23.50), "
@@ -164,7 +166,7 @@ def test_build_missing_a_requested_clock_fails_in_one_line(tmp_path, monkeypatch
 def test_build_that_misses_even_at_the_oscillator_fails_in_one_line(tmp_path, monkeypatch,
                                                                      capsys):
     fake_builds(monkeypatch, lambda clock, seed: 0.5 * clock)
-    assert main(["build", "--neurons", "8", "-q", "-o", str(tmp_path)]) == 1
+    assert main(["build", "--neurons", "8", "--baud", "1000000", "-q", "-o", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
     # Each retry aims at most at the last Fmax: 48 -> 24, 23.25 -> 11.62 (below the PLL's
     # range), then the oscillator.

@@ -140,7 +140,8 @@ def test_quick_synthesis_of_a_small_layer(small_bundle, tmp_path):
     assert (r["logic_cells"]["total"], r["bram"]["total"], r["spram"]["total"],
             r["dsp"]["total"]) == (5280, 30, 4, 8)
     # The host link alone takes several hundred cells and a block RAM (the event buffer).
-    assert 300 < r["logic_cells"]["used"] < 2000 and r["bram"]["used"] >= 1
+    # (With BATCH and its second buffer half, about 2,400 cells for this 16 -> 8 layer.)
+    assert 300 < r["logic_cells"]["used"] < 3000 and r["bram"]["used"] >= 1
     assert r["spram"]["used"] == 0
     assert report["cells"]["SB_LUT4"] > 0 and report["cells"]["SB_RAM40_4K"] == r["bram"]["used"]
     assert f"logic cells {r['logic_cells']['used']:>6} / 5280" in proc.stdout

@@ -152,7 +152,7 @@ def test_error_reply(error, name):
 
 def test_reply_lengths():
     link = BoardLink(ScriptedPort([reply(Reply.INFO, INFO.pack()[:-1])]))
-    with pytest.raises(ProtocolError, match=r"^INFO reply must have 16 bytes, not 15$"):
+    with pytest.raises(ProtocolError, match=r"^INFO reply must have 20 bytes, not 19$"):
         link.info()
     link = BoardLink(ScriptedPort([reply(Reply.INFO, INFO.pack()),
                                    reply(Reply.RESULT, RESULT + b"\x00\x00")]))
@@ -164,8 +164,8 @@ def test_reply_lengths():
 
 def test_truncated_reply_times_out():
     link = BoardLink(ScriptedPort([reply(Reply.INFO, INFO.pack())[:9]]))
-    with pytest.raises(ProtocolError, match=r"^Timed out waiting for a 16-byte reply payload "
-                                            r"\(5 of 16 bytes came\)$"):
+    with pytest.raises(ProtocolError, match=r"^Timed out waiting for a 20-byte reply payload "
+                                            r"\(5 of 20 bytes came\)$"):
         link.info()
     with pytest.raises(ProtocolError, match=r"^Timed out waiting for a reply \(0 of 1"):
         BoardLink(ScriptedPort([])).info()
@@ -186,8 +186,8 @@ def test_board_for_another_network(change, message):
 
 
 def test_protocol_version_mismatch():
-    with pytest.raises(HostError, match=r"^Board speaks protocol version 2, this host 1$"):
-        check_board(Info(**{**INFO.__dict__, "version": 2}), BUNDLE)
+    with pytest.raises(HostError, match=r"^Board speaks protocol version 1, this host 2$"):
+        check_board(Info(**{**INFO.__dict__, "version": 1}), BUNDLE)
 
 
 def test_ident_covers_weights():
