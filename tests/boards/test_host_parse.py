@@ -12,7 +12,7 @@ import struct
 import numpy as np
 import pytest
 
-from boards.host import BoardLink, HostError, check_board
+from boards.host import BoardLink, HostError, batches, check_board, run_samples, sample_streams
 from hdl import protocol
 from hdl.protocol import (
     SYNC_REPLY,
@@ -196,3 +196,78 @@ def test_ident_covers_weights():
     other.layers[0].weight = np.array(other.layers[0].weight)
     other.layers[0].weight[0, 0] += 1
     assert bundle_ident(other) != INFO.ident
+
+
+def direct_bundle(steps=3, samples=4, change=None):
+    """A bundle whose samples repeat one step (direct encoding); ``change`` = (sample, step)
+    gets one more event there."""
+    from dataclasses import replace
+
+    from models import golden
+    from models.synth import random_events
+    bundle = random_linear_bundle(n_in=12, n_out=5, sparsity=0.5, seed=2, steps=steps)
+    bundle.input = replace(bundle.input, encoding="direct")
+    one = random_events(np.random.default_rng(2), samples=samples, steps=1, n_in=12, density=0.4)
+    rows = [(s, t, a, v) for s, _, a, v in one for t in range(steps)]
+    if change:
+        rows.append((*change, 11, 1))
+    events = np.array(sorted(rows, key=lambda r: (r[0], r[1])), dtype=np.int64)
+    bundle.vectors = golden.make_vectors(bundle, events, samples)
+    return bundle, events
+
+
+def test_replay_sends_the_first_step_and_refuses_a_sample_that_changes():
+    bundle, events = direct_bundle()
+    streams = sample_streams(bundle, 4, replay=True)
+    for s, stream in enumerate(streams):
+        first = events[(events[:, 0] == s) & (events[:, 1] == 0)]
+        assert stream[:, 0].tolist() == first[:, 2].tolist() or len(first) == 0
+        assert stream[-1, 2] == 1 and stream[0, 3] == 1 and stream[:, 2].sum() == 1
+    assert [len(x) for x in sample_streams(bundle, 4)] == [3 * max(1, len(x)) for x in streams]
+    changed, _ = direct_bundle(change=(2, 1))
+    with pytest.raises(HostError, match=r"^Board replays one step per sample, but sample 2 "
+                                        r"changes at step 1 \(direct encoding\): rebuild with "
+                                        r"--no-replay$"):
+        sample_streams(changed, 4, replay=True)
+
+
+def test_batches_fill_a_buffer_half():
+    streams = [np.zeros((n, 4)) for n in (3, 4, 2, 5, 1)]
+    assert batches(streams, 8, 2) == [(0, 2), (2, 5)]                 # 7, then 2 + 5 + 1
+    assert batches(streams, 5, 2) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    # One frame carries at most 65,535 bytes: 16,383 events of 4 bytes.
+    assert batches([np.zeros((9000, 4))] * 2, 65535, 4) == [(0, 1), (1, 2)]
+    with pytest.raises(HostError, match=r"^Sample 3 has 5 events but the board buffers 4: "
+                                        r"rebuild with --capacity 5$"):
+        batches(streams, 4, 2)
+
+
+def test_batch_run_through_a_scripted_board():
+    """The host sends two BATCH frames before reading, then one per answered batch, and takes
+    the results in order; an ERROR in the stream stops it."""
+    bundle, events = direct_bundle(samples=5)
+    from models import golden
+    trace = golden.run(bundle, golden.events_to_dense(events, 5, 3, 12))
+    counts = golden.spike_counts(trace.output)
+    fmt = EventFormat.from_bundle(bundle)
+    sizes = [len(x) for x in sample_streams(bundle, 5, replay=True)]
+    info = Info(protocol.VERSION, fmt.nbytes, 12, 5, max(sizes[0] + sizes[1], sizes[2]),
+                1_000_000, bundle_ident(bundle), 3, protocol.FLAG_BATCH | protocol.FLAG_REPLAY)
+    groups = batches(sample_streams(bundle, 5, replay=True), info.capacity, fmt.nbytes)
+
+    def result(s):
+        return reply(Reply.RESULT, struct.pack("<HHI", int(np.argmax(counts[s])), 3, 100)
+                     + struct.pack("<5H", *counts[s]))
+
+    script = [reply(Reply.INFO, info.pack())]
+    script += [b"".join(result(s) for s in range(a, b)) for a, b in groups]
+    port = ScriptedPort(script)
+    report = run_samples(BoardLink(port), bundle)
+    assert report.mode == "batch-replay" and report.all_equal
+    assert [w[1] for w in port.written] == [Command.INFO] + [Command.BATCH] * len(groups)
+    assert report.bytes_sent == sum(len(w) for w in port.written[1:])       # INFO not counted
+    assert report.events == sizes
+    bad = ScriptedPort([reply(Reply.INFO, info.pack()), result(0) + reply(
+        Reply.ERROR, bytes([Error.CRC, Command.BATCH]))])
+    with pytest.raises(ProtocolError, match=r"^Board answered BATCH with error CRC$"):
+        run_samples(BoardLink(bad), bundle)
