@@ -41,6 +41,38 @@ def make_link(bundle, *, capacity=64, timeout=2000, stall=True):
                     capacity=capacity, timeout=timeout, clock_hz=1_000_000, ident=0x12345678)
 
 
+async def send_byte(ctx, link, byte):
+    """Drive one 8N1 byte onto ``rx``."""
+    for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
+        ctx.set(link.rx, bit)
+        await ctx.tick().repeat(DIVISOR)
+
+
+async def read_byte(ctx, link):
+    """Wait for and sample one 8N1 byte on ``tx``."""
+    while ctx.get(link.tx):
+        await ctx.tick()
+    await ctx.tick().repeat(DIVISOR // 2)
+    assert ctx.get(link.tx) == 0, "start bit glitch on tx"
+    value = 0
+    for k in range(8):
+        await ctx.tick().repeat(DIVISOR)
+        value |= ctx.get(link.tx) << k
+    await ctx.tick().repeat(DIVISOR)
+    assert ctx.get(link.tx) == 1, "missing stop bit on tx"
+    return value
+
+
+async def read_frame(ctx, link):
+    """One reply frame from ``tx``, its sync byte and CRC checked: ``(code, payload)``."""
+    assert await read_byte(ctx, link) == protocol.SYNC_REPLY
+    head = bytes([await read_byte(ctx, link) for _ in range(3)])
+    length = struct.unpack("<H", head[1:])[0]
+    payload = bytes([await read_byte(ctx, link) for _ in range(length)])
+    assert await read_byte(ctx, link) == protocol.crc8(head + payload)
+    return head[0], payload
+
+
 def rtl_link(link, script, *, budget=400_000):
     """Run ``script``: a list of (bytes to send, idle cycles after, replies expected).
 
@@ -55,35 +87,10 @@ def rtl_link(link, script, *, budget=400_000):
             for byte in data:
                 for _ in range(rng.randrange(3)):
                     await ctx.tick()
-                for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
-                    ctx.set(link.rx, bit)
-                    await ctx.tick().repeat(DIVISOR)
+                await send_byte(ctx, link, byte)
             await ctx.tick().repeat(idle) if idle else None
             for _ in range(expect):
-                replies.append(await read_frame(ctx))
-
-    async def read_byte(ctx):
-        while ctx.get(link.tx):
-            await ctx.tick()
-        await ctx.tick().repeat(DIVISOR // 2)
-        assert ctx.get(link.tx) == 0, "start bit glitch on tx"
-        value = 0
-        for k in range(8):
-            await ctx.tick().repeat(DIVISOR)
-            value |= ctx.get(link.tx) << k
-        await ctx.tick().repeat(DIVISOR)
-        assert ctx.get(link.tx) == 1, "missing stop bit on tx"
-        return value
-
-    async def read_frame(ctx):
-        sync = await read_byte(ctx)
-        assert sync == protocol.SYNC_REPLY
-        head = bytes([await read_byte(ctx) for _ in range(3)])
-        length = struct.unpack("<H", head[1:])[0]
-        payload = bytes([await read_byte(ctx) for _ in range(length)])
-        crc = await read_byte(ctx)
-        assert crc == protocol.crc8(head + payload)
-        return head[0], payload
+                replies.append(await read_frame(ctx, link))
 
     run_sim(link, [host], watchdog_cycles=budget, name="host_link")
     return replies
@@ -516,31 +523,13 @@ def rtl_stream(link, frames, *, total, budget=600_000):
             for byte in data:
                 for _ in range(rng.randrange(3)):
                     await ctx.tick()
-                for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
-                    ctx.set(link.rx, bit)
-                    await ctx.tick().repeat(DIVISOR)
+                await send_byte(ctx, link, byte)
         while len(replies) < total:
             await ctx.tick()
 
     async def reader(ctx):
-        async def read_byte():
-            while ctx.get(link.tx):
-                await ctx.tick()
-            await ctx.tick().repeat(DIVISOR // 2)
-            value = 0
-            for k in range(8):
-                await ctx.tick().repeat(DIVISOR)
-                value |= ctx.get(link.tx) << k
-            await ctx.tick().repeat(DIVISOR)
-            assert ctx.get(link.tx) == 1, "missing stop bit on tx"
-            return value
-
         while len(replies) < total:
-            assert await read_byte() == protocol.SYNC_REPLY
-            head = bytes([await read_byte() for _ in range(3)])
-            payload = bytes([await read_byte() for _ in range(struct.unpack("<H", head[1:])[0])])
-            assert await read_byte() == protocol.crc8(head + payload)
-            replies.append((head[0], payload))
+            replies.append(await read_frame(ctx, link))
 
     run_sim(link, [host, reader], watchdog_cycles=budget, name="host_link")
     return replies
