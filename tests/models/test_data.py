@@ -210,3 +210,18 @@ def test_train_and_export_on_mnist(tmp_path):
     assert metrics["train"]["dataset"] == "mnist" and metrics["train"]["train_samples"] == 512
     assert metrics["train"]["loss"] == "ce_count"
     assert bundle.provenance["dataset"] == "MNIST"
+    # The whole split beside the 40 vectors: same encoding, so its first 40 are the vectors'.
+    split = metrics["test_split"]
+    assert split["samples"] == 10000
+    from models.data import load_checkpoint
+    from models.export import whole_split
+    net, tcfg, _ = load_checkpoint(ckpt)
+    _, _, x_test, y_test = D.load_split("mnist")
+    again = whole_split(net, bundle, tcfg, x_test, y_test)
+    golden_preds, float_preds = again["predictions"]["golden"], again["predictions"]["float"]
+    np.testing.assert_array_equal(golden_preds[:40], bundle.vectors.predictions)
+    assert split["golden_accuracy"] == pytest.approx((golden_preds == y_test).mean(), abs=1e-6)
+    assert split["float_accuracy"] == pytest.approx((float_preds == y_test).mean(), abs=1e-6)
+    assert split["agreement"] == pytest.approx((golden_preds == float_preds).mean(), abs=1e-6)
+    assert split["accuracy_drop_points"] == pytest.approx(
+        100 * (split["float_accuracy"] - split["golden_accuracy"]), abs=1e-4)
