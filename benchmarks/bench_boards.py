@@ -53,11 +53,15 @@ RESULT_KEYS = {
 
 
 def measure_cycles(bundle_dir, lanes, samples, folder):
-    """Cycles per inference of ``samples`` test samples, from the host link's own counter."""
+    """Cycles per inference of ``samples`` test samples, from the host link's own counter.
+
+    The link runs LOAD and RUN (no BATCH, no replay), so its buffer holds every step of a
+    sample, direct-encoded ones too: the accelerator's cycles without the replay's bubbles."""
     from hdl.top import Accelerator
     bundle = load(bundle_dir)
     link = HostLink(Accelerator(bundle, lanes=lanes), n_in=bundle.input.size,
-                    n_out=bundle.n_out, divisor=4, capacity=default_capacity(bundle),
+                    n_out=bundle.n_out, divisor=4,
+                    capacity=default_capacity(bundle, replay=False),
                     timeout=10 ** 6, clock_hz=100_000_000, ident=bundle_ident(bundle))
     result = cosimulate(link, bundle_dir, folder, samples=samples, wall_limit=3600)
     if result["returncode"] != 0 or not result.get("all_equal"):
