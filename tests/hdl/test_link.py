@@ -687,3 +687,28 @@ def test_batch_info_and_parameters():
         HostLink(StandIn(bundle), **params, steps=0)
     with pytest.raises(TypeError, match=r"^Replay must be a bool, not 1$"):
         HostLink(StandIn(bundle), **params, steps=4, replay=1)
+
+
+@pytest.mark.xfail(strict=True, reason="hdl bug: a BATCH writes its buffer half from the start "
+                   "as its bytes arrive, and one that fails a check (here its CRC) is not "
+                   "committed but has overwritten the events LOADed into that half; found by "
+                   "the link fuzzer (tests/cosim/test_link_fuzz.py treats such a RUN as undefined)")
+def test_failed_batch_keeps_loaded_events():
+    """LOAD a sample, send a BATCH with a bad CRC, RUN: the RUN must run the LOADed sample, as a
+    failed LOAD leaves the buffer as it was."""
+    bundle = small_bundle(seed=12, steps=2)
+    fmt = EventFormat.from_bundle(bundle)
+    loaded = [(1, 1, 0, 1), (2, 1, 1, 0), (3, 1, 1, 0)]          # two steps: 1, 2 | 3
+    other = fmt.pack([(7, 1, 1, 0), (8, 1, 1, 0)])
+    bad = bytearray(encode_frame(Command.BATCH, other))
+    bad[-1] ^= 0xFF
+    link = make_batch_link(bundle, capacity=8)
+    replies = rtl_link(link, [(encode_frame(Command.LOAD, fmt.pack(loaded)), 0, 1),
+                              (bytes(bad), 0, 1), (encode_frame(Command.RUN), 0, 1)])
+    assert replies[:2] == [(Reply.LOADED, bytes([3, 0])), error(Error.CRC, Command.BATCH)]
+    x = np.zeros((1, 2, 12), dtype=np.int64)
+    x[0, 0, [1, 2]] = 1
+    x[0, 1, 3] = 1
+    assert replies[2][0] == Reply.RESULT, f"RUN answered {replies[2]}"
+    result = protocol.Result.unpack(replies[2][1], 5)
+    assert result.counts == tuple(golden.spike_counts(golden.run(bundle, x).output)[0])
