@@ -46,6 +46,9 @@ ZOO = {
     # sample), each trained in under 20 minutes of CPU on the 2-core machine.
     "mnist_mlp": ["--dataset", "mnist", "--arch", "mlp", "--encoding", "direct", "--steps", "6",
                   "--slope", "1", "--epochs", "20", "--prune-epochs", "20", "--lr", "0.003"],
+    "mnist_csnn": ["--dataset", "mnist", "--arch", "csnn", "--channels", "16,32",
+                   "--encoding", "direct", "--steps", "4", "--slope", "2", "--epochs", "5",
+                   "--prune-epochs", "2", "--prune-scope", "global", "--lr", "0.005"],
 }
 
 
