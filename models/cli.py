@@ -252,10 +252,70 @@ def _export(args):
     return 0
 
 
+def _board_rate(bundle, seed, bits):
+    """Golden figures of a rate-coded bundle's test samples with the spikes drawn by the
+    on-board generator (models/onboard.py) instead of the exported ones."""
+    import math
+
+    import numpy as np
+
+    from . import golden
+    from .data import DATASET_INFO, load_split
+    from .onboard import quantize, rate_events, sample_seeds
+    if bundle.input.encoding != "rate":
+        raise ValueError(f"--board-rate needs a rate-coded bundle, not {bundle.input.encoding!r}")
+    v = bundle.vectors
+    if v is None or v.labels is None:
+        raise ValueError("--board-rate needs the bundle's vectors.npz with labels")
+    source = (bundle.provenance or {}).get("dataset")
+    names = [name for name, info in DATASET_INFO.items() if info["source"] == source]
+    if not names:
+        raise ValueError(f"--board-rate: the bundle's data set {source!r} is not one of "
+                         f"{', '.join(info['source'] for info in DATASET_INFO.values())}")
+    _, _, x_test, y_test = load_split(names[0])
+    if not np.array_equal(np.asarray(y_test[:v.samples]), np.asarray(v.labels)):
+        raise ValueError(f"--board-rate: the vectors' labels are not the first {v.samples} of "
+                         f"the {source} test split")
+    q = quantize(np.asarray(x_test[:v.samples]).reshape(v.samples, -1), bits)
+    events = rate_events(q, sample_seeds(seed, v.samples), steps=v.steps, bits=bits)
+    trace = golden.run(bundle, golden.events_to_dense(events, v.samples, v.steps,
+                                                      bundle.input.size))
+    preds = golden.predict(trace.output)
+    # As events, a sample is its stream (hdl.protocol.sample_stream): every event, and an empty
+    # one for each step without any; an event packs address, 1-bit value, last and first.
+    sent_events = np.asarray(v.events).reshape(-1, 4)
+    per_step = np.bincount(sent_events[:, 0] * v.steps + sent_events[:, 1],
+                           minlength=v.samples * v.steps)
+    stream = int(np.maximum(per_step, 1).sum())
+    event_bytes = math.ceil((max(1, (bundle.input.size - 1).bit_length()) + 3) / 8)
+    return {"accuracy": float((preds == np.asarray(v.labels)).mean()),
+            "exported_accuracy": float((v.predictions == np.asarray(v.labels)).mean()),
+            "agreement_with_exported": float((preds == v.predictions).mean()),
+            "input_events_per_inference": len(events) / v.samples,
+            "exported_input_events_per_inference": len(sent_events) / v.samples,
+            "event_bytes_per_sample": stream * event_bytes / v.samples,
+            "intensity_bytes_per_sample": math.ceil(bundle.input.size * bits / 8) + 4,
+            "samples": int(v.samples), "steps": int(v.steps), "bits": bits, "seed": seed}
+
+
 def _eval(args):
     from .bundle import load
     from .export import golden_report
     bundle = load(args.bundle)
+    if args.board_rate is not None:
+        r = _board_rate(bundle, args.board_rate, args.bits)
+        print(f"{r['samples']} samples x {r['steps']} steps, spikes drawn on the board "
+              f"({r['bits']}-bit intensities, base seed {r['seed']}): golden accuracy "
+              f"{100 * r['accuracy']:.2f}% (exported spikes: {100 * r['exported_accuracy']:.2f}"
+              f"%), same class as the exported spikes for "
+              f"{100 * r['agreement_with_exported']:.2f}%")
+        print(f"input spikes per inference {r['input_events_per_inference']:.1f} (exported "
+              f"{r['exported_input_events_per_inference']:.1f}); on the link "
+              f"{r['intensity_bytes_per_sample']} bytes per sample as intensities and seed, "
+              f"{r['event_bytes_per_sample']:.1f} as events")
+        if args.json:
+            print(json.dumps(r, sort_keys=True))
+        return 0
     report, _ = golden_report(bundle)
     acc = report.get("accuracy")
     print(f"{report['samples']} samples x {report['steps']} steps"
@@ -381,6 +441,12 @@ def _parser():
     p = sub.add_parser("eval", help="run a bundle's vectors through the golden model")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle folder with vectors.npz")
     p.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    p.add_argument("--board-rate", type=int, default=None, metavar="SEED",
+                   help="rate-coded bundles: draw the test samples' spikes as the on-board "
+                        "generator would from this base seed (models/onboard.py) and report "
+                        "the golden accuracy with them")
+    p.add_argument("--bits", type=int, default=4, metavar="BITS",
+                   help="intensity bits for --board-rate (default: %(default)s)")
     p.set_defaults(run=_eval)
 
     p = sub.add_parser("sweep", help="beta x threshold sweep: accuracy and spikes, plotted")
