@@ -76,13 +76,15 @@ def _round(obj, digits=6):
 
 
 def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
-                 train_metrics=None, name="bundle"):
+                 train_metrics=None, name="bundle", split=False):
     """Quantize a trained ``net`` and make its vectors; return ``(bundle, metrics)``.
 
     The test split of ``tcfg.dataset`` is encoded with ``tcfg``'s encoder and ``test_seed``;
     the float network and the golden model both run on those events. ``samples`` keeps the first
     ``samples`` test samples (default: :data:`DEFAULT_SAMPLES`, all 360 digits);
-    ``potential_bits`` defaults to ``tcfg``'s.
+    ``potential_bits`` defaults to ``tcfg``'s. With ``split``, when the vectors hold fewer
+    samples than the test split, the float and golden figures of the whole split go into the
+    metrics too (``test_split``, :func:`whole_split`; ``None`` otherwise).
     """
     import snntorch
     import torch
@@ -117,10 +119,10 @@ def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
     bundle.vectors = vectors
 
     agreement = float((report["predictions"] == floatm["predictions"]).mean())
-    split = None
-    if samples < len(y_test):
-        split = whole_split(net, bundle, tcfg, x_test, y_test)
-        del split["predictions"]
+    whole = None
+    if split and samples < len(y_test):
+        whole = whole_split(net, bundle, tcfg, x_test, y_test)
+        del whole["predictions"]
     sparsity = {layer.name: float((layer.weight == 0).mean()) for layer in bundle.neuron_layers}
     info = DATASET_INFO[tcfg.dataset]
     described = info["description"] + ("" if samples == len(y_test) else
@@ -150,7 +152,7 @@ def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
         "spikes_total_per_inference": {"float": floatm["spikes_total_per_inference"],
                                        "golden": report["spikes_total_per_inference"]},
         "input_events_per_inference": report["input_events_per_inference"],
-        "test_split": split,
+        "test_split": whole,
         "train_seconds": train_metrics.get("train_seconds"),
         "train_cpu_seconds": train_metrics.get("train_cpu_seconds"),
         "net": net.cfg.to_dict(),
@@ -209,7 +211,8 @@ def export_checkpoint(checkpoint, out, *, weight_bits=8, potential_bits=None, sa
     torch.set_num_threads(tcfg.threads)
     bundle, metrics = build_bundle(net, tcfg, weight_bits=weight_bits,
                                    potential_bits=potential_bits, samples=samples,
-                                   train_metrics=train_metrics, name=name or Path(out).name)
+                                   train_metrics=train_metrics, name=name or Path(out).name,
+                                   split=True)
     out = bundle_io.save(bundle, out)
     write_metrics(out / "metrics.json", _round(metrics))
     if progress:
