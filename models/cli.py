@@ -252,58 +252,13 @@ def _export(args):
     return 0
 
 
-def _board_rate(bundle, seed, bits):
-    """Golden figures of a rate-coded bundle's test samples with the spikes drawn by the
-    on-board generator (models/onboard.py) instead of the exported ones."""
-    import math
-
-    import numpy as np
-
-    from . import golden
-    from .data import DATASET_INFO, load_split
-    from .onboard import quantize, rate_events, sample_seeds
-    if bundle.input.encoding != "rate":
-        raise ValueError(f"--board-rate needs a rate-coded bundle, not {bundle.input.encoding!r}")
-    v = bundle.vectors
-    if v is None or v.labels is None:
-        raise ValueError("--board-rate needs the bundle's vectors.npz with labels")
-    source = (bundle.provenance or {}).get("dataset")
-    names = [name for name, info in DATASET_INFO.items() if info["source"] == source]
-    if not names:
-        raise ValueError(f"--board-rate: the bundle's data set {source!r} is not one of "
-                         f"{', '.join(info['source'] for info in DATASET_INFO.values())}")
-    _, _, x_test, y_test = load_split(names[0])
-    if not np.array_equal(np.asarray(y_test[:v.samples]), np.asarray(v.labels)):
-        raise ValueError(f"--board-rate: the vectors' labels are not the first {v.samples} of "
-                         f"the {source} test split")
-    q = quantize(np.asarray(x_test[:v.samples]).reshape(v.samples, -1), bits)
-    events = rate_events(q, sample_seeds(seed, v.samples), steps=v.steps, bits=bits)
-    trace = golden.run(bundle, golden.events_to_dense(events, v.samples, v.steps,
-                                                      bundle.input.size))
-    preds = golden.predict(trace.output)
-    # As events, a sample is its stream (hdl.protocol.sample_stream): every event, and an empty
-    # one for each step without any; an event packs address, 1-bit value, last and first.
-    sent_events = np.asarray(v.events).reshape(-1, 4)
-    per_step = np.bincount(sent_events[:, 0] * v.steps + sent_events[:, 1],
-                           minlength=v.samples * v.steps)
-    stream = int(np.maximum(per_step, 1).sum())
-    event_bytes = math.ceil((max(1, (bundle.input.size - 1).bit_length()) + 3) / 8)
-    return {"accuracy": float((preds == np.asarray(v.labels)).mean()),
-            "exported_accuracy": float((v.predictions == np.asarray(v.labels)).mean()),
-            "agreement_with_exported": float((preds == v.predictions).mean()),
-            "input_events_per_inference": len(events) / v.samples,
-            "exported_input_events_per_inference": len(sent_events) / v.samples,
-            "event_bytes_per_sample": stream * event_bytes / v.samples,
-            "intensity_bytes_per_sample": math.ceil(bundle.input.size * bits / 8) + 4,
-            "samples": int(v.samples), "steps": int(v.steps), "bits": bits, "seed": seed}
-
-
 def _eval(args):
     from .bundle import load
     from .export import golden_report
     bundle = load(args.bundle)
     if args.board_rate is not None:
-        r = _board_rate(bundle, args.board_rate, args.bits)
+        from .onboard import board_rate_report
+        r = board_rate_report(bundle, args.board_rate, args.bits)
         print(f"{r['samples']} samples x {r['steps']} steps, spikes drawn on the board "
               f"({r['bits']}-bit intensities, base seed {r['seed']}): golden accuracy "
               f"{100 * r['accuracy']:.2f}% (exported spikes: {100 * r['exported_accuracy']:.2f}"

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MASK", "xorshift32", "quantize", "sample_seeds", "rate_events"]
+__all__ = ["MASK", "board_rate_report", "quantize", "rate_events", "sample_seeds",
+           "xorshift32"]
 
 MASK = 0xFFFFFFFF
 
@@ -97,3 +98,44 @@ def rate_events(intensities, seeds, *, steps, bits):
             spikes[:, t, a] = (state >> shift).astype(np.int64) < q[:, a]
     rows = np.argwhere(spikes).astype(np.int64)
     return np.concatenate([rows, np.ones((len(rows), 1), dtype=np.int64)], axis=1)
+
+
+def board_rate_report(bundle, seed, bits):
+    """Golden figures of a rate-coded bundle's test samples with the spikes this generator draws
+    (base seed ``seed``, ``bits``-bit intensities) beside those of its exported spikes, and the
+    bytes a sample takes on the host link either way (``python -m models eval --board-rate``)."""
+    from hdl.protocol import EventFormat, sample_stream
+
+    from . import golden
+    from .data import DATASET_INFO, load_split
+    if bundle.input.encoding != "rate":
+        raise ValueError(f"--board-rate needs a rate-coded bundle, not {bundle.input.encoding!r}")
+    v = bundle.vectors
+    if v is None or v.labels is None:
+        raise ValueError("--board-rate needs the bundle's vectors.npz with labels")
+    source = (bundle.provenance or {}).get("dataset")
+    names = [name for name, info in DATASET_INFO.items() if info["source"] == source]
+    if not names:
+        raise ValueError(f"--board-rate: the bundle's data set {source!r} is not one of "
+                         f"{', '.join(info['source'] for info in DATASET_INFO.values())}")
+    _, _, x_test, y_test = load_split(names[0])
+    labels = np.asarray(v.labels)
+    if not np.array_equal(np.asarray(y_test[:v.samples]), labels):
+        raise ValueError(f"--board-rate: the vectors' labels are not the first {v.samples} of "
+                         f"the {source} test split")
+    q = quantize(np.asarray(x_test[:v.samples]).reshape(v.samples, -1), bits)
+    events = rate_events(q, sample_seeds(seed, v.samples), steps=v.steps, bits=bits)
+    dense = golden.events_to_dense(events, v.samples, v.steps, bundle.input.size)
+    preds = golden.predict(golden.run(bundle, dense).output)
+    sent = np.asarray(v.events).reshape(-1, 4)
+    stream = sum(len(sample_stream(sent[sent[:, 0] == s][:, 1:], v.steps))
+                 for s in range(v.samples))
+    return {"accuracy": float((preds == labels).mean()),
+            "exported_accuracy": float((v.predictions == labels).mean()),
+            "agreement_with_exported": float((preds == v.predictions).mean()),
+            "input_events_per_inference": len(events) / v.samples,
+            "exported_input_events_per_inference": len(sent) / v.samples,
+            "event_bytes_per_sample": stream * EventFormat.from_bundle(bundle).nbytes
+            / v.samples,
+            "intensity_bytes_per_sample": -(-bundle.input.size * bits // 8) + 4,
+            "samples": int(v.samples), "steps": int(v.steps), "bits": bits, "seed": seed}

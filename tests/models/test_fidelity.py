@@ -21,7 +21,7 @@ def test_trained_fidelity(name, tmp_path):
     assert main(["train", *ZOO[name], "-o", str(ckpt)]) == 0
     assert main(["export", str(ckpt), "-o", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    digits = name.startswith("digits")
+    digits = m["train"]["dataset"] == "digits"
     assert m["weight_bits"] == 8 and m["samples"] == (360 if digits else 2000)
     if not digits:
         split = m["test_split"]
