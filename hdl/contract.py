@@ -14,6 +14,7 @@ from models.bundle import Layer
 
 from .cycles import activity
 from .event import EngineCounters, EventLayout
+from .wload import WEIGHT_WRITE
 
 __all__ = ["EngineBase", "check_int", "check_bool", "check_layer", "check_value_shape"]
 
@@ -68,7 +69,7 @@ class EngineBase(wiring.Component):
     _current_bits = None
 
     def __init__(self, layer, *, value_shape=unsigned(1), counters=False,
-                 counters_signature=None):
+                 counters_signature=None, load=False):
         self._layer = layer
         self._value_shape = value_shape
         self._counters = check_bool("Counters", counters)
@@ -78,6 +79,8 @@ class EngineBase(wiring.Component):
         }
         if counters:
             members["counters"] = Out(counters_signature or EngineCounters())
+        if load:
+            members["load"] = In(WEIGHT_WRITE)
         super().__init__(members)
 
     @property

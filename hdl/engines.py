@@ -26,7 +26,7 @@ def input_value_shape(bundle):
 
 
 def make_engine(layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=False,
-                updates=None, queue_depth=None, counters=False):
+                updates=None, queue_depth=None, counters=False, store=None):
     """The engine of ``layer``, or ``None`` for a layer that needs no hardware (``flatten``).
 
     Every layer kind takes the same options; a kind refuses, with a :exc:`ValueError` naming
@@ -56,6 +56,9 @@ def make_engine(layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=Fals
     counters : :class:`bool`
         Give the engine its ``counters`` member (:class:`hdl.event.EngineCounters`, or the
         engine's extension of it).
+    store : :class:`hdl.wload.WeightStore` or ``None``
+        Load the weights at run time (:mod:`hdl.wload`): the engine registers its weight
+        memories with the store and gets a ``load`` member. Linear layers only.
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"Layer must be a models.bundle.Layer, not {layer!r:.80}")
@@ -76,6 +79,9 @@ def make_engine(layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=Fals
             refuse("Queue depth", "None", queue_depth)
         if lanes != 1:
             refuse("Lanes", "1", lanes)
+    if store is not None and layer.kind == "conv2d":
+        refuse("Weights", "in ROM (weights loaded at run time are built for linear layers)",
+               "loaded at run time")
     if layer.kind == "conv2d":
         own = "dense" if dense else "sparse-kernel"
         if fmt not in (None, own):
@@ -88,7 +94,7 @@ def make_engine(layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=Fals
                 check_int("Updates", updates, 1)
             return LinearEngine(layer, value_shape=value_shape, lanes=lanes, fmt=fmt,
                                 dense=dense, updates=None if updates is None else updates * lanes,
-                                counters=counters,
+                                counters=counters, **({} if store is None else {"store": store}),
                                 **({} if queue_depth is None else {"fifo_depth": queue_depth}))
         if layer.kind == "conv2d":
             return Conv2dEngine(layer, value_shape=value_shape, lanes=lanes, dense=dense,
@@ -106,7 +112,7 @@ def make_engine(layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=Fals
 
 
 def make_engines(bundle, *, lanes=1, fmt=None, dense=False, updates=None, queue_depth=None,
-                 counters=False):
+                 counters=False, store=None):
     """``[(layer, engine)]`` for every layer of ``bundle`` that needs hardware, in order.
 
     Options are the network's, applied where a layer takes them: ``fmt`` and ``updates`` to
@@ -133,6 +139,8 @@ def make_engines(bundle, *, lanes=1, fmt=None, dense=False, updates=None, queue_
             options.update(lanes=per_layer[id(layer)], dense=dense, queue_depth=queue_depth)
         if layer.kind == "linear":
             options.update(fmt=fmt, updates=updates)
+        if store is not None and layer.has_neurons:
+            options["store"] = store
         engine = make_engine(layer, value_shape=value_shape, **options)
         if engine is not None:
             engines.append((layer, engine))

@@ -26,16 +26,18 @@ engine asks about.
 from itertools import combinations
 
 from amaranth import *
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .accumulator import AccumulateOp
 from .event import addr_bits
 from .lsb import CHUNK, clear_lowest, lowest_set_bit
 from .queue import ReadQueue
+from .wload import WEIGHT_WRITE, weight_memory, word_value
 
 __all__ = ["LaneEvent", "RowWork", "ChunkWord", "Visit", "lane_ref", "RowQueue", "RowWalker",
-           "ChunkFetcher", "BitScanner", "WeightReader", "LinearLane"]
+           "ChunkFetcher", "BitScanner", "WeightReader", "LinearLane", "entry_fold",
+           "register_lane"]
 
 #: Memory attributes of the weight ROMs: Yosys builds a ROM of a few dozen words from LUTs
 #: (a 64 x 35 row table took 245 iCE40 logic cells, docs/timing-notes.md); a block RAM is free.
@@ -111,6 +113,83 @@ def lane_ref(packed, lane, events, *, value_shape):
     return ops
 
 
+def _table(pw, lane):
+    """The row memory of ``lane``: ``(fields, init)``, or ``(None, None)`` for dense rows."""
+    data_ = pw.lane_data[lane]
+    if pw.fmt == "dense":
+        return None, None
+    if pw.inline_chunk:
+        return ({"start": pw.start_bits, "bits": pw.chunk_width},
+                [{"start": s, "bits": row[0]} for (s, _), row in zip(data_.rows, data_.chunks)])
+    counts = data_.spans if pw.fmt == "bitmap" else [c for _, c in data_.rows]
+    return ({"start": pw.start_bits, "count": pw.count_bits},
+            [{"start": s, "count": c} for (s, _), c in zip(data_.rows, counts)])
+
+
+def _entry_fields(pw):
+    fields = {"weight": signed(pw.weight_bits)}
+    if pw.fmt == "csr":
+        fields["post"] = unsigned(pw.post_bits)
+    return fields
+
+
+def _entries(pw, lane):
+    return [{"weight": w, **({"post": p} if pw.fmt == "csr" else {})}
+            for p, w in pw.lane_data[lane].entries]
+
+
+def entry_fold(pw):
+    """Entries per word of a loaded entry memory: the most (a power of two) that fit 16 bits.
+
+    A RAM loaded at run time packs several entries into a word, so that a UP5K SPRAM (16 bits
+    wide) holds four 4-bit weights in a word instead of one; the entry's low address bits pick
+    it out of the word that is read."""
+    fold = 1
+    while 2 * fold * pw.entry_bits <= 16:
+        fold *= 2
+    return fold
+
+
+def register_lane(store, pw, lane, prefix):
+    """Register lane ``lane``'s weight memories with ``store`` (a :class:`hdl.wload.WeightStore`)
+    under ``prefix``; return ``{memory: sel}`` for :class:`LinearLane`'s ``loads``.
+
+    The entry memory is sized for :attr:`~hdl.weights.PackedWeights.entry_depth` (the
+    capacity) and packed :func:`entry_fold` entries to a word."""
+    loads = {}
+    fields, init = _table(pw, lane)
+    if fields is not None:
+        loads["table"] = store.add(f"{prefix}.table", data.StructLayout(fields), pw.n_in, init)
+    if pw.fmt == "bitmap" and not pw.inline_chunk:
+        loads["bitmap"] = store.add(f"{prefix}.bitmap", unsigned(pw.chunk_width),
+                                    pw.bitmap_depth,
+                                    [c for row in pw.lane_data[lane].chunks for c in row])
+    fold = entry_fold(pw)
+    layout = data.StructLayout(_entry_fields(pw))
+    entries = [word_value(layout, e) for e in _entries(pw, lane)]
+    words = [sum(e << (k * pw.entry_bits) for k, e in enumerate(entries[i:i + fold]))
+             for i in range(0, len(entries), fold)]
+    loads["entries"] = store.add(f"{prefix}.entries", unsigned(fold * pw.entry_bits),
+                                 -(-pw.entry_depth // fold), words)
+    return loads
+
+
+def _load_members(loads):
+    """The ``load`` member of a lane stage whose memories are loaded at run time."""
+    return {} if loads is None else {"load": In(WEIGHT_WRITE)}
+
+
+def _memory(component, m, name, platform, **kwargs):
+    """:func:`hdl.wload.weight_memory` for ``component``'s memory ``name`` (ROM without
+    ``loads``)."""
+    loads, store = component._loads, component._store
+    if loads is None:
+        return weight_memory(m, name, **kwargs)
+    sel = loads[name]
+    return weight_memory(m, name, load=component.load, sel=sel, spram=store.place()[sel],
+                         platform=platform, **kwargs)
+
+
 def _count(bits):
     """Set bits among up to four, saturated at 3: ``(high, low)``, each a function of four."""
     bits = list(bits) + [C(0, 1)] * (4 - len(bits))
@@ -177,19 +256,21 @@ class RowQueue(wiring.Component):
     o : ``Out(stream.Signature(RowWork(packed, value_shape)))``, or ``ChunkWord`` inline
     busy : ``Out(2)``
     """
-    def __init__(self, packed, lane, *, value_shape, depth):
+    def __init__(self, packed, lane, *, value_shape, depth, loads=None, store=None):
         self._packed, self._lane, self._depth = packed, lane, depth
+        self._loads, self._store = loads, store
         row = ChunkWord if packed.inline_chunk else RowWork
         super().__init__({
             "i": In(stream.Signature(LaneEvent(packed.n_in, value_shape), always_ready=True)),
             "room": Out(1),
             "o": Out(stream.Signature(row(packed, value_shape))),
             "busy": Out(2),
+            **_load_members(loads),
         })
 
     def elaborate(self, platform):
         m = Module()
-        pw, lane = self._packed, self._packed.lane_data[self._lane]
+        pw = self._packed
         m.submodules.rows = rows = ReadQueue(self.o.p.shape(), depth=self._depth)
         wiring.connect(m, rows.o, wiring.flipped(self.o))
         m.d.comb += [self.room.eq(rows.room), rows.issue.eq(self.i.valid)]
@@ -211,20 +292,12 @@ class RowQueue(wiring.Component):
             m.d.sync += start.eq(self.i.p.addr * pw.bank_size)
             m.d.comb += [rows.i.p.start.eq(start),
                          rows.i.p.count.eq(Mux(in_range, pw.bank_size, 0))]
-            fields, init = None, None
         elif pw.inline_chunk:
-            fields = {"start": pw.start_bits, "bits": pw.chunk_width}
-            init = [{"start": s, "bits": row[0]} for (s, _), row in zip(lane.rows, lane.chunks)]
             m.d.comb += rows.i.p.first.eq(1)
-        else:
-            counts = lane.spans if pw.fmt == "bitmap" else [c for _, c in lane.rows]
-            fields = {"start": pw.start_bits, "count": pw.count_bits}
-            init = [{"start": s, "count": c} for (s, _), c in zip(lane.rows, counts)]
+        fields, init = _table(pw, self._lane)
         if fields is not None:
-            table = memory.Memory(shape=data.StructLayout(fields), depth=pw.n_in, init=init,
-                                  attrs=ROM_IN_BLOCK_RAM)
-            m.submodules.table = table
-            table_rd = table.read_port()
+            table_rd = _memory(self, m, "table", platform, shape=data.StructLayout(fields),
+                               depth=pw.n_in, init=init, attrs=ROM_IN_BLOCK_RAM)
             m.d.comb += table_rd.addr.eq(self.i.p.addr)
             m.d.comb += [getattr(rows.i.p, name).eq(getattr(table_rd.data, name))
                          for name in fields if name == "start"]
@@ -311,22 +384,23 @@ class ChunkFetcher(wiring.Component):
     o : ``Out(stream.Signature(ChunkWord(packed, value_shape)))``
     busy : ``Out(2)``
     """
-    def __init__(self, packed, lane, *, value_shape):
+    def __init__(self, packed, lane, *, value_shape, loads=None, store=None):
         self._packed, self._lane = packed, lane
+        self._loads, self._store = loads, store
         super().__init__({
             "i": In(stream.Signature(RowWork(packed, value_shape))),
             "o": Out(stream.Signature(ChunkWord(packed, value_shape))),
             "busy": Out(2),
+            **_load_members(loads),
         })
 
     def elaborate(self, platform):
         m = Module()
         pw = self._packed
-        bitmap = memory.Memory(shape=pw.chunk_width, depth=pw.bitmap_depth,
-                               init=[c for row in pw.lane_data[self._lane].chunks for c in row],
-                               attrs=ROM_IN_BLOCK_RAM)
-        m.submodules.bitmap = bitmap
-        bitmap_rd = bitmap.read_port()
+        bitmap_rd = _memory(self, m, "bitmap", platform, shape=pw.chunk_width,
+                            depth=pw.bitmap_depth,
+                            init=[c for row in pw.lane_data[self._lane].chunks for c in row],
+                            attrs=ROM_IN_BLOCK_RAM)
         m.submodules.words = words = ReadQueue(self.o.p.shape(), depth=CHUNK_SLOTS)
         wiring.connect(m, words.o, wiring.flipped(self.o))
 
@@ -451,39 +525,50 @@ class WeightReader(wiring.Component):
     o : ``Out(stream.Signature(AccumulateOp(depth, current_bits)))``
     busy : ``Out(2)``
     """
-    def __init__(self, packed, lane, *, value_shape, depth, current_bits):
+    def __init__(self, packed, lane, *, value_shape, depth, current_bits, loads=None,
+                 store=None):
         self._packed, self._lane, self._value_shape = packed, lane, Shape.cast(value_shape)
+        self._loads, self._store = loads, store
         super().__init__({
             "i": In(stream.Signature(Visit(packed, value_shape), always_ready=True)),
             "o": Out(stream.Signature(AccumulateOp(depth, current_bits))),
             "busy": Out(2),
+            **_load_members(loads),
         })
 
     def elaborate(self, platform):
         m = Module()
         pw = self._packed
-        fields = {"weight": signed(pw.weight_bits)}
-        if pw.fmt == "csr":
-            fields["post"] = unsigned(pw.post_bits)
-        entries = memory.Memory(
-            shape=data.StructLayout(fields), depth=pw.entry_depth,
-            init=[{"weight": w, **({"post": p} if pw.fmt == "csr" else {})}
-                  for p, w in pw.lane_data[self._lane].entries],
-            attrs=ROM_IN_BLOCK_RAM)
-        m.submodules.entries = entries
-        entries_rd = entries.read_port()
-        m.d.comb += entries_rd.addr.eq(self.i.p.entry)
+        fields = _entry_fields(pw)
+        if self._loads is None:
+            entries_rd = _memory(self, m, "entries", platform, shape=data.StructLayout(fields),
+                                 depth=pw.entry_depth, init=_entries(pw, self._lane),
+                                 attrs=ROM_IN_BLOCK_RAM)
+            m.d.comb += entries_rd.addr.eq(self.i.p.entry)
+            read = Signal(self.i.p.shape(), reset_less=True)
+            entry = entries_rd.data
+        else:
+            read = Signal(self.i.p.shape(), reset_less=True)
+            # Loaded: `fold` entries a word; the entry's low bits pick it out of the word read.
+            fold = entry_fold(pw)
+            k = fold.bit_length() - 1
+            entries_rd = _memory(self, m, "entries", platform, shape=fold * pw.entry_bits,
+                                 depth=-(-pw.entry_depth // fold), init=[],
+                                 attrs=ROM_IN_BLOCK_RAM)
+            m.d.comb += entries_rd.addr.eq(self.i.p.entry >> k)
+            word = Value.cast(entries_rd.data)
+            entry = data.View(data.StructLayout(fields),
+                              word.word_select(read.entry[:k], pw.entry_bits) if k else word)
 
         # Read: the visit waits beside the entry memory. Weigh: the read data, registered.
-        read = Signal(self.i.p.shape(), reset_less=True)
         weigh = Signal(self.i.p.shape(), reset_less=True)
         weight = Signal(signed(pw.weight_bits), reset_less=True)
         read_valid = Signal()
         weigh_valid = Signal()
         m.d.sync += [read_valid.eq(self.i.valid), read.eq(self.i.p),
-                     weigh_valid.eq(read_valid), weigh.eq(read), weight.eq(entries_rd.data.weight)]
+                     weigh_valid.eq(read_valid), weigh.eq(read), weight.eq(entry.weight)]
         if pw.fmt == "csr":
-            m.d.sync += weigh.post.eq(entries_rd.data.post)
+            m.d.sync += weigh.post.eq(entry.post)
         if self._value_shape.width == 0:                # spikes: every event has value 1
             delta = weight
         elif self._value_shape == unsigned(1):
@@ -532,21 +617,25 @@ class LinearLane(wiring.Component):
         its oldest work's bank; a register, so events offered in this cycle and the one before
         do not show yet).
     """
-    def __init__(self, packed, lane, *, value_shape, depth, current_bits, queue_depth):
+    def __init__(self, packed, lane, *, value_shape, depth, current_bits, queue_depth,
+                 loads=None, store=None):
         self._packed, self._lane, self._value_shape = packed, lane, value_shape
         self._depth, self._current_bits, self._queue_depth = depth, current_bits, queue_depth
+        self._loads, self._store = loads, store
         super().__init__({
             "i": In(stream.Signature(LaneEvent(packed.n_in, value_shape), always_ready=True)),
             "room": Out(1),
             "o": Out(stream.Signature(AccumulateOp(depth, current_bits))),
             "busy": Out(2),
+            **_load_members(loads),
         })
 
     def elaborate(self, platform):
         m = Module()
         pw, lane, vshape = self._packed, self._lane, self._value_shape
+        load = {} if self._loads is None else {"loads": self._loads, "store": self._store}
         m.submodules.rows = rows = RowQueue(pw, lane, value_shape=vshape,
-                                            depth=self._queue_depth)
+                                            depth=self._queue_depth, **load)
         wiring.connect(m, wiring.flipped(self.i), rows.i)
         m.d.comb += self.room.eq(rows.room)
         if pw.inline_chunk:
@@ -554,7 +643,7 @@ class LinearLane(wiring.Component):
             wiring.connect(m, rows.o, walker.i)
             parts = [rows, walker]
         elif pw.fmt == "bitmap":
-            m.submodules.chunks = chunks = ChunkFetcher(pw, lane, value_shape=vshape)
+            m.submodules.chunks = chunks = ChunkFetcher(pw, lane, value_shape=vshape, **load)
             m.submodules.scanner = walker = BitScanner(pw, value_shape=vshape)
             wiring.connect(m, rows.o, chunks.i)
             wiring.connect(m, chunks.o, walker.i)
@@ -565,7 +654,11 @@ class LinearLane(wiring.Component):
             parts = [rows, walker]
         m.submodules.weights = weights = WeightReader(pw, lane, value_shape=vshape,
                                                       depth=self._depth,
-                                                      current_bits=self._current_bits)
+                                                      current_bits=self._current_bits, **load)
+        if load:
+            stages = [rows, weights] + ([chunks] if "bitmap" in self._loads else [])
+            m.d.comb += [stage.load.eq(self.load) for stage in stages
+                         if "load" in stage.signature.members]
         wiring.connect(m, walker.o, weights.i)
         wiring.connect(m, weights.o, wiring.flipped(self.o))
         busy = weights.busy

@@ -14,7 +14,7 @@ from .compress import SpikeCompressor
 from .contract import EngineBase, check_bool, check_int, check_layer, check_value_shape
 from .cycles import activity, linear_estimate, lower_bound
 from .event import EventLayout
-from .lane import LinearLane
+from .lane import LinearLane, register_lane
 from .lsb import CHUNK
 from .neuron import check_neuron
 from .queue import ReadQueue, full_rate_depth
@@ -112,7 +112,7 @@ class LinearEngine(EngineBase):
     :meth:`work` and :meth:`estimate_cycles`.
     """
     def __init__(self, layer, *, value_shape=unsigned(1), lanes=1, fmt=None, dense=False,
-                 fifo_depth=None, updates=None, counters=False):
+                 fifo_depth=None, updates=None, counters=False, store=None):
         check_layer(layer, "linear")
         check_neuron(layer.neuron)
         value_shape = check_value_shape(value_shape)
@@ -133,6 +133,11 @@ class LinearEngine(EngineBase):
             if fmt not in (None, "dense"):
                 raise ValueError(f"Dense baseline needs weight format 'dense', not {fmt!r}")
             fmt = "dense"
+        if store is not None:
+            if dense:
+                raise ValueError("Weights loaded at run time need the event-driven engine, "
+                                 "not the dense baseline")
+            fmt = fmt or "bitmap"        # the layout of every bitmap is the layer's shape alone
         if fmt is None:
             fmt = choose_format(layer.weight, lanes=lanes, weight_bits=layer.weight_bits)
         if fmt not in FORMATS:
@@ -140,10 +145,52 @@ class LinearEngine(EngineBase):
                              f"{', '.join(repr(f) for f in FORMATS)}, not {fmt!r}")
         self._lanes = lanes
         self._dense, self._fifo_depth, self._updates = bool(dense), fifo_depth, updates
-        self._packed = pack_linear(layer.weight, lanes=lanes, fmt=fmt,
-                                   weight_bits=layer.weight_bits)
-        self._current_bits = current_bits(layer, value_max(value_shape))
-        super().__init__(layer, value_shape=value_shape, counters=counters)
+        self._store = store
+        if store is None:
+            self._packed = pack_linear(layer.weight, lanes=lanes, fmt=fmt,
+                                       weight_bits=layer.weight_bits)
+            self._current_bits = current_bits(layer, value_max(value_shape))
+        else:
+            self._packed, self._current_bits = self._register(store, layer, value_shape, fmt)
+        super().__init__(layer, value_shape=value_shape, counters=counters,
+                         load=store is not None)
+        if store is not None:
+            self._loads = [register_lane(store, self._packed, k, f"{layer.name}.lane{k}")
+                           for k in range(lanes)]
+            self._bias_loads = self._register_bias(store, layer)
+
+    def _register(self, store, layer, value_shape, fmt):
+        """Weights loaded at run time: memories sized by the layer's shape alone (every weight
+        of a lane's bank may be non-zero; currents hold any weights and any bias up to the
+        largest weight sum), and the facts the hardware fixes, for the store's ident."""
+        lanes = self._lanes
+        bank = -(-layer.n_out // lanes)
+        packed = pack_linear(layer.weight, lanes=lanes, fmt=fmt, weight_bits=layer.weight_bits,
+                             capacity=layer.n_in * bank)
+        bound = layer.n_in * 2 ** (layer.weight_bits - 1) * value_max(value_shape)
+        cb = bound.bit_length() + 2                   # sign, and a bias up to the bound
+        neuron = layer.neuron
+        store.describe(layer=layer.name, kind="linear", n_in=layer.n_in, n_out=layer.n_out,
+                       weight_bits=layer.weight_bits, value_shape=repr(Shape.cast(value_shape)),
+                       bias=layer.bias is not None, lanes=lanes, updates=self._updates,
+                       fmt=fmt, current_bits=cb, neuron=neuron.to_json())
+        return packed, cb
+
+    def _register_bias(self, store, layer):
+        """Per sweep column, its bias memory (``None`` for a layer without bias)."""
+        if layer.bias is None:
+            return None
+        rows, width = self.rows, self._updates
+        bias = np.zeros(rows * width, dtype=np.int64)
+        bias[:layer.n_out] = layer.bias_vector()
+        lo, hi = -2 ** (self._current_bits - 1), 2 ** (self._current_bits - 1) - 1
+        if bias.min(initial=0) < lo or bias.max(initial=0) > hi:
+            bad = int(bias.min() if bias.min() < lo else bias.max())
+            raise ValueError(f"Bias {bad} does not fit the {self._current_bits}-bit currents "
+                             f"the layer is built for")
+        bias = bias.reshape(rows, width)
+        return [store.add(f"{layer.name}.bias{u}", signed(self._current_bits), rows,
+                          [int(b) for b in bias[:, u]]) for u in range(width)]
 
     @property
     def packed(self):
@@ -238,8 +285,12 @@ class LinearEngine(EngineBase):
         lane_value = unsigned(0) if spikes else vshape
         room, busy, ops, accumulators = [], [], [], []
         for k in range(lanes):
+            load = {} if self._store is None else {"loads": self._loads[k],
+                                                   "store": self._store}
             lane = LinearLane(pw, k, value_shape=lane_value, depth=depth, current_bits=cb,
-                              queue_depth=self._fifo_depth)
+                              queue_depth=self._fifo_depth, **load)
+            if load:
+                m.d.comb += lane.load.eq(self.load)
             acc = BankedAccumulator(depth, current_bits=cb, sweep_width=sub)
             m.submodules[f"lane{k}"], m.submodules[f"current{k}"] = lane, acc
             wiring.connect(m, lane.o, acc.i)
@@ -261,9 +312,17 @@ class LinearEngine(EngineBase):
         # ---- Neuron sweep over the accumulators' rows, spikes into the compressor.
         bias = np.zeros(rows * width, dtype=np.int64)
         bias[:layer.n_out] = layer.bias_vector()
+        if self._store is None:
+            bias_load = {"bias": bias.reshape(rows, width)}
+        elif self._bias_loads is None:
+            bias_load = {}
+        else:
+            bias_load = {"bias_load": self._bias_loads, "store": self._store}
         m.submodules.sweep = sweep = NeuronSweep(
             layer.neuron, current_bits=cb, rows=rows, width=width,
-            bias=bias.reshape(rows, width), live=live_rows(layer.n_out, width))
+            live=live_rows(layer.n_out, width), **bias_load)
+        if "bias_load" in bias_load:
+            m.d.comb += sweep.load.eq(self.load)
         wiring.connect(m, steps.o, sweep.i)
         read = sweep.o_read
         m.d.comb += [steps.i_read.valid.eq(read.valid), steps.i_read.p.eq(read.p),

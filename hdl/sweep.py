@@ -18,6 +18,7 @@ from .accumulator import SweepRequest
 from .compress import SpikeWord
 from .neuron import check_neuron, neuron_clamp, neuron_leak, neuron_sum
 from .queue import ReadQueue, full_rate_depth
+from .wload import WEIGHT_WRITE, weight_memory
 
 __all__ = ["LATENCY", "SweepCommand", "NeuronSweep", "live_rows", "sweep_ref"]
 
@@ -149,8 +150,11 @@ class NeuronSweep(wiring.Component):
     module, as the engines do.
     """
     def __init__(self, neuron, *, current_bits, rows, width, bias=None, live=None,
-                 queue_depth=None, output_queue=True):
+                 queue_depth=None, output_queue=True, bias_load=None, store=None):
         check_neuron(neuron)
+        if bias_load is not None and (bias is not None or len(bias_load) != width):
+            raise ValueError(f"Bias load must give one memory per column ({width}) and comes "
+                             f"instead of a bias, not {bias_load!r}")
         for name, value, lo in (("Current bits", current_bits, 2), ("Rows", rows, 1),
                                 ("Width", width, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
@@ -189,7 +193,9 @@ class NeuronSweep(wiring.Component):
         self._rows, self._width, self._bias = rows, width, bias
         self._live, self._queue_depth = live or [rows] * width, queue_depth
         self._output_queue = output_queue
+        self._bias_load, self._store = bias_load, store
         super().__init__({
+            **({} if bias_load is None else {"load": In(WEIGHT_WRITE)}),
             "i": In(stream.Signature(SweepCommand())),
             "o_read": Out(stream.Signature(SweepRequest(rows), always_ready=True)),
             "i_current": In(stream.Signature(data.ArrayLayout(signed(current_bits), width),
@@ -272,7 +278,7 @@ class NeuronSweep(wiring.Component):
             prev_u = Signal(signed(neuron.potential_bits), name=f"prev_u{u}", reset_less=True)
             prev_s = Signal(name=f"prev_s{u}", reset_less=True)
             m.d.sync += [prev_u.eq(st_rd.data.u), prev_s.eq(st_rd.data.s)]
-            bias = self._bias_of(m, u, read, leak, runs)
+            bias = self._bias_of(m, u, read, leak, runs, platform)
 
             # Leak: leak(u) (a multiplier for a mul leak) and current + bias, registered. The
             # multiplier takes the register `prev_u` as it is and its product goes straight
@@ -317,9 +323,16 @@ class NeuronSweep(wiring.Component):
             m.d.sync += [self.o.valid.eq(wb.valid), self.o.payload.eq(word)]
         return m
 
-    def _bias_of(self, m, u, read, leak, runs):
+    def _bias_of(self, m, u, read, leak, runs, platform=None):
         """Column ``u``'s bias in the leak stage (a value; ``read``/``leak`` are stages)."""
         cb = self._current_bits
+        if self._bias_load is not None:              # loaded at run time: any values
+            sel = self._bias_load[u]
+            rom_rd = weight_memory(m, f"bias{u}", shape=signed(cb), depth=self._rows, init=[],
+                                   load=self.load, sel=sel, spram=self._store.place()[sel],
+                                   platform=platform)
+            m.d.comb += rom_rd.addr.eq(read.row)
+            return rom_rd.data
         if self._bias is None:
             return Const(0, signed(cb))
         column = [self._bias[r][u] for r in range(self._rows)]

@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 from .engines import input_value_shape, make_engines
 from .event import EventLayout, SpikeLayout
 from .trace import DEFAULT_TRACE_DEPTH, TraceMerge, fork, trace_layout, traced_layers
+from .wload import WeightLoader, WeightStore
 
 __all__ = ["Accelerator", "Status", "input_value_shape"]
 
@@ -57,6 +58,15 @@ class Accelerator(wiring.Component):
         engine has nothing to trace and refuses it.
     trace_depth : :class:`int`
         Events each traced layer may queue before ``trace.ready`` low stalls the network.
+    weights : :class:`str`
+        ``"rom"`` (default): the weights are the memories' initial contents. ``"load"``: the
+        weight and bias memories start empty and are filled at run time through the ``load``
+        members (:mod:`hdl.wload`; linear layers only), laid out for the network's shape
+        alone, so any bundle of the same shape runs on the same hardware
+        (:attr:`weight_store` has the image and its ident).
+    spram : :class:`int`
+        With ``weights="load"``: iCE40 SPRAM blocks the largest weight memories may take
+        (they become SB_SPRAM256KA instances when elaborated for a platform).
 
     Members
     -------
@@ -64,18 +74,36 @@ class Accelerator(wiring.Component):
     o : ``Out(stream.Signature(SpikeLayout(n_out)))``
     status : ``Out(Status)``, only with ``status=True``
     trace : ``Out(stream.Signature(TraceLayout(...)))``, only with ``trace=True``
+    load_restart, load, load_done : only with ``weights="load"``
+        ``In(1)``, ``In(stream.Signature(8, always_ready=True))``, ``Out(1)``: the
+        :class:`~hdl.wload.WeightLoader`'s ``restart``, ``i`` and ``done``. Load only while no
+        sample is in the network.
     """
     def __init__(self, bundle, *, lanes=1, fmt=None, dense=False, queue_depth=None,
-                 status=False, updates=None, trace=False, trace_depth=DEFAULT_TRACE_DEPTH):
+                 status=False, updates=None, trace=False, trace_depth=DEFAULT_TRACE_DEPTH,
+                 weights="rom", spram=0):
+        if weights not in ("rom", "load"):
+            raise ValueError(f"Weights must be 'rom' or 'load', not {weights!r}")
+        if spram and weights != "load":
+            raise ValueError(f"SPRAM holds weights loaded at run time only (weights='load'), "
+                             f"not {weights!r}")
         self._bundle = bundle
+        self._store = None if weights == "rom" else WeightStore(spram=spram)
         # The status port sums the engines' counters: they exist only when it does.
         self._engines = make_engines(bundle, lanes=lanes, fmt=fmt, dense=dense,
                                      updates=updates, queue_depth=queue_depth,
-                                     counters=bool(status))
+                                     counters=bool(status),
+                                     **({} if self._store is None else {"store": self._store}))
         members = {
             "i": In(stream.Signature(EventLayout(bundle.input.size, input_value_shape(bundle)))),
             "o": Out(stream.Signature(SpikeLayout(bundle.n_out))),
         }
+        if self._store is not None:
+            self._store.describe(input=bundle.input.to_json())
+            self._store.place()
+            members.update({"load_restart": In(1),
+                            "load": In(stream.Signature(8, always_ready=True)),
+                            "load_done": Out(1)})
         if status:
             members["status"] = Out(Status)
         self._status = bool(status)
@@ -97,6 +125,11 @@ class Accelerator(wiring.Component):
         return [] if self._trace is None else [index for index, _ in self._trace.taps]
 
     @property
+    def weight_store(self):
+        """The :class:`~hdl.wload.WeightStore` of ``weights="load"`` (else ``None``)."""
+        return self._store
+
+    @property
     def engines(self):
         """``[(layer, engine)]`` in pipeline order."""
         return list(self._engines)
@@ -104,6 +137,13 @@ class Accelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         upstream = wiring.flipped(self.i)
+        if self._store is not None:
+            m.submodules.loader = loader = WeightLoader(self._store)
+            m.d.comb += [loader.restart.eq(self.load_restart), loader.i.valid.eq(self.load.valid),
+                         loader.i.p.eq(self.load.p), self.load_done.eq(loader.done)]
+            for _, engine in self._engines:
+                if "load" in engine.signature.members:
+                    m.d.comb += engine.load.eq(loader.o)
         if self._trace is not None:
             m.submodules.trace = self._trace
             wiring.connect(m, self._trace.o, wiring.flipped(self.trace))

@@ -89,6 +89,7 @@ class PackedWeights:
     post_bits: int
     chunk_width: int            # bitmap: bits per chunk
     chunks_per_row: int         # bitmap: chunks per row and lane
+    capacity: int = 0           # entries a lane's memory holds (0: as many as it has)
 
     @property
     def entry_bits(self):
@@ -97,7 +98,8 @@ class PackedWeights:
 
     @property
     def entry_depth(self):
-        return max(1, max(len(lane.entries) for lane in self.lane_data))
+        """Words of a lane's entry memory: the :attr:`capacity`, or its most entries."""
+        return self.capacity or max(1, max(len(lane.entries) for lane in self.lane_data))
 
     @property
     def inline_chunk(self):
@@ -133,8 +135,12 @@ class PackedWeights:
         return max((c for lane in self.lane_data for _, c in lane.rows), default=0)
 
 
-def pack_linear(weight, *, lanes, fmt, weight_bits):
-    """Lay out ``weight`` ``[n_out, n_in]`` for ``lanes`` lanes in format ``fmt``."""
+def pack_linear(weight, *, lanes, fmt, weight_bits, capacity=None):
+    """Lay out ``weight`` ``[n_out, n_in]`` for ``lanes`` lanes in format ``fmt``.
+
+    ``capacity``: entries each lane's memory is built for (weights loaded at run time: any
+    weights of the shape must fit), at least the most any lane has; default: the most.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"Weight format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     weight = np.asarray(weight, dtype=np.int64)
@@ -160,11 +166,15 @@ def pack_linear(weight, *, lanes, fmt, weight_bits):
                 chunks.append(bits)
         lane_data.append(PackedLane(rows, entries, chunks))
     max_entries = max(len(lane.entries) for lane in lane_data)
+    if capacity is not None and capacity < max(1, max_entries):
+        lane = max(range(lanes), key=lambda k: len(lane_data[k].entries))
+        raise ValueError(f"Lane {lane} has {max_entries} weights, more than the capacity "
+                         f"{capacity} its memory is built for")
     return PackedWeights(fmt, lanes, n_in, n_out, weight_bits, bank, lane_data,
-                         start_bits=_bits(max(0, max_entries - 1)),
+                         start_bits=_bits(max(0, (capacity or max_entries) - 1)),
                          count_bits=_bits(nchunks if fmt == "bitmap" else bank),
                          post_bits=max(1, ceil_log2(bank)),
-                         chunk_width=cw, chunks_per_row=nchunks)
+                         chunk_width=cw, chunks_per_row=nchunks, capacity=capacity or 0)
 
 
 def choose_format(weight, *, lanes, weight_bits):
