@@ -58,6 +58,10 @@ def build_parser():
     hw.add_argument("--no-replay", dest="replay", action="store_false",
                     help="direct-encoded bundles: the host sends every step, the board does "
                          "not replay the first (default: replay)")
+    hw.add_argument("--weights", choices=("rom", "load"), default="rom",
+                    help="rom: weights in the bitstream (default); load: memories filled at "
+                         "run time over the link (boards run uploads them), in SPRAM on the "
+                         "iCEBreaker, so one build runs any bundle of the same shape")
     hw.add_argument("--capacity", type=int_arg(1, 65535), metavar="N",
                     help="event buffer, events per sample (default: the largest test sample)")
     b.add_argument("-o", "--output", type=Path, default=Path("build/board"), metavar="DIR",
@@ -77,6 +81,9 @@ def build_parser():
     f.add_argument("--bundle", type=Path, required=True, metavar="DIR", help="bundle folder")
     f.add_argument("--lanes", type=lanes_arg(1, 16), default=1, metavar="L[,L...]",
                    help="accumulate lanes, as for build (default: %(default)s)")
+    f.add_argument("--weights", choices=("rom", "load"), default="rom",
+                   help="weights in the bitstream (rom) or loaded at run time (load, in SPRAM "
+                        "on the iCEBreaker)")
     f.add_argument("--capacity", type=int_arg(1, 65535), metavar="N",
                    help="event buffer, events per sample (default: the largest test sample)")
     f.add_argument("--json", type=Path, metavar="FILE", help="also write the report here")
@@ -158,6 +165,7 @@ def _built_for(folder):
 
 def _cmd_build(args, parser):
     from .build import BuildError, ProgramError, build, program, summary
+    from .weights import accelerator_for
     if args.variant is not None and args.board != "ulx3s":
         parser.error(f"--variant applies to ulx3s, not {args.board}")
     if args.flash and not args.program:
@@ -190,7 +198,8 @@ def _cmd_build(args, parser):
         report = build(bundle, board_name=args.board, variant=args.variant, lanes=args.lanes,
                        clock_mhz=args.clock, baud=args.baud, capacity=args.capacity,
                        build_dir=args.output, seed=args.seed, log=log,
-                       replay=None if args.replay else False)
+                       replay=None if args.replay else False,
+                       accelerator=accelerator_for(args.weights, args.board))
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     except BuildError as exc:
@@ -217,13 +226,15 @@ def _cmd_build(args, parser):
 def _cmd_fit(args, parser):
     from .build import BuildError
     from .fit import fit, format_fit
+    from .weights import accelerator_for
     if args.variant is not None and args.board != "ulx3s":
         parser.error(f"--variant applies to ulx3s, not {args.board}")
     bundle = _load_bundle(args.bundle, parser)
     check_bundle_options(parser, bundle, lanes=args.lanes)
     try:
         report = fit(bundle, board_name=args.board, variant=args.variant, lanes=args.lanes,
-                     capacity=args.capacity, work_dir=args.output)
+                     capacity=args.capacity, work_dir=args.output,
+                     accelerator=accelerator_for(args.weights, args.board))
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     except BuildError as exc:
@@ -236,9 +247,10 @@ def _cmd_fit(args, parser):
 
 
 def _cmd_run(args, parser):
-    from hdl.protocol import ProtocolError
+    from hdl.protocol import FLAG_WEIGHTS, ProtocolError
 
     from .host import BoardLink, HostError, format_report, open_port, run_samples
+    from .weights import LoadedBoardLink
     bundle = _load_bundle(args.bundle, parser)
     if bundle.vectors is None:
         parser.error(f"{args.bundle}: has no vectors.npz, so there are no test samples to run")
@@ -246,7 +258,12 @@ def _cmd_run(args, parser):
     try:
         port = open_port(str(args.port), baud=args.baud, timeout=args.timeout)
         with port:
-            report = run_samples(BoardLink(port), bundle, samples=args.samples, log=log)
+            link = BoardLink(port)
+            if link.info().flags & FLAG_WEIGHTS:
+                # Weights loaded at run time: upload this bundle's before the samples.
+                link = LoadedBoardLink(port, bundle, log=log)
+                link.load_weights()
+            report = run_samples(link, bundle, samples=args.samples, log=log)
     except (HostError, ProtocolError) as exc:
         print(f"python -m boards run: error: {exc}", file=sys.stderr)
         return 1

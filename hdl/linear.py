@@ -160,15 +160,27 @@ class LinearEngine(EngineBase):
             self._bias_loads = self._register_bias(store, layer)
 
     def _register(self, store, layer, value_shape, fmt):
-        """Weights loaded at run time: memories sized by the layer's shape alone (every weight
-        of a lane's bank may be non-zero; currents hold any weights and any bias up to the
-        largest weight sum), and the facts the hardware fixes, for the store's ident."""
+        """Weights loaded at run time: memories sized by the layer's shape alone, and the
+        facts the hardware fixes, for the store's ident.
+
+        A lane's entry memory holds half of its bank's weights (any bundle of the shape at
+        least 50 % sparse in every lane), or all of them for a denser bundle; the currents
+        hold the largest sum any weights of ``weight_bits`` can make, and a bias whose
+        currents stay within that width (checked)."""
         lanes = self._lanes
         bank = -(-layer.n_out // lanes)
+        most = max(int(np.count_nonzero(layer.weight[k::lanes])) for k in range(lanes))
+        full = layer.n_in * bank
+        capacity = -(-full // 2) if most <= -(-full // 2) else full
         packed = pack_linear(layer.weight, lanes=lanes, fmt=fmt, weight_bits=layer.weight_bits,
-                             capacity=layer.n_in * bank)
-        bound = layer.n_in * 2 ** (layer.weight_bits - 1) * value_max(value_shape)
-        cb = bound.bit_length() + 2                   # sign, and a bias up to the bound
+                             capacity=capacity)
+        max_x = value_max(value_shape)
+        bound = layer.n_in * 2 ** (layer.weight_bits - 1) * max_x
+        cb = bound.bit_length() + 1
+        need = current_bits(layer, max_x)
+        if need > cb:
+            raise ValueError(f"Bias makes currents of {need} bits; weights loaded at run time "
+                             f"hold {cb} for this shape")
         neuron = layer.neuron
         store.describe(layer=layer.name, kind="linear", n_in=layer.n_in, n_out=layer.n_out,
                        weight_bits=layer.weight_bits, value_shape=repr(Shape.cast(value_shape)),
@@ -183,11 +195,6 @@ class LinearEngine(EngineBase):
         rows, width = self.rows, self._updates
         bias = np.zeros(rows * width, dtype=np.int64)
         bias[:layer.n_out] = layer.bias_vector()
-        lo, hi = -2 ** (self._current_bits - 1), 2 ** (self._current_bits - 1) - 1
-        if bias.min(initial=0) < lo or bias.max(initial=0) > hi:
-            bad = int(bias.min() if bias.min() < lo else bias.max())
-            raise ValueError(f"Bias {bad} does not fit the {self._current_bits}-bit currents "
-                             f"the layer is built for")
         bias = bias.reshape(rows, width)
         return [store.add(f"{layer.name}.bias{u}", signed(self._current_bits), rows,
                           [int(b) for b in bias[:, u]]) for u in range(width)]

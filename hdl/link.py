@@ -16,8 +16,8 @@ from . import protocol
 from .protocol import COUNT_BITS, RESULT_HEAD, Command, Error, Reply
 from .uart import MIN_DIVISOR, UARTRx, UARTTx
 
-__all__ = ["HostLink", "ReplyKind", "SkidBuffer", "check_accelerator", "crc8_next",
-           "reply_plan"]
+__all__ = ["HostLink", "ReplyKind", "SkidBuffer", "WeightsReplyKind", "check_accelerator",
+           "crc8_next", "reply_plan"]
 
 
 def crc8_next(crc, byte):
@@ -80,7 +80,16 @@ class ReplyKind(enum.Enum, shape=2):
     RESULT = 3
 
 
-def reply_plan(info, n_out):
+class WeightsReplyKind(enum.Enum, shape=3):
+    """:class:`ReplyKind` of a link that loads weights (WEIGHTS replies too)."""
+    INFO = 0
+    LOADED = 1
+    ERROR = 2
+    RESULT = 3
+    WEIGHTS = 4
+
+
+def reply_plan(info, n_out, kinds=ReplyKind):
     """The bytes of every reply up to its spike counts: ``{ReplyKind: [entry, ...]}``.
 
     An entry is a constant byte (:class:`int`) or ``(field, k)``, byte ``k`` (little-endian) of
@@ -95,13 +104,17 @@ def reply_plan(info, n_out):
     def field(name, size):
         return [(name, k) for k in range(size)]
 
-    return {
-        ReplyKind.INFO: header(Reply.INFO, protocol.INFO_LENGTH) + list(info.pack()),
-        ReplyKind.LOADED: header(Reply.LOADED, 2) + field("committed", 2),
-        ReplyKind.ERROR: header(Reply.ERROR, 2) + field("verdict", 1) + field("command", 1),
-        ReplyKind.RESULT: (header(Reply.RESULT, RESULT_HEAD + 2 * n_out) + field("class", 2)
-                           + field("steps", 2) + field("cycles", 4)),
+    plan = {
+        kinds.INFO: header(Reply.INFO, protocol.INFO_LENGTH) + list(info.pack()),
+        kinds.LOADED: header(Reply.LOADED, 2) + field("committed", 2),
+        kinds.ERROR: header(Reply.ERROR, 2) + field("verdict", 1) + field("command", 1),
+        kinds.RESULT: (header(Reply.RESULT, RESULT_HEAD + 2 * n_out) + field("class", 2)
+                       + field("steps", 2) + field("cycles", 4)),
     }
+    if kinds is WeightsReplyKind:
+        plan[kinds.WEIGHTS] = (header(Reply.WEIGHTS, protocol.WEIGHTS_REPLY)
+                               + field("written", 4) + field("loaded", 1))
+    return plan
 
 
 class SkidBuffer(wiring.Component):
@@ -207,11 +220,19 @@ class HostLink(wiring.Component):
     clock_hz : :class:`int`
         Clock frequency reported in INFO.
     ident : :class:`int`
-        32-bit identity of the network (:func:`hdl.protocol.bundle_ident`), reported in INFO.
+        32-bit identity of the network (:func:`hdl.protocol.bundle_ident`), reported in INFO
+        (weights loaded at run time: the weight store's layout ident instead).
     steps : :class:`int` or ``None``
         Steps of a BATCH sample; ``None`` builds a link without BATCH (a COMMAND error).
     replay : :class:`bool`
         BATCH samples are one step, fed ``steps`` times.
+
+    An accelerator with the ``load`` members of ``weights="load"`` (:class:`hdl.top.Accelerator`)
+    gets the WEIGHTS command: ``ident`` is then its weight store's layout ident, INFO carries
+    :data:`~hdl.protocol.FLAG_WEIGHTS`, and RUN and BATCH wait for a whole image (WEIGHTS
+    error). A WEIGHTS frame's image bytes go to the loader as they arrive, at the offset the
+    frame names: 0 starts a new image, any other must be the bytes written so far. A frame that
+    fails after writing starts the image over (offset 0), since the bytes it wrote are in.
 
     Members
     -------
@@ -247,6 +268,8 @@ class HostLink(wiring.Component):
             raise ValueError("Replay needs the steps of a sample (steps=None)")
         self._ev_layout = check_accelerator(accelerator, n_in, n_out)
         self._accelerator = accelerator
+        if self.weights:
+            ident = accelerator.weight_store.ident      # the layout, not one bundle's weights
         self._n_in, self._n_out = n_in, n_out
         self._capacity, self._timeout = capacity, timeout
         self._clock_hz, self._ident = clock_hz, ident
@@ -288,10 +311,16 @@ class HostLink(wiring.Component):
         return (Shape.cast(self._ev_layout).width + 7) // 8
 
     @property
+    def weights(self):
+        """Whether the accelerator's weights are loaded at run time (WEIGHTS)."""
+        return "load" in self._accelerator.signature.members
+
+    @property
     def info(self):
         """The INFO reply this link gives."""
         flags = ((protocol.FLAG_BATCH if self._steps else 0)
-                 | (protocol.FLAG_REPLAY if self._replay else 0))
+                 | (protocol.FLAG_REPLAY if self._replay else 0)
+                 | (protocol.FLAG_WEIGHTS if self.weights else 0))
         return protocol.Info(protocol.VERSION, self.event_bytes, self._n_in, self._n_out,
                              self._capacity, self._clock_hz, self._ident, self._steps or 0,
                              flags)
@@ -342,6 +371,8 @@ class HostLink(wiring.Component):
         nbytes = self.event_bytes
         n_out, capacity = self._n_out, self._capacity
         batch_on = self._steps is not None
+        weights_on = self.weights
+        K = WeightsReplyKind if weights_on else ReplyKind
         span = 1 if self._replay or not batch_on else self._steps   # steps stored per sample
         passes = self._steps if self._replay else 1                 # feeds of a stored sample
         tally = Shape.cast(range(max(capacity, self._steps or 0) + 1))
@@ -388,7 +419,7 @@ class HostLink(wiring.Component):
         framed = Signal()                   # strobe: a frame has ended (parse -> control)
         release = Signal()                  # strobe: the frame is handled (control -> parse)
         replied = Signal()                  # strobe: a reply is out (reply -> control)
-        verdict = register(3)               # 0, or the frame's error code
+        verdict = register(4 if weights_on else 3)   # 0, or the frame's error code
 
         # Event buffer: the half being filled, and the halves queued for the runner.
         fill = Signal()
@@ -447,14 +478,33 @@ class HostLink(wiring.Component):
         res_cycles = register(32)
         res_bank = register()
 
+        if weights_on:
+            # WEIGHTS: the header's checks as its bytes come, the image bytes written so far
+            # (`written`, of the last good frame; `wl_count` during a frame) and whether they
+            # are the whole image.
+            image_size = acc.weight_store.size
+            is_weights = register()
+            wl_hdr = register(range(protocol.WEIGHTS_HEAD + 1))   # header bytes seen
+            wl_id_bad = register()
+            wl_off_bad = register()             # the offset is not `written`
+            wl_off_nz = register()              # the offset is not 0
+            wl_blocked = register()             # samples are queued: no writes
+            wl_data = register()                # an image byte came
+            wl_wrote = register()               # an image byte was written
+            wl_over = register()                # an image byte past the image
+            wl_count = register(range(image_size + 1))
+            written = Signal(range(image_size + 1))
+            loaded = Signal()
+            ident_bytes = Array(C((self._ident >> (8 * k)) & 0xFF, 8) for k in range(4))
+
         # Reply being sent, and who asked for it.
-        kind = register(ReplyKind)
-        f_kind = register(ReplyKind)
+        kind = register(K)
+        f_kind = register(K)
         f_req = Signal()
         r_req = Signal()
         f_grant = Signal()
         r_grant = Signal()
-        plan = reply_plan(self.info, n_out)
+        plan = reply_plan(self.info, n_out, K)
         pos = Signal(range(max(len(entries) for entries in plan.values())))
         out_addr = Signal(addr_shape)
         cnt_hi = Signal()
@@ -554,6 +604,8 @@ class HostLink(wiring.Component):
         # sync byte, is the same for every kind.
         values = {"committed": committed, "verdict": verdict, "command": cmd,
                   "class": res_class, "steps": res_steps, "cycles": res_cycles}
+        if weights_on:
+            values.update({"written": written, "loaded": loaded})
         # Bytes of held values beyond their width are zero: constants, like the ROM's.
         held = [entry for entries in plan.values() for entry in entries
                 if not isinstance(entry, int) and 8 * entry[1] < len(Value.cast(values[entry[0]]))]
@@ -596,6 +648,8 @@ class HostLink(wiring.Component):
             with m.State("Command"):
                 with m.If(got):
                     batch = (byte == Command.BATCH) if batch_on else C(0)
+                    if weights_on:
+                        m.d.sync += is_weights.eq(byte == Command.WEIGHTS)
                     m.d.sync += [cmd.eq(byte), is_info.eq(byte == Command.INFO),
                                  is_load.eq(byte == Command.LOAD),
                                  is_run.eq(byte == Command.RUN),
@@ -619,6 +673,11 @@ class HostLink(wiring.Component):
                                  overflow.eq(0), lasts.eq(0),
                                  wptr.eq(Mux(is_batch, 0, committed)),
                                  blocked.eq(queued.bit_select(fill, 1))]
+                    if weights_on:
+                        m.d.sync += [wl_hdr.eq(0), wl_id_bad.eq(0), wl_off_bad.eq(0),
+                                     wl_off_nz.eq(0), wl_blocked.eq(queued != 0),
+                                     wl_data.eq(0), wl_wrote.eq(0), wl_over.eq(0),
+                                     wl_count.eq(written)]
                     m.next = "Length Check"
                 with m.Elif(timed_out):
                     end_frame(timeout=1)
@@ -654,6 +713,12 @@ class HostLink(wiring.Component):
                             m.d.sync += lasts.eq(Mux(lasts == span - 1, 0, lasts + 1))
                         with m.If(at_start):
                             m.d.sync += first_ok.eq(event.first)
+                    if weights_on:
+                        with m.If(is_weights):
+                            self._weights_byte(m, acc, byte, ident_bytes, written, loaded,
+                                               image_size, wl_hdr, wl_id_bad, wl_off_bad,
+                                               wl_off_nz, wl_blocked, wl_data, wl_wrote,
+                                               wl_over, wl_count)
                     with m.If(one_left):
                         m.next = "Checksum"
                 with m.Elif(timed_out):
@@ -687,16 +752,30 @@ class HostLink(wiring.Component):
                 # with a committed frame has `last_ok` from that frame, so an empty buffer fails
                 # `last_ok` too.
                 length_ok = Mux(is_store, ~empty & (lane == 0), empty)
+                if weights_on:
+                    length_ok = Mux(is_weights, wl_data, length_ok)
                 with m.If(frame_timed_out):
                     m.d.sync += verdict.eq(Error.TIMEOUT)
                 with m.Elif(~crc_ok):
                     m.d.sync += verdict.eq(Error.CRC)
-                with m.Elif(~(is_info | is_load | is_run | is_read | is_batch)):
+                known = is_info | is_load | is_run | is_read | is_batch
+                with m.Elif(~(known | is_weights) if weights_on else ~known):
                     m.d.sync += verdict.eq(Error.COMMAND)
                 with m.Elif(~length_ok):
                     m.d.sync += verdict.eq(Error.LENGTH)
                 with m.Elif(is_store & overflow):
                     m.d.sync += verdict.eq(Error.OVERFLOW)
+                if weights_on:
+                    with m.Elif(is_weights & wl_id_bad):
+                        m.d.sync += verdict.eq(Error.IDENT)
+                    with m.Elif(is_weights & wl_blocked):
+                        m.d.sync += verdict.eq(Error.BUSY)
+                    with m.Elif(is_weights & wl_off_bad & wl_off_nz):
+                        m.d.sync += verdict.eq(Error.SEQUENCE)
+                    with m.Elif(is_weights & wl_over):
+                        m.d.sync += verdict.eq(Error.OVERFLOW)
+                    with m.Elif((is_run | is_batch) & ~loaded):
+                        m.d.sync += verdict.eq(Error.WEIGHTS)
                 with m.Elif((is_run & ~(first_ok & last_ok))
                             | (is_batch & ~(frame_last & (lasts == 0)))):
                     m.d.sync += verdict.eq(Error.SAMPLE)
@@ -707,15 +786,19 @@ class HostLink(wiring.Component):
                 m.next = "Dispatch"
 
             with m.State("Dispatch"):
+                if weights_on:
+                    # A WEIGHTS frame that wrote and failed leaves a broken image: start over.
+                    with m.If(is_weights & (verdict != 0) & wl_wrote):
+                        m.d.sync += [written.eq(0), loaded.eq(0)]
                 with m.If(verdict != 0):
-                    m.d.sync += f_kind.eq(ReplyKind.ERROR)
+                    m.d.sync += f_kind.eq(K.ERROR)
                     m.next = "Reply"
                 with m.Elif(is_info):
-                    m.d.sync += f_kind.eq(ReplyKind.INFO)
+                    m.d.sync += f_kind.eq(K.INFO)
                     m.next = "Reply"
                 with m.Elif(is_load):
                     m.d.sync += [committed.eq(wptr), last_ok.eq(frame_last),
-                                 f_kind.eq(ReplyKind.LOADED)]
+                                 f_kind.eq(K.LOADED)]
                     m.next = "Reply"
                 with m.Elif(is_run):
                     queue_half(1, committed)
@@ -725,8 +808,13 @@ class HostLink(wiring.Component):
                     queue_half(0, wptr)
                     m.d.sync += release.eq(1)
                     m.next = "Idle"
+                if weights_on:
+                    with m.Elif(is_weights):
+                        m.d.sync += [written.eq(wl_count), loaded.eq(wl_count == image_size),
+                                     f_kind.eq(K.WEIGHTS)]
+                        m.next = "Reply"
                 with m.Else():
-                    m.d.sync += f_kind.eq(ReplyKind.RESULT)
+                    m.d.sync += f_kind.eq(K.RESULT)
                     m.next = "Wait Idle"
 
             with m.State("Wait Run"):
@@ -788,7 +876,7 @@ class HostLink(wiring.Component):
             with m.State("Idle"):
                 with m.If(r_req):
                     m.d.comb += r_grant.eq(1)
-                    m.d.sync += kind.eq(ReplyKind.RESULT)
+                    m.d.sync += kind.eq(K.RESULT)
                     m.next = "Fixed"
                 with m.Elif(f_req):
                     m.d.comb += f_grant.eq(1)
@@ -800,7 +888,7 @@ class HostLink(wiring.Component):
                     m.d.sync += [tx_byte.eq(plan_byte), tx_valid.eq(1), pos.eq(pos + 1)]
                     with m.If(plan_last):
                         m.d.sync += pos.eq(0)
-                        with m.If(kind == ReplyKind.RESULT):
+                        with m.If(kind == K.RESULT):
                             m.next = "Counts"
                         with m.Else():
                             m.next = "Checksum"
@@ -826,6 +914,31 @@ class HostLink(wiring.Component):
                 # Sending the CRC byte returned `tx_crc` to zero; start the next reply's at sync.
                 with m.If(~tx_valid):
                     m.d.sync += [tx_crc.eq(protocol.SYNC_REPLY), replied.eq(1),
-                                 self.error.eq(kind == ReplyKind.ERROR)]
+                                 self.error.eq(kind == K.ERROR)]
                     m.next = "Idle"
         return m
+
+    @staticmethod
+    def _weights_byte(m, acc, byte, ident_bytes, written, loaded, image_size, hdr, id_bad,
+                      off_bad, off_nz, blocked, data_seen, wrote, over, count):
+        """A received byte of a WEIGHTS payload: header checks, then into the loader."""
+        with m.If(hdr < 4):
+            m.d.sync += [id_bad.eq(id_bad | (byte != ident_bytes[hdr[:2]])), hdr.eq(hdr + 1)]
+        with m.Elif(hdr < protocol.WEIGHTS_HEAD):
+            k = (hdr - 4)[:2]
+            near = Cat(written, C(0, 32 - len(written)))
+            m.d.sync += [off_bad.eq(off_bad | (byte != near.word_select(k, 8))),
+                         off_nz.eq(off_nz | (byte != 0)), hdr.eq(hdr + 1)]
+            # The last offset byte: offset 0 restarts the loader (unless the frame is refused).
+            with m.If((hdr == protocol.WEIGHTS_HEAD - 1) & ~id_bad & ~blocked
+                      & ~off_nz & (byte == 0)):
+                m.d.comb += acc.load_restart.eq(1)
+                m.d.sync += count.eq(0)
+        with m.Else():
+            m.d.sync += data_seen.eq(1)
+            ok = ~id_bad & ~blocked & ~(off_bad & off_nz)
+            with m.If(ok & (count == image_size)):
+                m.d.sync += over.eq(1)
+            with m.Elif(ok):
+                m.d.comb += [acc.load.valid.eq(1), acc.load.p.eq(byte)]
+                m.d.sync += [count.eq(count + 1), wrote.eq(1), loaded.eq(0)]

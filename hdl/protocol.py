@@ -24,12 +24,15 @@ __all__ = [
     "COUNT_BITS",
     "FLAG_BATCH",
     "FLAG_REPLAY",
+    "FLAG_WEIGHTS",
     "INFO_LENGTH",
     "MAX_PAYLOAD",
     "RESULT_HEAD",
     "SYNC_REPLY",
     "SYNC_REQUEST",
     "VERSION",
+    "WEIGHTS_HEAD",
+    "WEIGHTS_REPLY",
     "Command",
     "Error",
     "EventFormat",
@@ -42,6 +45,7 @@ __all__ = [
     "crc8",
     "encode_frame",
     "sample_stream",
+    "weights_frames",
 ]
 
 VERSION = 2            # 2: BATCH, replay of direct input, steps and flags in INFO
@@ -53,6 +57,9 @@ RESULT_HEAD = 8        # class (2), steps (2), cycles (4); the counts follow
 INFO_LENGTH = 20
 FLAG_BATCH = 0x01      # Info.flags: the board takes BATCH frames
 FLAG_REPLAY = 0x02     # Info.flags: a BATCH sample is one step, replayed ``steps`` times
+FLAG_WEIGHTS = 0x04    # Info.flags: weights are loaded at run time (WEIGHTS); ident is the layout's
+WEIGHTS_HEAD = 8       # WEIGHTS payload: layout ident (4), byte offset (4), then image bytes
+WEIGHTS_REPLY = 5      # WEIGHTS reply: image bytes written so far (4), whole image loaded (1)
 CRC_POLY = 0x07
 
 
@@ -63,6 +70,7 @@ class Command(enum.IntEnum):
     RUN = 0x03         # no payload; runs the buffered sample, reply RESULT
     READ = 0x04        # no payload; reply RESULT of the last run again
     BATCH = 0x05       # whole samples; no reply of its own, a RESULT for each sample as it ends
+    WEIGHTS = 0x06     # ident, offset, image bytes (boards with FLAG_WEIGHTS); reply WEIGHTS
 
 
 class Reply(enum.IntEnum):
@@ -70,6 +78,7 @@ class Reply(enum.IntEnum):
     INFO = 0x81
     LOADED = 0x82
     RESULT = 0x83
+    WEIGHTS = 0x84
     ERROR = 0xEE
 
 
@@ -83,6 +92,10 @@ class Error(enum.IntEnum):
                        # BATCH whose events do not end a sample
     TIMEOUT = 6        # a frame stopped arriving half way
     NO_RESULT = 7      # READ before any RUN
+    IDENT = 8          # WEIGHTS for another layout than the board's
+    SEQUENCE = 9       # WEIGHTS at an offset other than 0 or the bytes written so far
+    BUSY = 10          # WEIGHTS while samples are queued or running
+    WEIGHTS = 11       # RUN or BATCH before the whole image is loaded
 
 
 class ProtocolError(Exception):
@@ -282,3 +295,16 @@ def bundle_ident(bundle):
             if layer.bias is not None:
                 crc = zlib.crc32(np.ascontiguousarray(layer.bias, dtype="<i4").tobytes(), crc)
     return crc
+
+
+def weights_frames(ident, image, *, chunk=1024):
+    """The WEIGHTS frames that load ``image`` (bytes) on a board whose layout is ``ident``:
+    ``chunk`` image bytes each, at offsets 0, chunk, 2 * chunk, ..."""
+    if not image:
+        raise ValueError("Weight image must not be empty")
+    if not 1 <= chunk <= MAX_PAYLOAD - WEIGHTS_HEAD:
+        raise ValueError(f"Chunk must be from 1 to {MAX_PAYLOAD - WEIGHTS_HEAD} bytes, "
+                         f"not {chunk!r}")
+    return [encode_frame(Command.WEIGHTS, struct.pack("<II", ident, start)
+                         + bytes(image[start:start + chunk]))
+            for start in range(0, len(image), chunk)]

@@ -44,7 +44,7 @@ WEIGHT_WRITE = data.StructLayout({"en": 1, "sel": SEL_BITS, "addr": ADDR_BITS,
 #: The UP5K's SB_SPRAM256KA: 16K words of 16 bits, four of them.
 SPRAM_WORDS, SPRAM_WIDTH, SPRAM_BLOCKS = 16384, 16, 4
 #: Memories smaller than this stay in block RAM even where SPRAM is free (a block RAM is 4 Kbit).
-SPRAM_MIN_BITS = 32 * 1024
+SPRAM_MIN_BITS = 8 * 1024
 
 
 def word_value(shape, value):
@@ -195,11 +195,12 @@ class WeightLoader(wiring.Component):
         m.d.comb += self.done.eq(sel == len(slots))
         nbytes = Array(C(s.nbytes - 1, range(maxbytes)) for s in slots)
         depths = Array(C(s.depth - 1, addr.shape()) for s in slots)
+        m.d.sync += self.o.en.eq(0)
         with m.If(sel < len(slots)):
             m.d.sync += [lane_last.eq(lane == nbytes[sel]), addr_last.eq(addr == depths[sel])]
-        m.d.sync += self.o.en.eq(0)
         with m.If(self.restart):
-            m.d.sync += [sel.eq(0), addr.eq(0), lane.eq(0)]
+            m.d.sync += [sel.eq(0), addr.eq(0), lane.eq(0),
+                         lane_last.eq(slots[0].nbytes == 1), addr_last.eq(slots[0].depth == 1)]
         with m.Elif(self.i.valid & ~self.done):
             m.d.sync += word.word_select(lane, 8).eq(self.i.p)
             with m.If(lane_last):
@@ -253,7 +254,7 @@ class SPRAM(wiring.Component):
             return m
         rows = math.ceil(self._depth / SPRAM_WORDS)
         cols = math.ceil(self._width / SPRAM_WIDTH)
-        addr = self.addr.as_value()
+        addr = Value.cast(self.addr)
         low = addr[:14] if len(addr) > 14 else addr
         high = addr[14:] if len(addr) > 14 else C(0, 1)
         bank = Signal.like(high)
