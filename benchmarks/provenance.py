@@ -54,8 +54,8 @@ from pathlib import Path
 
 __all__ = ["ROOT", "GATEWARE", "PROVENANCE_KEYS", "source_files", "sources_sha256",
            "file_sha256", "text_sha256", "rtlil_sha256", "plan_sha256", "fingerprints",
-           "provenance", "key_problems", "write_result", "load_script", "hardware_problems",
-           "stamp"]
+           "provenance", "key_problems", "write_result", "load_script", "regenerate",
+           "hardware_problems", "stamp"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -249,16 +249,42 @@ def load_script(rel, root=ROOT):
     return module
 
 
-def hardware_problems(data, module):
+def _regenerate_one(path, label):
+    data = json.loads(Path(path).read_text())
+    return load_script(data["provenance"]["script"]).designs(data)[label]()
+
+
+def regenerate(paths, *, jobs=None):
+    """``{(path, label): fingerprint}`` of every design the results at ``paths`` name,
+    regenerated in ``jobs`` processes (default: one per core): seconds per design."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    tasks = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        labels = load_script(data["provenance"]["script"]).designs(data)
+        tasks += [(str(path), label) for label in labels]
+    jobs = min(jobs or os.cpu_count() or 1, len(tasks))
+    if jobs <= 1:
+        return {(p, label): _regenerate_one(p, label) for p, label in tasks}
+    with ProcessPoolExecutor(jobs) as pool:
+        done = pool.map(_regenerate_one, *zip(*tasks))
+        return dict(zip(tasks, done))
+
+
+def hardware_problems(data, module, regenerated=None):
     """The labels of ``data``'s recorded hardware that the gateware no longer generates.
 
-    Regenerates every design ``module.designs(data)`` names and compares its fingerprint with
+    Regenerates every design ``module.designs(data)`` names (or takes its fingerprint from
+    ``regenerated``, ``{label: fingerprint}``) and compares it with
     ``data["provenance"]["hardware"]``. Returns messages (empty when every design is the same):
     a changed design, a design recorded as unknown, one the script no longer names or one the
     result does not record.
     """
     recorded = data["provenance"]["hardware"]
     designs = module.designs(data)
+    if regenerated is not None:
+        designs = {label: functools.partial(regenerated.get, label) for label in designs}
     problems = [f"{label}: not measured by the script any more"
                 for label in recorded if label not in designs]
     for label, make in designs.items():
