@@ -28,7 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.provenance import PROVENANCE_KEYS, provenance, write_result  # noqa: E402
+from benchmarks.provenance import (  # noqa: E402
+    PROVENANCE_KEYS, plan_sha256, provenance, rtlil_sha256, write_result,
+)
 from boards.build import BuildError, build, default_capacity  # noqa: E402
 from boards.cosim import cosimulate  # noqa: E402
 from gen.cli import lanes_arg  # noqa: E402
@@ -38,9 +40,11 @@ from models.bundle import load  # noqa: E402
 
 # What the JSON holds (checked before writing and by tests/test_benchmark_results.py);
 # bump SCHEMA when the layout changes.
-SCHEMA = 2
-# The gateware and what builds and cosimulates it (not the CLI or the host driver).
-SOURCES = ("hdl/*.py", "boards/build.py", "boards/top.py", "boards/pll.py", "boards/cosim.py")
+SCHEMA = 3
+# What builds and cosimulates the designs (not the CLI or the host driver), and what the designs
+# are generated from (each design's RTLIL is fingerprinted: see designs()).
+SOURCES = ("boards/build.py", "boards/cosim.py")
+GATEWARE = ("hdl/*.py", "boards/top.py", "boards/pll.py")
 ROW_KEYS = {"board", "lanes", "cycles", "error", "logic_cells", "logic_cells_total", "ffs",
             "bram", "bram_total", "dsp", "fmax_mhz", "clock_mhz", "timing_met",
             "inferences_per_s", "link_inferences_per_s", "build_seconds", "attempts"}
@@ -52,17 +56,75 @@ RESULT_KEYS = {
 }
 
 
-def measure_cycles(bundle_dir, lanes, samples, folder):
-    """Cycles per inference of ``samples`` test samples, from the host link's own counter.
-
-    The link runs LOAD and RUN (no BATCH, no replay), so its buffer holds every step of a
-    sample, direct-encoded ones too: the accelerator's cycles without the replay's bubbles."""
+def cycles_link(bundle, lanes):
+    """The host link :func:`measure_cycles` cosimulates: LOAD and RUN (no BATCH, no replay),
+    so its buffer holds every step of a sample, direct-encoded ones too."""
     from hdl.top import Accelerator
-    bundle = load(bundle_dir)
-    link = HostLink(Accelerator(bundle, lanes=lanes), n_in=bundle.input.size,
+    return HostLink(Accelerator(bundle, lanes=lanes), n_in=bundle.input.size,
                     n_out=bundle.n_out, divisor=4,
                     capacity=default_capacity(bundle, replay=False),
                     timeout=10 ** 6, clock_hz=100_000_000, ident=bundle_ident(bundle))
+
+
+def board_top(bundle, board_name, lanes, clock_hz, baud):
+    """``(platform, top, clock_hz)`` of a board build at ``clock_hz``, as
+    ``boards.build.build`` makes them (default variant; the default buffer capacity and replay
+    for the bundle); the clock is the one the board makes for ``clock_hz``."""
+    from boards.build import clock_for, host_link
+    from boards.top import BoardTop, board
+    from hdl.top import Accelerator
+    b = board(board_name)
+    pll, clock_hz, divisor = clock_for(b, clock_hz, baud)
+    link = host_link(bundle, Accelerator(bundle, lanes=lanes), divisor=divisor,
+                     capacity=default_capacity(bundle), clock_hz=clock_hz)
+    return b.platform(None), BoardTop(link, clock_hz=clock_hz, pll=pll), clock_hz
+
+
+def designs(result):
+    """The designs a result measured, ``{label: callable returning its fingerprint}``.
+
+    Per lane count, the host link :func:`measure_cycles` cosimulated (``cosim lanes L``: its
+    RTLIL); per row, the board top that was built (``<board> lanes L at F MHz``: the RTLIL and
+    constraints of its build plan, :func:`benchmarks.provenance.plan_sha256`) at the clock of
+    the build the row reports. A failed build's row records no clock: its design is the first
+    attempt's, at the clock the command aimed for (``--aim-ice40``/``--aim-ecp5``, else the
+    board's aim). The bundle is the command's ``--bundle``. The ULX3S variants differ only in
+    the device the build scripts name, not in the RTLIL or constraints.
+    """
+    import functools
+
+    from boards.build import NAME, next_attempt
+    from boards.top import board
+    args = parser().parse_args(result["provenance"]["command"][2:])
+    bundle_dir = args.bundle if args.bundle.is_absolute() else REPO / args.bundle
+    bundle = functools.cache(lambda: load(bundle_dir))
+    aims = {"icebreaker": args.aim_ice40, "ulx3s": args.aim_ecp5}
+    baud = result["baud"]
+    out = {}
+    for lanes in result["lanes"]:
+        out[f"cosim lanes {tag(lanes)}"] = functools.partial(
+            lambda lanes: rtlil_sha256(cycles_link(bundle(), lanes), name="board_link"), lanes)
+    for row in result["rows"]:
+        lanes, name = row["lanes"], row["board"]
+        if row["clock_mhz"] is None:
+            clock_hz = next_attempt([], board(name), aim_mhz=aims[name], baud=baud)[0]
+        else:
+            clock_hz = row["clock_mhz"] * 1e6
+
+        def top_sha(lanes=lanes, name=name, clock_hz=clock_hz):
+            platform, top, made = board_top(bundle(), name, lanes, clock_hz, baud)
+            if abs(made - clock_hz) > 1e-3:
+                raise ValueError(f"{name}: a {clock_hz / 1e6} MHz clock builds at "
+                                 f"{made / 1e6} MHz now")
+            return plan_sha256(platform, top, name=NAME)
+        out[f"{name} lanes {tag(lanes)} at {clock_hz / 1e6:.6g} MHz"] = top_sha
+    return out
+
+
+def measure_cycles(bundle_dir, lanes, samples, folder):
+    """Cycles per inference of ``samples`` test samples, from the host link's own counter
+    (:func:`cycles_link`: the accelerator's cycles without the replay's bubbles)."""
+    link = cycles_link(load(bundle_dir), lanes)
     result = cosimulate(link, bundle_dir, folder, samples=samples, wall_limit=3600)
     if result["returncode"] != 0 or not result.get("all_equal"):
         raise RuntimeError(f"cosimulation at {lanes} lanes failed:\n{result['output']}")
@@ -167,7 +229,7 @@ def lane_cost(rows):
     return cost
 
 
-def main(argv=None):
+def parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", type=Path, default=REPO / "models/zoo/digits_mlp")
     p.add_argument("--boards", nargs="+", default=["icebreaker", "ulx3s"])
@@ -187,10 +249,16 @@ def main(argv=None):
                         "one per core)")
     p.add_argument("--reuse", action="store_true",
                    help="reuse cycle counts and build reports already in the output folder")
+    return p
+
+
+def main(argv=None):
+    p = parser()
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs {args.jobs}: must be at least 1")
-    prov = provenance(__file__, SOURCES, schema=SCHEMA, argv=argv)     # before measuring
+    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA,
+                      argv=argv)                                        # before measuring
     bundle = load(args.bundle)
     out = args.output / args.bundle.name
     out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +301,7 @@ def write_report(path, rows, cost, args, prov):
                         "boards": list(args.boards), "lanes": list(args.lanes),
                         "samples": args.samples, "baud": args.baud, "rows": rows,
                         "lane_cost": cost},
-                 provenance=prov, result_keys=RESULT_KEYS)
+                 provenance=prov, result_keys=RESULT_KEYS, designs=designs)
 
 
 def format_table(rows, cost, bundle, args):

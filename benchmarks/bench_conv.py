@@ -38,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_conv.py
 
-from benchmarks.provenance import PROVENANCE_KEYS, provenance, write_result  # noqa: E402
+from benchmarks.provenance import (  # noqa: E402
+    PROVENANCE_KEYS, provenance, rtlil_sha256, write_result,
+)
 from hdl import cycles  # noqa: E402
 from hdl.conv import CHUNK, Conv2dEngine, conv_work, plan_conv  # noqa: E402
 from models import bundle as bundle_io  # noqa: E402
@@ -50,9 +52,11 @@ CSNN = ROOT / "models" / "zoo" / "digits_csnn"
 DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 # What conv.json holds (checked before writing and by tests/test_benchmark_results.py); bump
-# SCHEMA when the layout changes.
-SCHEMA = 1
-SOURCES = ("hdl/*.py",)
+# SCHEMA when the layout changes. The engines are generated from hdl/ (their RTLIL is
+# fingerprinted: see designs()); no other source is recorded.
+SCHEMA = 2
+SOURCES = ()
+GATEWARE = ("hdl/*.py",)
 STEP_KEYS = {"spikes", "sops", "out_events", "compress_cycles", "compress_budget",
              "accumulate_cycles", "interval", "lower_bound", "ratio", "utilisation",
              "output_bound", "output_ratio", "work_bound", "estimate", "model_error",
@@ -114,6 +118,54 @@ def csnn_layers():
     return out
 
 
+def layer_plan(trained, quick):
+    """``[(layer, lanes, inputs)]`` the benchmark measures, in order: the CSNN's conv layers
+    (``trained``: :func:`csnn_layers`'s pairs) or random ones of their shapes, and unless
+    ``quick`` two larger random layers. ``inputs`` is the trained layer's input or None."""
+    if trained:
+        conv = [(layer, 8, x) for layer, x in trained]
+        # conv1 has 8 output channels: with 8 lanes each lane holds one kernel, and the
+        # fullest kernel sets the pace; 4 lanes let the balancing pair them.
+        conv.insert(1, (trained[0][0], 4, trained[0][1]))
+    else:
+        conv = [(random_conv(1, cin=1, cout=8, size=(8, 8), name="conv1"), 8, None),
+                (random_conv(2, cin=8, cout=16, size=(4, 4), name="conv2"), 8, None)]
+    big = [] if quick else [
+        (random_conv(3, cin=8, cout=16, size=(12, 12), name="big3x3"), 8, None),
+        (random_conv(4, cin=4, cout=8, size=(15, 15), kernel=5, stride=2, padding=2,
+                     name="big5x5s2"), 4, None)]
+    return conv + big
+
+
+def engine(layer, *, lanes, dense):
+    """The engine :func:`measure` simulates."""
+    return Conv2dEngine(layer, lanes=lanes, dense=dense, counters=True)
+
+
+def designs(result):
+    """The designs a result measured, ``{label: callable returning its fingerprint}``: per
+    layer entry, the sparse and the dense engine (``<layer> lanes L sparse|dense``: their
+    RTLIL), rebuilt as :func:`layer_plan` makes them: the CSNN's trained layers when the result
+    says so, the random layers from their seeds, the larger ones unless the command had
+    ``--quick``. The CSNN points ran the same engines as their layer entries."""
+    import functools
+    trained = None
+    if result["source"].startswith("trained"):
+        bundle = bundle_io.load(CSNN)
+        trained = [(layer, None) for layer in bundle.layers if layer.kind == "conv2d"]
+    plan = functools.cache(
+        lambda: layer_plan(trained, "--quick" in result["provenance"]["command"]))
+
+    def engine_sha(index, name, dense):
+        layer, lanes, _ = plan()[index]
+        if layer.name != name:
+            raise ValueError(f"layer {index} is {layer.name} now, not {name}")
+        return rtlil_sha256(engine(layer, lanes=lanes, dense=dense), name="conv")
+    return {f"{entry['name']} lanes {entry['lanes']} {kind}":
+            functools.partial(engine_sha, index, entry["name"], kind == "dense")
+            for index, entry in enumerate(result["layers"]) for kind in ("sparse", "dense")}
+
+
 def measure(layer, steps, *, lanes, dense=False):
     """Run ``steps`` (``[S_in-long 0/1 vectors]``, one sample) through the engine.
 
@@ -122,7 +174,7 @@ def measure(layer, steps, *, lanes, dense=False):
     own estimate of the step (``estimate_cycles``), after checking every output event against
     the golden model.
     """
-    dut = Conv2dEngine(layer, lanes=lanes, dense=dense, counters=True)
+    dut = engine(layer, lanes=lanes, dense=dense)
     events = [[(int(a), 1) for a in np.flatnonzero(x)] or [(0, 0)] for x in steps]
     out, stats, closed_at, clock = [], [], [], [0]
 
@@ -297,31 +349,20 @@ def main(argv=None):
                         metavar="DIR", help="folder for conv.json and conv.png "
                                             "(default: %(default)s)")
     args = parser.parse_args(argv)
-    prov = provenance(__file__, SOURCES, schema=SCHEMA, argv=argv)     # before measuring
+    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA,
+                      argv=argv)                                        # before measuring
     steps = 3 if args.quick else args.steps
     densities = (0.1, 0.3) if args.quick else DENSITIES
     rng = np.random.default_rng(0)
 
     trained = csnn_layers()
-    if trained:
-        conv = [(layer, 8, x) for layer, x in trained]
-        # conv1 has 8 output channels: with 8 lanes each lane holds one kernel, and the
-        # fullest kernel sets the pace; 4 lanes let the balancing pair them.
-        conv.insert(1, (trained[0][0], 4, trained[0][1]))
-        source = "trained digits CSNN (models/zoo/digits_csnn)"
-    else:
-        conv = [(random_conv(1, cin=1, cout=8, size=(8, 8), name="conv1"), 8, None),
-                (random_conv(2, cin=8, cout=16, size=(4, 4), name="conv2"), 8, None)]
-        source = "random weights in the digits CSNN's shapes, 75 % sparse"
-    big = [] if args.quick else [
-        (random_conv(3, cin=8, cout=16, size=(12, 12), name="big3x3"), 8, None),
-        (random_conv(4, cin=4, cout=8, size=(15, 15), kernel=5, stride=2, padding=2,
-                     name="big5x5s2"), 4, None)]
+    source = ("trained digits CSNN (models/zoo/digits_csnn)" if trained else
+              "random weights in the digits CSNN's shapes, 75 % sparse")
 
     results = {"source": source, "chunk": CHUNK, "steps_per_run": steps,
                "bound": "max(ceil(A/L), ceil(S/1), ceil(N/L)) (DESIGN.md section 7, U = L)",
                "layers": [], "csnn": []}
-    for layer, lanes, csnn_x in conv + big:
+    for layer, lanes, csnn_x in layer_plan(trained, args.quick):
         plan = plan_conv(layer, lanes=lanes)
         entry = {"name": layer.name, "in_shape": list(layer.in_shape),
                  "out_shape": list(layer.out_shape), "kernel": layer.kernel,
@@ -360,7 +401,7 @@ def main(argv=None):
 
     out = Path(args.output)
     write_result(out / "conv.json", results, provenance=prov,
-                 result_keys=RESULT_KEYS)
+                 result_keys=RESULT_KEYS, designs=designs)
     plot(results, out / "conv.png")
     print(f"wrote {out / 'conv.json'} and {out / 'conv.png'}")
     return 0

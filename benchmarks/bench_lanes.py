@@ -41,7 +41,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.provenance import PROVENANCE_KEYS, provenance, write_result  # noqa: E402
+from benchmarks.provenance import (  # noqa: E402
+    PROVENANCE_KEYS, provenance, rtlil_sha256, write_result,
+)
 from gen import emit_verilog  # noqa: E402
 from models import bundle as bundle_io  # noqa: E402
 from models import golden  # noqa: E402
@@ -56,9 +58,11 @@ DENSE_AT = 0.75         # the sparsity whose design measures the dense baseline 
 WITHIN = 1.10           # a work-bound step within this factor of its bound counts as "near"
 
 # What lanes.json holds (checked before writing and by tests/test_benchmark_results.py); bump
-# SCHEMA when the layout changes.
-SCHEMA = 1
-SOURCES = ("hdl/*.py",)
+# SCHEMA when the layout changes. The designs are generated from hdl/ (their RTLIL is
+# fingerprinted: see designs()); no other source is recorded.
+SCHEMA = 2
+SOURCES = ()
+GATEWARE = ("hdl/*.py",)
 RESULT_KEYS = {
     "": {"provenance", "benchmark", "n", "sim", "steps", "updates_multiple", "sparsities",
          "densities", "lanes", "dense_measured_at", "summary", "rows", "points", "runs"},
@@ -102,6 +106,28 @@ def run_design(bundle, events, samples, *, lanes, updates, dense, sim, folder):
                          f"{result.get('first_mismatch') or result.get('error')}")
     (_, engine), = top.engines
     return engine, result
+
+
+def designs(result):
+    """The designs a result measured, ``{label: callable returning its fingerprint}``: per
+    run, the accelerator ``gen.emit_verilog`` made for it (``<kind> sparsity S lanes L``: its
+    RTLIL under gen's top-level name), from the same seeded random bundle (``seed=3``, the
+    result's ``n`` and ``steps``), lanes, ``updates_multiple`` and dense or sparse engine."""
+    import functools
+
+    from gen import DEFAULT_NAME
+    from hdl.top import Accelerator
+    make = functools.cache(lambda sparsity: random_linear_bundle(
+        n_in=result["n"], n_out=result["n"], sparsity=sparsity, seed=3, steps=result["steps"]))
+
+    def top_sha(kind, sparsity, lanes):
+        # As gen.emit_verilog builds it (fmt, status and trace at their defaults).
+        top = Accelerator(make(sparsity), lanes=lanes, dense=kind == "dense",
+                          updates=result["updates_multiple"])
+        return rtlil_sha256(top, name=DEFAULT_NAME)
+    return {f"{r['kind']} sparsity {r['sparsity']} lanes {r['lanes']}":
+            functools.partial(top_sha, r["kind"], r["sparsity"], r["lanes"])
+            for r in result["runs"]}
 
 
 def bound_term(sops, events, neurons, *, lanes, updates):
@@ -252,7 +278,8 @@ def main(argv=None):
         plot(data["rows"], data["points"], data["sparsities"], data["lanes"],
              args.output / "lanes.png")
         return 0
-    prov = provenance(__file__, SOURCES, schema=SCHEMA, argv=argv)     # before measuring
+    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA,
+                      argv=argv)                                        # before measuring
     sparsities = (0.75,) if args.quick else SPARSITIES
     lanes_list = (1, 8) if args.quick else LANES
     dense_at = DENSE_AT if DENSE_AT in sparsities else sparsities[0]
@@ -303,7 +330,7 @@ def main(argv=None):
            "dense_measured_at": "every sparsity" if args.full else dense_at,
            "summary": summary, "rows": rows, "points": points, "runs": runs}
     write_result(args.output / "lanes.json", out, provenance=prov,
-                 result_keys=RESULT_KEYS)
+                 result_keys=RESULT_KEYS, designs=designs)
     plot(rows, points, sparsities, lanes_list, args.output / "lanes.png")
     print(f"wrote {args.output / 'lanes.json'} and {args.output / 'lanes.png'}")
     return 0

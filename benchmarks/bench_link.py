@@ -32,10 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_link.py
 
-from benchmarks.provenance import PROVENANCE_KEYS, provenance, write_result  # noqa: E402
+from benchmarks.provenance import (  # noqa: E402
+    PROVENANCE_KEYS, provenance, rtlil_sha256, write_result,
+)
 
-SCHEMA = 1
-SOURCES = ("hdl/*.py", "boards/host.py", "boards/cosim.py", "boards/build.py")
+SCHEMA = 2
+# The host driver and what cosimulates the link (non-gateware), and what the link is generated
+# from (its RTLIL is fingerprinted per mode: see designs()).
+SOURCES = ("boards/host.py", "boards/cosim.py", "boards/build.py")
+GATEWARE = ("hdl/*.py",)
 RESULT_KEYS = {
     "": {"provenance", "benchmark", "bundle", "board", "clock_mhz", "baud", "divisor", "lanes",
          "samples", "rows"},
@@ -48,22 +53,49 @@ RESULT_KEYS = {
 MODES = ("load-run", "batch", "batch-replay")
 
 
-def measure(bundle_dir, mode, *, clock_hz, divisor, lanes, samples, folder):
-    """Cosimulate one link mode; return its row."""
+def mode_link(bundle, mode, *, clock_hz, divisor, lanes):
+    """The host link (around the accelerator) that :func:`measure` cosimulates for ``mode``."""
     from boards.build import default_capacity
-    from boards.cosim import cosimulate
     from hdl.link import HostLink
     from hdl.protocol import bundle_ident
     from hdl.top import Accelerator
-    from models.bundle import load
-    bundle = load(bundle_dir)
     replay = mode == "batch-replay"
     capacity = default_capacity(bundle, replay=replay)
-    link = HostLink(Accelerator(bundle, lanes=lanes), n_in=bundle.input.size,
+    return HostLink(Accelerator(bundle, lanes=lanes), n_in=bundle.input.size,
                     n_out=bundle.n_out, divisor=divisor, capacity=capacity,
                     timeout=int(clock_hz // 10), clock_hz=int(clock_hz),
                     ident=bundle_ident(bundle),
                     steps=None if mode == "load-run" else bundle.input.steps, replay=replay)
+
+
+def designs(result):
+    """The designs a result measured, ``{label: callable returning its fingerprint}``: per
+    row, the host link of its mode (``<mode> link``: its RTLIL, under the name the
+    cosimulation gives it), for the result's bundle, clock, divisor and lanes."""
+    import functools
+
+    from boards.cosim import TOPLEVEL
+    from models.bundle import load
+    path = Path(result["bundle"])
+    bundle = functools.cache(lambda: load(path if path.is_absolute() else ROOT / path))
+    clock_hz = result["clock_mhz"] * 1e6
+
+    def link_sha(mode):
+        link = mode_link(bundle(), mode, clock_hz=clock_hz, divisor=result["divisor"],
+                         lanes=result["lanes"])
+        return rtlil_sha256(link, name=TOPLEVEL)
+    return {f"{row['mode']} link": functools.partial(link_sha, row["mode"])
+            for row in result["rows"]}
+
+
+def measure(bundle_dir, mode, *, clock_hz, divisor, lanes, samples, folder):
+    """Cosimulate one link mode; return its row."""
+    from boards.build import default_capacity
+    from boards.cosim import cosimulate
+    from models.bundle import load
+    bundle = load(bundle_dir)
+    capacity = default_capacity(bundle, replay=mode == "batch-replay")
+    link = mode_link(bundle, mode, clock_hz=clock_hz, divisor=divisor, lanes=lanes)
     start = time.monotonic()
     r = cosimulate(link, bundle_dir, folder, samples=samples, wall_limit=3600,
                    host_timeout=600)
@@ -112,7 +144,8 @@ def main(argv=None):
         p.error(f"--samples must be at least 2, not {args.samples}")
     modes = args.modes or [m for m in MODES
                            if m != "batch-replay" or bundle.input.encoding == "direct"]
-    prov = provenance(__file__, SOURCES, schema=SCHEMA, argv=argv)      # before measuring
+    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA,
+                      argv=argv)                                        # before measuring
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_link_") as tmp:
         for mode in modes:
@@ -132,7 +165,8 @@ def main(argv=None):
     write_result(out, {"benchmark": "host link end to end", "bundle": bundle_rel,
                        "board": args.board, "clock_mhz": args.clock_mhz, "baud": args.baud,
                        "divisor": divisor, "lanes": args.lanes, "samples": args.samples,
-                       "rows": rows}, provenance=prov, result_keys=RESULT_KEYS)
+                       "rows": rows}, provenance=prov, result_keys=RESULT_KEYS,
+                 designs=designs)
     print(f"wrote {out}")
     return 0
 
