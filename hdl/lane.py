@@ -181,7 +181,8 @@ def _load_members(loads):
 
 def _memory(component, m, name, platform, **kwargs):
     """:func:`hdl.wload.weight_memory` for ``component``'s memory ``name`` (ROM without
-    ``loads``)."""
+    ``loads``); the caller takes its read port, so that the port's signals are named after
+    the caller's variable as before."""
     loads, store = component._loads, component._store
     if loads is None:
         return weight_memory(m, name, **kwargs)
@@ -296,8 +297,9 @@ class RowQueue(wiring.Component):
             m.d.comb += rows.i.p.first.eq(1)
         fields, init = _table(pw, self._lane)
         if fields is not None:
-            table_rd = _memory(self, m, "table", platform, shape=data.StructLayout(fields),
-                               depth=pw.n_in, init=init, attrs=ROM_IN_BLOCK_RAM)
+            table = _memory(self, m, "table", platform, shape=data.StructLayout(fields),
+                            depth=pw.n_in, init=init, attrs=ROM_IN_BLOCK_RAM)
+            table_rd = table.read_port()
             m.d.comb += table_rd.addr.eq(self.i.p.addr)
             m.d.comb += [getattr(rows.i.p, name).eq(getattr(table_rd.data, name))
                          for name in fields if name == "start"]
@@ -397,10 +399,11 @@ class ChunkFetcher(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         pw = self._packed
-        bitmap_rd = _memory(self, m, "bitmap", platform, shape=pw.chunk_width,
-                            depth=pw.bitmap_depth,
-                            init=[c for row in pw.lane_data[self._lane].chunks for c in row],
-                            attrs=ROM_IN_BLOCK_RAM)
+        bitmap = _memory(self, m, "bitmap", platform, shape=pw.chunk_width,
+                         depth=pw.bitmap_depth,
+                         init=[c for row in pw.lane_data[self._lane].chunks for c in row],
+                         attrs=ROM_IN_BLOCK_RAM)
+        bitmap_rd = bitmap.read_port()
         m.submodules.words = words = ReadQueue(self.o.p.shape(), depth=CHUNK_SLOTS)
         wiring.connect(m, words.o, wiring.flipped(self.o))
 
@@ -541,9 +544,10 @@ class WeightReader(wiring.Component):
         pw = self._packed
         fields = _entry_fields(pw)
         if self._loads is None:
-            entries_rd = _memory(self, m, "entries", platform, shape=data.StructLayout(fields),
-                                 depth=pw.entry_depth, init=_entries(pw, self._lane),
-                                 attrs=ROM_IN_BLOCK_RAM)
+            entries = _memory(self, m, "entries", platform, shape=data.StructLayout(fields),
+                              depth=pw.entry_depth, init=_entries(pw, self._lane),
+                              attrs=ROM_IN_BLOCK_RAM)
+            entries_rd = entries.read_port()
             m.d.comb += entries_rd.addr.eq(self.i.p.entry)
             read = Signal(self.i.p.shape(), reset_less=True)
             entry = entries_rd.data
@@ -552,9 +556,10 @@ class WeightReader(wiring.Component):
             # Loaded: `fold` entries a word; the entry's low bits pick it out of the word read.
             fold = entry_fold(pw)
             k = fold.bit_length() - 1
-            entries_rd = _memory(self, m, "entries", platform, shape=fold * pw.entry_bits,
-                                 depth=-(-pw.entry_depth // fold), init=[],
-                                 attrs=ROM_IN_BLOCK_RAM)
+            entries = _memory(self, m, "entries", platform, shape=fold * pw.entry_bits,
+                              depth=-(-pw.entry_depth // fold), init=[],
+                              attrs=ROM_IN_BLOCK_RAM)
+            entries_rd = entries.read_port()
             m.d.comb += entries_rd.addr.eq(self.i.p.entry >> k)
             word = Value.cast(entries_rd.data)
             entry = data.View(data.StructLayout(fields),

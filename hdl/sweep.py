@@ -328,9 +328,10 @@ class NeuronSweep(wiring.Component):
         cb = self._current_bits
         if self._bias_load is not None:              # loaded at run time: any values
             sel = self._bias_load[u]
-            rom_rd = weight_memory(m, f"bias{u}", shape=signed(cb), depth=self._rows, init=[],
-                                   load=self.load, sel=sel, spram=self._store.place()[sel],
-                                   platform=platform)
+            rom = weight_memory(m, f"bias{u}", shape=signed(cb), depth=self._rows, init=[],
+                                load=self.load, sel=sel, spram=self._store.place()[sel],
+                                platform=platform)
+            rom_rd = rom.read_port()
             m.d.comb += rom_rd.addr.eq(read.row)
             return rom_rd.data
         if self._bias is None:

@@ -31,7 +31,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["WEIGHT_WRITE", "SPRAM_WORDS", "SPRAM_WIDTH", "SPRAM_BLOCKS", "WeightStore",
-           "WeightLoader", "SPRAM", "weight_memory", "word_value"]
+           "WeightLoader", "SPRAM", "LoadedMemory", "weight_memory", "word_value"]
 
 #: Bus widths of the broadcast write bus (fixed, so a component's signature does not depend on
 #: the other memories of the design).
@@ -280,27 +280,39 @@ class SPRAM(wiring.Component):
 
 
 class _ReadPort:
-    """What :func:`weight_memory` returns in load mode: ``addr`` and ``data``, as a read
-    port of ``memory.Memory`` has them."""
+    """The read port of a :class:`LoadedMemory`: ``addr`` and ``data``, as a read port of
+    ``memory.Memory`` has them."""
     def __init__(self, addr, data_):
         self.addr, self.data = addr, data_
 
 
+class LoadedMemory:
+    """A weight memory filled at run time, as :func:`weight_memory` adds it: one
+    :meth:`read_port`."""
+    def __init__(self, port):
+        self._port = port
+
+    def read_port(self):
+        return self._port
+
+
 def weight_memory(m, name, *, shape, depth, init, attrs=None, load=None, sel=None, spram=0,
                   platform=None):
-    """Add a weight memory to ``m`` as submodule ``name``; return its read port.
+    """Add a weight memory to ``m`` as submodule ``name``; return it (take its read port with
+    ``read_port()``).
 
     Without ``load``: a ROM of ``init`` (``memory.Memory``; ``attrs`` as given). With ``load``
     (a :data:`WEIGHT_WRITE` value) and ``sel``: a RAM without initial contents that takes the
-    bus's writes for ``sel``; in SPRAM (:class:`SPRAM`) when ``spram`` blocks were placed for it
-    and ``platform`` is given. Writes come only while the design is idle (the host link
-    refuses a load while a sample runs), so a SPRAM's one port serves the read otherwise.
+    bus's writes for ``sel`` (a :class:`LoadedMemory`); in SPRAM (:class:`SPRAM`) when
+    ``spram`` blocks were placed for it and ``platform`` is given. Writes come only while the
+    design is idle (the host link refuses a load while a sample runs), so a SPRAM's one port
+    serves the read otherwise.
     """
     if load is None:
         kwargs = {} if attrs is None else {"attrs": attrs}
         mem = memory.Memory(shape=shape, depth=depth, init=init, **kwargs)
         m.submodules[name] = mem
-        return mem.read_port()
+        return mem
     width = Shape.cast(shape).width
     write = load.en & (load.sel == sel)
     if spram and platform is not None:
@@ -319,4 +331,4 @@ def weight_memory(m, name, *, shape, depth, init, attrs=None, load=None, sel=Non
         raw = rd.data
     view = data.View(shape, raw) if isinstance(shape, data.Layout) else \
         raw.as_signed() if Shape.cast(shape).signed else raw
-    return _ReadPort(addr, view)
+    return LoadedMemory(_ReadPort(addr, view))
