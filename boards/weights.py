@@ -55,20 +55,23 @@ def weight_store(bundle, ident):
     from amaranth.hdl import UnusedElaboratable
 
     from hdl.top import Accelerator
-    found = None
+    found = refused = None
     with warnings.catch_warnings():
-        # The accelerators are built only for their layout, never elaborated.
+        # The accelerators are built only for their layout, never elaborated: collected here,
+        # where the warning about that is off (a refused one too, once its exception is gone).
         warnings.simplefilter("ignore", UnusedElaboratable)
-        try:
-            for lanes in range(1, MAX_LANES + 1):
+        for lanes in range(1, MAX_LANES + 1):
+            try:
                 store = Accelerator(bundle, lanes=lanes, weights="load").weight_store
-                if store.ident == ident:
-                    found = store
-                    break
-        except ValueError as exc:
-            raise HostError(f"Bundle cannot be loaded at run time: {exc}") from None
-        finally:
-            gc.collect()
+            except ValueError as exc:
+                refused = str(exc)
+                break
+            if store.ident == ident:
+                found = store
+                break
+        gc.collect()
+    if refused is not None:
+        raise HostError(f"Bundle cannot be loaded at run time: {refused}")
     if found is None:
         raise HostError(f"Board holds another network shape (layout ident 0x{ident:08x}; "
                         f"this bundle's differs at every lane count from 1 to {MAX_LANES}): "

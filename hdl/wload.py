@@ -255,7 +255,7 @@ class SPRAM(wiring.Component):
         rows = math.ceil(self._depth / SPRAM_WORDS)
         cols = math.ceil(self._width / SPRAM_WIDTH)
         addr = Value.cast(self.addr)
-        low = addr[:14] if len(addr) > 14 else addr
+        low = addr[:14] if len(addr) > 14 else Cat(addr, C(0, 14 - len(addr)))
         high = addr[14:] if len(addr) > 14 else C(0, 1)
         bank = Signal.like(high)
         with m.If(~self.we):

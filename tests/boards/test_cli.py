@@ -58,6 +58,11 @@ def bundle_dir(tmp_path):
      r"argument --clock: must be in \[1\.0, 400\.0\]"),
     (["build", "--neurons", "8", "--clock", "12", "--baud", "4000000"],
      r"Baud rate 4000000 needs at least 4 clock cycles per bit, but the clock of 12 MHz"),
+    (["build", "--neurons", "8", "--weights", "ram"],
+     r"argument --weights: invalid choice: 'ram' \(choose from 'rom', 'load'\)"),
+    (["fit", "--bundle", "models/zoo/digits_csnn", "--weights", "load"],
+     r"Layer 'conv1': Weights of a conv2d layer must be in ROM \(weights loaded at run time "
+     r"are built for linear layers\), not 'loaded at run time'$"),
     (["run", "--bundle", "x"], r"the following arguments are required: --port"),
     (["run", "--port", "/dev/null", "--bundle", "/nonexistent"],
      r"/nonexistent: is not a bundle folder"),
