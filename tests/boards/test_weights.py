@@ -73,7 +73,7 @@ def test_accelerator_for_boards():
     assert accelerator_for("rom", "icebreaker") is None
     board, _ = make_bundle(1, 0.75, hidden=400)      # 9,600 weights: a first layer for SPRAM
     for name, placed in (("icebreaker", ["fc1.lane0.bitmap", "fc1.lane0.entries",
-                                         "fc2.lane0.bitmap"]), ("ulx3s", [])):
+                                         "fc2.lane0.entries"]), ("ulx3s", [])):
         acc = accelerator_for("load", name)(board, 1)
         assert acc.weight_store.slots[0].name == "fc1.lane0.table"
         assert [s.name for s in acc.weight_store.slots if s.spram] == placed
