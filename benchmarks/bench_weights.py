@@ -8,10 +8,10 @@ host driver (``python -m boards run``) on a pseudo-terminal, the UART at the boa
 encoding), checking every result against the golden model.
 
 Reports the weight image (bytes, memories, the bytes on the wire with frame overhead and the
-replies, and their time at the baud rate: a lower bound, the host waits for each reply), the
-board's cycles per inference (its own counter), the compute-bound rate at the clock, the
-end-to-end rate over the samples (first sample byte to last result byte, simulated) and their
-ratio, and the bytes per sample.
+replies, their time at the baud rate, and the simulated time of the upload, the host waiting
+for each reply), the board's cycles per inference (its own counter), the compute-bound rate at
+the clock, the end-to-end rate over the samples (first sample byte to last result byte,
+simulated, the upload not included) and their ratio, and the bytes per sample.
 
     python benchmarks/bench_weights.py --bundle DIR --board icebreaker --clock-mhz 30
         [--baud B] [--lanes L] [--samples N] [-o FILE]
@@ -22,6 +22,7 @@ upload of a 784-128-10 network is some 3 million simulated cycles (about ten min
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -47,7 +48,7 @@ RESULT_KEYS = {
          "bytes_per_sample", "wall_seconds"},
     "provenance": PROVENANCE_KEYS,
     "weights": {"image_bytes", "memories", "spram_memories", "frames", "wire_bytes",
-                "wire_seconds", "layout_ident"},
+                "wire_seconds", "upload_seconds", "layout_ident"},
 }
 #: WEIGHTS frame payloads (image bytes), as boards.weights.LoadedBoardLink sends them.
 CHUNK = 1024
@@ -89,7 +90,7 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=24, metavar="N")
     p.add_argument("-o", "--output", type=Path, metavar="FILE")
     args = p.parse_args(argv)
-    from boards.cosim import cosimulate
+    from boards.cosim import PERIOD_NS, cosimulate
     from hdl.protocol import WEIGHTS_HEAD, WEIGHTS_REPLY
     from hdl.uart import baud_divisor
     from models.bundle import BundleError, load
@@ -117,11 +118,24 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench_weights_") as tmp:
         r = cosimulate(link, args.bundle, Path(tmp), samples=args.samples, wall_limit=7200,
                        host_timeout=1800)
-    if r["returncode"] != 0 or not r.get("all_equal"):
-        raise SystemExit(f"the run failed or differs from golden:\n{r['output']}")
+        if r["returncode"] != 0 or not r.get("all_equal"):
+            raise SystemExit(f"the run failed or differs from golden:\n{r['output']}")
+        timeline = json.loads((Path(tmp) / "timeline.json").read_text())
+    # The host sends INFO twice (5 bytes each), then the WEIGHTS frames, then the samples:
+    # the upload runs from its first byte to the last reply byte before the first sample
+    # byte, and the samples from there to the last reply byte. Timeline entries are simulated
+    # ns at the cosimulation's clock period: cycles of the board, at its clock.
+    sent = 2 * 5 + image + frames * (5 + WEIGHTS_HEAD)
+    rx, tx = timeline["rx"], timeline["tx"]
+    if len(rx) <= sent:
+        raise SystemExit(f"the host sent {len(rx)} bytes, not more than the {sent} before "
+                         f"the samples")
+    upload_end = max(t for t in tx if t < rx[sent])
+    upload_s = (upload_end - rx[10]) / PERIOD_NS / clock_hz
+    samples_s = (tx[-1] - rx[sent]) / PERIOD_NS / clock_hz
     cycles = sum(r["cycles"]) / len(r["cycles"])
     compute = clock_hz / cycles
-    e2e = r["inferences_per_second_end_to_end"]
+    e2e = len(r["samples"]) / samples_s
     upload = [line for line in r["output"].splitlines() if line.startswith("weights: ")]
     result = {
         "benchmark": "run-time weights end to end",
@@ -134,7 +148,7 @@ def main(argv=None):
         "weights": {"image_bytes": image, "memories": len(store.slots),
                     "spram_memories": sum(1 for slot in store.slots if slot.spram),
                     "frames": frames, "wire_bytes": wire,
-                    "wire_seconds": wire * 10 / args.baud,
+                    "wire_seconds": wire * 10 / args.baud, "upload_seconds": upload_s,
                     "layout_ident": f"0x{store.ident:08x}"},
         "all_equal": r["all_equal"], "cycles_per_inference": cycles,
         "compute_inferences_per_s": compute, "end_to_end_inferences_per_s": e2e,
@@ -145,7 +159,8 @@ def main(argv=None):
     print(f"{upload[0] if upload else 'weights: uploaded'}")
     print(f"image {image} bytes in {len(store.slots)} memories "
           f"({result['weights']['spram_memories']} in SPRAM), {frames} frames, {wire} bytes "
-          f"on the wire = {1e3 * wire * 10 / args.baud:.0f} ms at {args.baud} baud")
+          f"on the wire = {1e3 * wire * 10 / args.baud:.0f} ms at {args.baud} baud; "
+          f"uploaded in {1e3 * upload_s:.0f} ms (simulated, replies awaited)")
     print(f"{r['mode']}: {cycles:.0f} cycles, compute {compute:.0f}/s, end to end {e2e:.0f}/s "
           f"({100 * e2e / compute:.1f} %), {result['bytes_per_sample']:.1f} bytes/sample "
           f"({result['wall_seconds']} s)")
