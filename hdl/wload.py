@@ -219,10 +219,12 @@ class SPRAM(wiring.Component):
     """A single-port RAM of ``width`` x ``depth`` from iCE40 SB_SPRAM256KA blocks.
 
     One access per cycle at ``addr``: a write of ``wdata`` when ``we``, else a read whose word
-    is on ``rdata`` the next cycle (a write leaves ``rdata`` as it was). Blocks of 16K x 16 are
-    put side by side for the width and stacked for the depth (the block is chosen by the upper
-    address bits, its output by the same bits a cycle later). With ``platform=None`` (the
-    simulator, a plain Verilog build) it is an Amaranth memory with the same behaviour.
+    is on ``rdata`` the next cycle. After a write ``rdata`` is undefined until the next read
+    (the SB_SPRAM256KA simulation model gives X); the weight memories are written only while
+    nothing reads them. Blocks of 16K x 16 are put side by side for the width and stacked for
+    the depth (the block is chosen by the upper address bits, its output by the same bits a
+    cycle later). With ``platform=None`` (the simulator, a plain Verilog build) it is an
+    Amaranth memory that reads the same (and keeps ``rdata`` over a write).
 
     Members
     -------
