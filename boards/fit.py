@@ -216,9 +216,10 @@ def _judge(report, bundle, b):
                       "weight bits (export --weight-bits 4): smaller weight memories")
         advice.append(f"a smaller event buffer (--capacity, now {report['capacity']} events)")
         spram = report["resources"].get("spram")
-        if spram is not None and spram["used"] < spram["total"]:
-            advice.append(f"weights in SPRAM ({spram['total'] - spram['used']} of "
-                          f"{spram['total']} free, 256 Kbit each): not generated yet")
+        if spram is not None and spram["used"] == 0 and spram["total"] \
+                and "conv2d" not in kinds:           # run-time weights: linear layers
+            advice.append(f"weights in SPRAM, loaded at run time (--weights load; "
+                          f"{spram['total']} free, 256 Kbit each)")
     if "spram" in short:
         advice.append("fewer or smaller SPRAM memories")
     if "dsp" in short:

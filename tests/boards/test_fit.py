@@ -121,9 +121,13 @@ def test_verdict_names_the_resource_that_runs_out_and_what_to_change():
                                 "DSP: 9 needed, 8 on the iCE40UP5K-SG48"]
     advice = " | ".join(judged["advice"])
     for hint in ("--channels", "--weight-bits 4", "--sparsity 0.9", "--capacity",
-                 "weights in SPRAM (4 of 4 free", "--leak shift", "--board ulx3s"):
+                 "--leak shift", "--board ulx3s"):
         assert hint in advice
     assert "fewer lanes" not in advice                  # it already has one lane
+    assert "SPRAM" not in advice                        # convolutions keep ROM weights
+    # The MNIST MLP's 103 block RAMs: its weights can go to SPRAM, loaded at run time.
+    advice = " | ".join(_judge(report_with(4122, bram=103), mlp, ice40)["advice"])
+    assert "weights in SPRAM, loaded at run time (--weights load; 4 free" in advice
     text = format_fit({**report_with(8000, bram=34, dsp=9), "board": "icebreaker", **judged})
     assert "verdict     does not fit" in text and "runs out    block RAM: 34 needed" in text
 
