@@ -207,3 +207,17 @@ def step_producer(dut, steps, *, gap, seed):
                 await ctx.tick().until(dut.i.ready)
                 ctx.set(dut.i.valid, 0)
     return producer
+
+
+def top_consumer(dut, n_out_events, results, *, stall, seed):
+    """A consumer testbench for an accelerator's ``o``: ``n_out_events`` output events, as
+    ``(addr if spike else 0, spike, last)``, appended to ``results``; random ``ready`` stalls
+    with probability ``stall``."""
+    async def consumer(ctx):
+        rng = random.Random(seed)
+        for _ in range(n_out_events):
+            while rng.random() < stall:
+                await ctx.tick()
+            out = await stream_get(ctx, dut.o)
+            results.append((out.addr if out.spike else 0, out.spike, out.last))
+    return consumer

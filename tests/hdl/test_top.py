@@ -9,7 +9,7 @@ from hdl.top import Accelerator
 from models import golden
 from models.bundle import Leak, Neuron
 from models.synth import random_csnn_bundle, random_events, random_linear_bundle
-from tests.sim import run_sim, stream_get, stream_put
+from tests.sim import run_sim, stream_put, top_consumer
 
 
 def rtl_top(bundle, stream_in, n_out_events, *, lanes=1, fmt=None, dense=False, stall=0.3,
@@ -26,14 +26,7 @@ def rtl_top(bundle, stream_in, n_out_events, *, lanes=1, fmt=None, dense=False, 
             await stream_put(ctx, dut.i, {"addr": addr, "value": value, "last": last,
                                           "first": first})
 
-    async def consumer(ctx):
-        rng = random.Random(seed + 1)
-        for _ in range(n_out_events):
-            while rng.random() < stall:
-                await ctx.tick()
-            out = await stream_get(ctx, dut.o)
-            results.append((out.addr if out.spike else 0, out.spike, out.last))
-
+    consumer = top_consumer(dut, n_out_events, results, stall=stall, seed=seed + 1)
     budget = 200 + 40 * (len(stream_in) + n_out_events) * max(1, bundle.layers[0].n_out)
     run_sim(dut, [producer, consumer], watchdog_cycles=budget, name="top")
     return results

@@ -15,7 +15,7 @@ from hdl.wload import SPRAM, WeightLoader, WeightStore, word_value
 from models import golden
 from models.bundle import Leak, Neuron
 from models.synth import random_csnn_bundle, random_events, random_linear_bundle
-from tests.sim import run_sim, stream_get, stream_put
+from tests.sim import run_sim, stream_put, top_consumer
 
 NEURON = Neuron("lif", "subtract", 40, 16, Leak("shift", shift=3))
 
@@ -58,14 +58,7 @@ def rtl_loaded(board, run, stream_in, n_out_events, *, lanes=1, stall=0.3, seed=
             await stream_put(ctx, dut.i, {"addr": addr, "value": value, "last": last,
                                           "first": first})
 
-    async def consumer(ctx):
-        rng = random.Random(seed + 1)
-        for _ in range(n_out_events):
-            while rng.random() < stall:
-                await ctx.tick()
-            out = await stream_get(ctx, dut.o)
-            results.append((out.addr if out.spike else 0, out.spike, out.last))
-
+    consumer = top_consumer(dut, n_out_events, results, stall=stall, seed=seed + 1)
     budget = 1000 + 5 * loads * len(image) + 100 * (len(stream_in) + n_out_events) * 16
     run_sim(dut, [producer, consumer], watchdog_cycles=budget, name="loaded")
     return results
