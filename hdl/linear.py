@@ -99,12 +99,18 @@ class LinearEngine(EngineBase):
         neurons are split into ``U / L`` sub-banks, swept in parallel). Default ``L``.
     counters : :class:`bool`
         Add the ``counters`` member: the work counters of :class:`hdl.event.EngineCounters`.
+    store : :class:`hdl.wload.WeightStore` or ``None``
+        Weights loaded at run time: the weight and bias memories register with the store, start
+        empty and are laid out by the layer's shape (bitmap unless ``fmt`` says otherwise;
+        entries for half of each lane's bank, or all of them for a denser bundle; currents for
+        the largest sum weights of ``weight_bits`` can make). Not with ``dense``.
 
     Members
     -------
     i : ``In(stream.Signature(EventLayout(n_in, value_shape)))``
     o : ``Out(stream.Signature(EventLayout(n_out)))``
     counters : ``Out(EngineCounters())``, only with ``counters=True``
+    load : ``In(hdl.wload.WEIGHT_WRITE)``, only with a ``store``: the memories' write bus
 
     The engine contract (docs/architecture.md, "Engine contract"): :attr:`layer`,
     :attr:`lanes`, :attr:`updates`, :attr:`weight_format`, :attr:`weight_bits_stored`,
