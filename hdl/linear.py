@@ -100,10 +100,11 @@ class LinearEngine(EngineBase):
     counters : :class:`bool`
         Add the ``counters`` member: the work counters of :class:`hdl.event.EngineCounters`.
     store : :class:`hdl.wload.WeightStore` or ``None``
-        Weights loaded at run time: the weight and bias memories register with the store, start
-        empty and are laid out by the layer's shape (bitmap unless ``fmt`` says otherwise;
-        entries for half of each lane's bank, or all of them for a denser bundle; currents for
-        the largest sum weights of ``weight_bits`` can make). Not with ``dense``.
+        Weights loaded at run time: the weight and bias memories and the threshold register
+        with the store, start empty and are laid out by the layer's shape (bitmap unless
+        ``fmt`` says otherwise; entries for half of each lane's bank, or all of them for a
+        denser bundle; currents for the largest sum weights of ``weight_bits`` can make).
+        Not with ``dense``.
 
     Members
     -------
@@ -164,6 +165,9 @@ class LinearEngine(EngineBase):
             self._loads = [register_lane(store, self._packed, k, f"{layer.name}.lane{k}")
                            for k in range(lanes)]
             self._bias_loads = self._register_bias(store, layer)
+            p = layer.neuron.potential_bits
+            self._threshold_load = store.add(f"{layer.name}.threshold", unsigned(p - 1), 1,
+                                             [layer.neuron.threshold])
 
     def _register(self, store, layer, value_shape, fmt):
         """Weights loaded at run time: memories sized by the layer's shape alone, and the
@@ -187,11 +191,11 @@ class LinearEngine(EngineBase):
         if need > cb:
             raise ValueError(f"Bias makes currents of {need} bits; weights loaded at run time "
                              f"hold {cb} for this shape")
-        neuron = layer.neuron
+        neuron = {k: v for k, v in layer.neuron.to_json().items() if k != "threshold"}
         store.describe(layer=layer.name, kind="linear", n_in=layer.n_in, n_out=layer.n_out,
                        weight_bits=layer.weight_bits, value_shape=repr(Shape.cast(value_shape)),
                        bias=layer.bias is not None, lanes=lanes, updates=self._updates,
-                       fmt=fmt, current_bits=cb, neuron=neuron.to_json())
+                       fmt=fmt, current_bits=cb, neuron=neuron)
         return packed, cb
 
     def _register_bias(self, store, layer):
@@ -326,15 +330,14 @@ class LinearEngine(EngineBase):
         bias = np.zeros(rows * width, dtype=np.int64)
         bias[:layer.n_out] = layer.bias_vector()
         if self._store is None:
-            bias_load = {"bias": bias.reshape(rows, width)}
-        elif self._bias_loads is None:
-            bias_load = {}
+            loaded = {"bias": bias.reshape(rows, width)}
         else:
-            bias_load = {"bias_load": self._bias_loads, "store": self._store}
+            loaded = {"bias_load": self._bias_loads, "threshold_load": self._threshold_load,
+                      "store": self._store}
         m.submodules.sweep = sweep = NeuronSweep(
             layer.neuron, current_bits=cb, rows=rows, width=width,
-            live=live_rows(layer.n_out, width), **bias_load)
-        if "bias_load" in bias_load:
+            live=live_rows(layer.n_out, width), **loaded)
+        if self._store is not None:
             m.d.comb += sweep.load.eq(self.load)
         wiring.connect(m, steps.o, sweep.i)
         read = sweep.o_read

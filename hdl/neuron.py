@@ -35,11 +35,14 @@ def neuron_leak(neuron, u_prev):
     return u - (u >> lk.shift)
 
 
-def neuron_sum(neuron, leaked, s_prev, current):
-    """The unclamped next potential ``v`` from the leaked potential, last spike and current."""
+def neuron_sum(neuron, leaked, s_prev, current, theta=None):
+    """The unclamped next potential ``v`` from the leaked potential, last spike and current.
+
+    ``theta``: the threshold as a value (a register loaded at run time) instead of
+    ``neuron.threshold``."""
     cur = current.as_signed() if current.shape().signed else current
     if neuron.reset == "subtract":
-        v = leaked + cur - Mux(s_prev, neuron.threshold, 0)
+        v = leaked + cur - Mux(s_prev, neuron.threshold if theta is None else theta, 0)
     elif neuron.reset == "zero" and neuron.model == "lif":
         v = Mux(s_prev, 0, leaked) + cur            # leak((1 - r) * u) = (1 - r) * leak(u)
     elif neuron.reset == "zero":
@@ -49,15 +52,18 @@ def neuron_sum(neuron, leaked, s_prev, current):
     return v.as_signed()
 
 
-def neuron_clamp(neuron, v):
+def neuron_clamp(neuron, v, theta=None):
     """Return ``(u, s)``: ``v`` clamped to the potential width, and the spike ``u > theta``.
 
     The spike is taken from ``v`` with comparisons that run beside the clamp's, not after it.
+    ``theta``: the threshold as a value (at most ``hi``) instead of ``neuron.threshold``.
     """
-    p, lo, hi, theta = neuron.potential_bits, neuron.lo, neuron.hi, neuron.threshold
+    p, lo, hi = neuron.potential_bits, neuron.lo, neuron.hi
+    above = int(hi > neuron.threshold) if theta is None else theta < hi
+    theta = neuron.threshold if theta is None else theta
     u = Mux(v < lo, lo, Mux(v > hi, hi, v))[:p].as_signed()
     # u = hi above the range (a spike iff hi > theta); u = lo < 0 <= theta below it.
-    s = Mux(v > hi, int(hi > theta), v > theta)
+    s = Mux(v > hi, above, v > theta)
     return u, s
 
 

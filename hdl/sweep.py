@@ -64,22 +64,24 @@ def live_rows(n, width):
     return [max(0, -(-(n - u) // width)) for u in range(width)]
 
 
-def _clamp(neuron, v):
+def _clamp(neuron, v, theta=None):
     """:func:`hdl.neuron.neuron_clamp`, bit for bit, with the range checks on ``v``'s top bits.
 
     The potential range is the whole of ``signed(potential_bits)``, so ``v`` is out of it
     exactly when its bits from ``potential_bits - 1`` up are not all equal: a LUT tree instead
     of two carry-chain compares beside the spike's (on the UP5K the three compares and the
-    clamp's multiplexers took a whole 20 ns cycle).
+    clamp's multiplexers took a whole 20 ns cycle). ``theta``: the threshold as a value.
     """
-    p, lo, hi, theta = neuron.potential_bits, neuron.lo, neuron.hi, neuron.threshold
+    p, lo, hi = neuron.potential_bits, neuron.lo, neuron.hi
     v = v.as_signed()
     if len(v) <= p or (lo, hi) != (-2 ** (p - 1), 2 ** (p - 1) - 1):
-        return neuron_clamp(neuron, v)
+        return neuron_clamp(neuron, v) if theta is None else neuron_clamp(neuron, v, theta)
+    above = int(hi > neuron.threshold) if theta is None else theta < hi
+    theta = neuron.threshold if theta is None else theta
     top = v[p - 1:]
     fits = top.all() | ~top.any()
     u = Mux(fits, v[:p], Mux(v[-1], lo, hi))[:p].as_signed()
-    s = Mux(fits | v[-1], v > theta, int(hi > theta))
+    s = Mux(fits | v[-1], v > theta, above)
     return u, s
 
 
@@ -150,7 +152,8 @@ class NeuronSweep(wiring.Component):
     module, as the engines do.
     """
     def __init__(self, neuron, *, current_bits, rows, width, bias=None, live=None,
-                 queue_depth=None, output_queue=True, bias_load=None, store=None):
+                 queue_depth=None, output_queue=True, bias_load=None, threshold_load=None,
+                 store=None):
         check_neuron(neuron)
         if bias_load is not None and (bias is not None or len(bias_load) != width):
             raise ValueError(f"Bias load must give one memory per column ({width}) and comes "
@@ -193,9 +196,10 @@ class NeuronSweep(wiring.Component):
         self._rows, self._width, self._bias = rows, width, bias
         self._live, self._queue_depth = live or [rows] * width, queue_depth
         self._output_queue = output_queue
-        self._bias_load, self._store = bias_load, store
+        self._bias_load, self._threshold_load, self._store = bias_load, threshold_load, store
+        loaded = bias_load is not None or threshold_load is not None
         super().__init__({
-            **({} if bias_load is None else {"load": In(WEIGHT_WRITE)}),
+            **({"load": In(WEIGHT_WRITE)} if loaded else {}),
             "i": In(stream.Signature(SweepCommand())),
             "o_read": Out(stream.Signature(SweepRequest(rows), always_ready=True)),
             "i_current": In(stream.Signature(data.ArrayLayout(signed(current_bits), width),
@@ -265,6 +269,13 @@ class NeuronSweep(wiring.Component):
         m.d.sync += [req.eq(issue_ctrl), read.eq(req), leak.eq(read), add.eq(leak),
                      clamp.eq(add), wb.eq(clamp)]
 
+        theta = None
+        if self._threshold_load is not None:
+            # The threshold loaded at run time: a register the load bus writes (its only word).
+            theta = Signal(unsigned(neuron.potential_bits - 1), name="threshold")
+            with m.If(self.load.en & (self.load.sel == self._threshold_load)):
+                m.d.sync += theta.eq(self.load.data[:len(theta)])
+
         spikes = []
         for u in range(width):
             state = memory.Memory(shape=data.StructLayout({"u": signed(neuron.potential_bits),
@@ -296,10 +307,13 @@ class NeuronSweep(wiring.Component):
             # Add: the reset and the sum, registered; Clamp: clamp and spike, registered (the
             # compares' carry chains and the clamp's multiplexers fill an iCE40 cycle, so the
             # state write and the spike word come from registers); Write back.
-            v = neuron_sum(neuron, Mux(add.zero, 0, add_leak), add_s, add_cur)
+            if theta is None:
+                v = neuron_sum(neuron, Mux(add.zero, 0, add_leak), add_s, add_cur)
+            else:
+                v = neuron_sum(neuron, Mux(add.zero, 0, add_leak), add_s, add_cur, theta)
             clamp_v = Signal(v.shape(), name=f"v{u}", reset_less=True)
             m.d.sync += clamp_v.eq(v)
-            u_next, s_next = _clamp(neuron, clamp_v)
+            u_next, s_next = _clamp(neuron, clamp_v, theta)
             spike = Signal(name=f"spike{u}", reset_less=True)
             wb_u = Signal.like(u_next, name=f"u_next{u}", reset_less=True)
             live = self._live[u]

@@ -20,9 +20,10 @@ from tests.sim import run_sim, stream_put, top_consumer
 NEURON = Neuron("lif", "subtract", 40, 16, Leak("shift", shift=3))
 
 
-def bundle(seed, sparsity, *, input_bits=1, n_in=20, hidden=16, n_out=12, steps=4):
+def bundle(seed, sparsity, *, input_bits=1, n_in=20, hidden=16, n_out=12, steps=4,
+           neuron=NEURON):
     return random_linear_bundle(n_in=n_in, n_out=n_out, sparsity=sparsity, seed=seed,
-                                layers=2, hidden=hidden, steps=steps, neuron=NEURON,
+                                layers=2, hidden=hidden, steps=steps, neuron=neuron,
                                 input_bits=input_bits)
 
 
@@ -83,6 +84,15 @@ def test_board_runs_another_bundle_of_its_shape(lanes):
     assert check_loaded(board, run, lanes=lanes) > 0
 
 
+def test_loaded_threshold():
+    """Another threshold is part of the image, not of the layout: a board built with
+    threshold 40 runs bundles with 7 and 400, each as the golden model does (and differently
+    from each other)."""
+    spikes = [check_loaded(bundle(1, 0.75), bundle(2, 0.75, neuron=Neuron(
+        "lif", "subtract", threshold, 16, Leak("shift", shift=3)))) for threshold in (7, 400)]
+    assert spikes[0] > spikes[1]
+
+
 def test_reload_after_cut_loads():
     """Loads cut short and restarted: only the last, whole one counts."""
     assert check_loaded(bundle(3, 0.6), bundle(4, 0.75), loads=3, seed=5) > 0
@@ -103,11 +113,15 @@ def test_loaded_dense_bank_weights_fold():
 def test_ident_names_the_shape():
     base = Accelerator(bundle(1, 0.75), weights="load").weight_store
     for other in (bundle(1, 0.75, hidden=17), bundle(1, 0.75, input_bits=2),
-                  random_linear_bundle(n_in=20, n_out=12, sparsity=0.75, seed=1, layers=2,
-                                       hidden=16, steps=4,
-                                       neuron=Neuron("lif", "subtract", 41, 16,
-                                                     Leak("shift", shift=3)))):
+                  bundle(1, 0.75, neuron=Neuron("lif", "subtract", 40, 16,
+                                                Leak("shift", shift=2))),
+                  bundle(1, 0.75, neuron=Neuron("lif", "zero", 40, 16,
+                                                Leak("shift", shift=3)))):
         assert Accelerator(other, weights="load").weight_store.ident != base.ident
+    # The threshold is loaded: not part of the layout.
+    assert Accelerator(bundle(1, 0.75, neuron=Neuron("lif", "subtract", 900, 16,
+                                                     Leak("shift", shift=3))),
+                       weights="load").weight_store.ident == base.ident
     assert Accelerator(bundle(1, 0.75), lanes=2, weights="load").weight_store.ident != base.ident
     # Denser than half in a lane: the entry memories are built for every weight, another layout.
     assert Accelerator(bundle(1, 0.2), weights="load").weight_store.ident != base.ident
