@@ -130,8 +130,8 @@ def test_neuron_arithmetic_proven(tmp_path, stage, name):
 # One seeded bug per stage, each in the real source of hdl/neuron.py.
 SEEDED = {
     "leak": ("lif-subtract-mul", ">> lk.frac_bits", "+ 1 >> lk.frac_bits"),          # rounds
-    "sum": ("lif-subtract-mul", "Mux(s_prev, neuron.threshold, 0)",
-            "Mux(s_prev, neuron.threshold - 1, 0)"),                                  # reset
+    "sum": ("lif-subtract-mul", "Mux(s_prev, neuron.threshold if theta is None else theta, 0)",
+            "Mux(s_prev, (neuron.threshold if theta is None else theta) - 1, 0)"),    # reset
     "clamp": ("lif-zero-shift", "Mux(v < lo, lo,", "Mux(v < lo - 1, lo,"),           # wraps
     "update": ("lif-subtract-mul", "v > theta)", "v >= theta)"),                      # compare
 }
