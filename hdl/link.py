@@ -318,12 +318,14 @@ class HostLink(wiring.Component):
     @property
     def info(self):
         """The INFO reply this link gives."""
+        rate_bits = getattr(self._accelerator, "rate_bits", 0)   # hdl.rate.RateInput
         flags = ((protocol.FLAG_BATCH if self._steps else 0)
                  | (protocol.FLAG_REPLAY if self._replay else 0)
-                 | (protocol.FLAG_WEIGHTS if self.weights else 0))
+                 | (protocol.FLAG_WEIGHTS if self.weights else 0)
+                 | (protocol.FLAG_RATE if rate_bits else 0))
         return protocol.Info(protocol.VERSION, self.event_bytes, self._n_in, self._n_out,
                              self._capacity, self._clock_hz, self._ident, self._steps or 0,
-                             flags)
+                             flags, rate_bits)
 
     def elaborate(self, platform):
         # Four small state machines run the link, handing over through registered strobes:

@@ -23,6 +23,7 @@ import numpy as np
 __all__ = [
     "COUNT_BITS",
     "FLAG_BATCH",
+    "FLAG_RATE",
     "FLAG_REPLAY",
     "FLAG_WEIGHTS",
     "INFO_LENGTH",
@@ -58,6 +59,7 @@ INFO_LENGTH = 20
 FLAG_BATCH = 0x01      # Info.flags: the board takes BATCH frames
 FLAG_REPLAY = 0x02     # Info.flags: a BATCH sample is one step, replayed ``steps`` times
 FLAG_WEIGHTS = 0x04    # Info.flags: weights are loaded at run time (WEIGHTS); ident is the layout's
+FLAG_RATE = 0x08       # Info.flags: a sample is a seed and intensities; the board draws the spikes
 WEIGHTS_HEAD = 8       # WEIGHTS payload: layout ident (4), byte offset (4), then image bytes
 WEIGHTS_REPLY = 5      # WEIGHTS reply: image bytes written so far (4), whole image loaded (1)
 CRC_POLY = 0x07
@@ -239,9 +241,10 @@ class Info:
     clock_hz: int
     ident: int
     steps: int = 0     # steps per BATCH sample (0: no BATCH)
-    flags: int = 0     # FLAG_BATCH, FLAG_REPLAY
+    flags: int = 0     # FLAG_BATCH, FLAG_REPLAY, FLAG_WEIGHTS, FLAG_RATE
+    rate_bits: int = 0  # bits of an intensity where FLAG_RATE is set (hdl.rate), else 0
 
-    _FORMAT = "<BBHHHIIHBx"
+    _FORMAT = "<BBHHHIIHBB"
 
     @property
     def batch(self):
@@ -251,9 +254,14 @@ class Info:
     def replay(self):
         return bool(self.flags & FLAG_REPLAY)
 
+    @property
+    def rate(self):
+        return bool(self.flags & FLAG_RATE)
+
     def pack(self):
         return struct.pack(self._FORMAT, self.version, self.event_bytes, self.n_in, self.n_out,
-                           self.capacity, self.clock_hz, self.ident, self.steps, self.flags)
+                           self.capacity, self.clock_hz, self.ident, self.steps, self.flags,
+                           self.rate_bits)
 
     @classmethod
     def unpack(cls, payload):

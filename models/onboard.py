@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["MASK", "board_rate_report", "quantize", "rate_events", "sample_seeds",
-           "xorshift32"]
+           "board_intensities", "xorshift32"]
 
 MASK = 0xFFFFFFFF
 
@@ -100,6 +100,32 @@ def rate_events(intensities, seeds, *, steps, bits):
     return np.concatenate([rows, np.ones((len(rows), 1), dtype=np.int64)], axis=1)
 
 
+def board_intensities(bundle, bits, count=None):
+    """The quantized intensities of ``bundle``'s test samples, ``[count, n_in]`` (default: as
+    many as its vectors hold), and their labels: the first test images of the data set the
+    bundle was trained on (``provenance.dataset``), checked against the vectors' labels."""
+    from .data import DATASET_INFO, load_split
+    v = bundle.vectors
+    if v is None or v.labels is None:
+        raise ValueError("Rate input on the board needs the bundle's vectors.npz with labels")
+    count = v.samples if count is None else min(count, v.samples)
+    source = (bundle.provenance or {}).get("dataset")
+    names = [name for name, info in DATASET_INFO.items() if info["source"] == source]
+    if not names:
+        raise ValueError(f"Rate input on the board: the bundle's data set {source!r} is not one "
+                         f"of {', '.join(info['source'] for info in DATASET_INFO.values())}")
+    _, _, x_test, y_test = load_split(names[0])
+    labels = np.asarray(v.labels)[:count]
+    if not np.array_equal(np.asarray(y_test[:count]), labels):
+        raise ValueError(f"Rate input on the board: the vectors' labels are not the first "
+                         f"{count} of the {source} test split")
+    images = np.asarray(x_test[:count]).reshape(count, -1)
+    if images.shape[1] != bundle.input.size:
+        raise ValueError(f"Rate input on the board: the {source} images have "
+                         f"{images.shape[1]} pixels, the bundle {bundle.input.size} inputs")
+    return quantize(images, bits), labels
+
+
 def board_rate_report(bundle, seed, bits):
     """Golden figures of a rate-coded bundle's test samples with the spikes this generator draws
     (base seed ``seed``, ``bits``-bit intensities) beside those of its exported spikes, and the
@@ -107,23 +133,13 @@ def board_rate_report(bundle, seed, bits):
     from hdl.protocol import EventFormat, sample_stream
 
     from . import golden
-    from .data import DATASET_INFO, load_split
     if bundle.input.encoding != "rate":
         raise ValueError(f"--board-rate needs a rate-coded bundle, not {bundle.input.encoding!r}")
+    try:
+        q, labels = board_intensities(bundle, bits)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("Rate input on the board", "--board-rate")) from None
     v = bundle.vectors
-    if v is None or v.labels is None:
-        raise ValueError("--board-rate needs the bundle's vectors.npz with labels")
-    source = (bundle.provenance or {}).get("dataset")
-    names = [name for name, info in DATASET_INFO.items() if info["source"] == source]
-    if not names:
-        raise ValueError(f"--board-rate: the bundle's data set {source!r} is not one of "
-                         f"{', '.join(info['source'] for info in DATASET_INFO.values())}")
-    _, _, x_test, y_test = load_split(names[0])
-    labels = np.asarray(v.labels)
-    if not np.array_equal(np.asarray(y_test[:v.samples]), labels):
-        raise ValueError(f"--board-rate: the vectors' labels are not the first {v.samples} of "
-                         f"the {source} test split")
-    q = quantize(np.asarray(x_test[:v.samples]).reshape(v.samples, -1), bits)
     events = rate_events(q, sample_seeds(seed, v.samples), steps=v.steps, bits=bits)
     dense = golden.events_to_dense(events, v.samples, v.steps, bundle.input.size)
     preds = golden.predict(golden.run(bundle, dense).output)
