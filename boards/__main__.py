@@ -62,6 +62,10 @@ def build_parser():
                     help="rom: weights in the bitstream (default); load: memories filled at "
                          "run time over the link (boards run uploads them), in SPRAM on the "
                          "iCEBreaker, so one build runs any bundle of the same shape")
+    hw.add_argument("--rate", type=int_arg(1, 8), metavar="BITS",
+                    help="rate-coded bundles: the host sends each sample once, as a seed and "
+                         "BITS-bit intensities, and the board draws the spikes (default: the "
+                         "host sends the spikes)")
     hw.add_argument("--capacity", type=int_arg(1, 65535), metavar="N",
                     help="event buffer, events per sample (default: the largest test sample)")
     b.add_argument("-o", "--output", type=Path, default=Path("build/board"), metavar="DIR",
@@ -84,6 +88,8 @@ def build_parser():
     f.add_argument("--weights", choices=("rom", "load"), default="rom",
                    help="weights in the bitstream (rom) or loaded at run time (load, in SPRAM "
                         "on the iCEBreaker)")
+    f.add_argument("--rate", type=int_arg(1, 8), metavar="BITS",
+                   help="rate input drawn on the board from BITS-bit intensities, as for build")
     f.add_argument("--capacity", type=int_arg(1, 65535), metavar="N",
                    help="event buffer, events per sample (default: the largest test sample)")
     f.add_argument("--json", type=Path, metavar="FILE", help="also write the report here")
@@ -102,6 +108,9 @@ def build_parser():
                    help="run the first N samples (default: all)")
     r.add_argument("--timeout", type=float_arg(0.01, 3600.0), default=5.0, metavar="S",
                    help="seconds to wait for a reply (default: %(default)s)")
+    r.add_argument("--seed", type=int_arg(0, 2 ** 32 - 1), default=1, metavar="S",
+                   help="boards built with --rate: base seed of the samples' seeds (default: "
+                        "%(default)s)")
     r.add_argument("--json", type=Path, metavar="FILE", help="write per-sample results here")
     r.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     r.set_defaults(handler=_cmd_run, subparser=r)
@@ -163,9 +172,29 @@ def _built_for(folder):
         return None
 
 
+def _input_options(args, parser, bundle):
+    """The accelerator factory, buffer capacity and replay of ``--weights``, ``--rate``,
+    ``--capacity`` and ``--no-replay``."""
+    from .weights import accelerator_for
+    accelerator = accelerator_for(args.weights, args.board)
+    replay = None if args.replay else False
+    if args.rate is None:
+        return accelerator, args.capacity, replay
+    from .rate import rate_accelerator, rate_capacity
+    if bundle.input.encoding != "rate":
+        parser.error(f"--rate needs a rate-coded bundle, not {bundle.input.encoding!r} input")
+    if args.weights != "rom":
+        parser.error("--rate cannot be combined with --weights load (rate input is built "
+                     "with ROM weights)")
+    if not args.replay:
+        parser.error("--rate cannot be combined with --no-replay (the board replays a "
+                     "sample's seed and intensities every step)")
+    return (rate_accelerator(accelerator, args.rate),
+            args.capacity or rate_capacity(bundle, args.rate), True)
+
+
 def _cmd_build(args, parser):
     from .build import BuildError, ProgramError, build, program, summary
-    from .weights import accelerator_for
     if args.variant is not None and args.board != "ulx3s":
         parser.error(f"--variant applies to ulx3s, not {args.board}")
     if args.flash and not args.program:
@@ -190,16 +219,16 @@ def _cmd_build(args, parser):
             args.steps = 16
         bundle = _random_bundle(args)
     check_bundle_options(parser, bundle, lanes=args.lanes)
+    accelerator, capacity, replay = _input_options(args, parser, bundle)
     if args.bundle is None:
         from models.bundle import save
         save(bundle, args.output / "bundle")
     log = (lambda *a: None) if args.quiet else (lambda text: print(text, flush=True))
     try:
         report = build(bundle, board_name=args.board, variant=args.variant, lanes=args.lanes,
-                       clock_mhz=args.clock, baud=args.baud, capacity=args.capacity,
-                       build_dir=args.output, seed=args.seed, log=log,
-                       replay=None if args.replay else False,
-                       accelerator=accelerator_for(args.weights, args.board))
+                       clock_mhz=args.clock, baud=args.baud, capacity=capacity,
+                       build_dir=args.output, seed=args.seed, log=log, replay=replay,
+                       accelerator=accelerator)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     except BuildError as exc:
@@ -226,15 +255,16 @@ def _cmd_build(args, parser):
 def _cmd_fit(args, parser):
     from .build import BuildError
     from .fit import fit, format_fit
-    from .weights import accelerator_for
     if args.variant is not None and args.board != "ulx3s":
         parser.error(f"--variant applies to ulx3s, not {args.board}")
     bundle = _load_bundle(args.bundle, parser)
     check_bundle_options(parser, bundle, lanes=args.lanes)
+    args.replay = True
+    accelerator, capacity, replay = _input_options(args, parser, bundle)
     try:
         report = fit(bundle, board_name=args.board, variant=args.variant, lanes=args.lanes,
-                     capacity=args.capacity, work_dir=args.output,
-                     accelerator=accelerator_for(args.weights, args.board))
+                     capacity=capacity, work_dir=args.output, accelerator=accelerator,
+                     replay=replay)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     except BuildError as exc:
@@ -247,9 +277,10 @@ def _cmd_fit(args, parser):
 
 
 def _cmd_run(args, parser):
-    from hdl.protocol import FLAG_WEIGHTS, ProtocolError
+    from hdl.protocol import FLAG_RATE, FLAG_WEIGHTS, ProtocolError
 
     from .host import BoardLink, HostError, format_report, open_port, run_samples
+    from .rate import run_rate_samples
     from .weights import LoadedBoardLink
     bundle = _load_bundle(args.bundle, parser)
     if bundle.vectors is None:
@@ -259,11 +290,17 @@ def _cmd_run(args, parser):
         port = open_port(str(args.port), baud=args.baud, timeout=args.timeout)
         with port:
             link = BoardLink(port)
-            if link.info().flags & FLAG_WEIGHTS:
+            flags = link.info().flags
+            if flags & FLAG_WEIGHTS:
                 # Weights loaded at run time: upload this bundle's before the samples.
                 link = LoadedBoardLink(port, bundle, log=log)
                 link.load_weights()
-            report = run_samples(link, bundle, samples=args.samples, log=log)
+            if flags & FLAG_RATE:
+                # The board draws the spikes: send seeds and intensities.
+                report = run_rate_samples(link, bundle, samples=args.samples, seed=args.seed,
+                                          log=log)
+            else:
+                report = run_samples(link, bundle, samples=args.samples, log=log)
     except (HostError, ProtocolError) as exc:
         print(f"python -m boards run: error: {exc}", file=sys.stderr)
         return 1

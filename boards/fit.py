@@ -113,7 +113,7 @@ def _run(cmd, cwd, env, what, timeout):
 
 
 def fit(bundle, *, board_name="icebreaker", variant=None, lanes=1, baud=DEFAULT_BAUD,
-        capacity=None, work_dir=None, accelerator=None, timeout=600):
+        capacity=None, work_dir=None, accelerator=None, timeout=600, replay=None):
     """Estimate ``bundle``'s build on a board from a quick synthesis; return a report dict.
 
     The report holds ``board``, ``device``, ``lanes``, ``capacity``, ``resources`` (per
@@ -121,12 +121,13 @@ def fit(bundle, *, board_name="icebreaker", variant=None, lanes=1, baud=DEFAULT_
     ``"does not fit"``), ``limits`` (the resources that run out, with why), ``advice`` (what to
     change), ``cells`` (Yosys cell counts) and ``seconds`` (elaboration, synthesis, packing).
     ``work_dir`` keeps the netlist and logs (default: a temporary folder, removed).
-    ``accelerator(bundle, lanes)`` makes the accelerator (default: hdl.top.Accelerator).
+    ``accelerator(bundle, lanes)`` makes the accelerator (default: hdl.top.Accelerator);
+    ``replay`` is as for :func:`boards.build.build`.
     """
     b = board(board_name)
     if b.variants:
         b.platform(variant)                  # validates the variant
-    capacity = capacity or default_capacity(bundle)
+    capacity = capacity or default_capacity(bundle, replay=replay)
     env = tool_env()
     if accelerator is None:
         from hdl.top import Accelerator
@@ -137,7 +138,7 @@ def fit(bundle, *, board_name="icebreaker", variant=None, lanes=1, baud=DEFAULT_
         with tempfile.TemporaryDirectory(prefix="snn_fit_") as tmp:
             return fit(bundle, board_name=board_name, variant=variant, lanes=lanes, baud=baud,
                        capacity=capacity, work_dir=tmp, accelerator=accelerator,
-                       timeout=timeout)
+                       timeout=timeout, replay=replay)
     out = Path(work_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -145,7 +146,8 @@ def fit(bundle, *, board_name="icebreaker", variant=None, lanes=1, baud=DEFAULT_
     start, cpu_start = time.monotonic(), _cpu()
     pll, clock_hz, divisor = clock_for(b, b.aim, baud)
     acc = accelerator(bundle, lanes)
-    link = host_link(bundle, acc, divisor=divisor, capacity=capacity, clock_hz=clock_hz)
+    link = host_link(bundle, acc, divisor=divisor, capacity=capacity, clock_hz=clock_hz,
+                     replay=replay)
     top = BoardTop(link, clock_hz=clock_hz, pll=pll)
     plan = b.platform(variant).prepare(top, NAME)
     for name, content in plan.files.items():

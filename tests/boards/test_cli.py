@@ -63,6 +63,19 @@ def bundle_dir(tmp_path):
     (["fit", "--bundle", "models/zoo/digits_csnn", "--weights", "load"],
      r"Layer 'conv1': Weights of a conv2d layer must be in ROM \(weights loaded at run time "
      r"are built for linear layers\), not 'loaded at run time'$"),
+    (["build", "--bundle", "models/zoo/mnist_mlp", "--rate", "4"],
+     r"--rate needs a rate-coded bundle, not 'direct' input$"),
+    (["build", "--bundle", "models/zoo/digits_mlp", "--rate", "4", "--weights", "load"],
+     r"--rate cannot be combined with --weights load \(rate input is built with ROM "
+     r"weights\)$"),
+    (["build", "--bundle", "models/zoo/digits_mlp", "--rate", "4", "--no-replay"],
+     r"--rate cannot be combined with --no-replay \(the board replays a sample's seed and "
+     r"intensities every step\)$"),
+    (["build", "--neurons", "8", "--rate", "9"], r"argument --rate: must be in \[1, 8\], not 9"),
+    (["fit", "--bundle", "models/zoo/mnist_csnn", "--rate", "2"],
+     r"--rate needs a rate-coded bundle, not 'direct' input$"),
+    (["run", "--port", "x", "--bundle", "x", "--seed", "-1"],
+     r"argument --seed: must be in \[0, 4294967295\], not -1"),
     (["run", "--bundle", "x"], r"the following arguments are required: --port"),
     (["run", "--port", "/dev/null", "--bundle", "/nonexistent"],
      r"/nonexistent: is not a bundle folder"),
