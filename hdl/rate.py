@@ -30,9 +30,10 @@ of the step) so that it can set ``last`` on it: no event is spent on closing a s
 
 A step takes ``seed_events + n_in + 1`` cycles when the accelerator keeps up (one address per
 cycle, one cycle to close the step). Input that breaks the format (addresses not ascending, an
-address twice, an address beyond ``n_in - 1``) draws for no address twice and never stalls the
-stream: an event whose address the walk has passed is dropped, and whatever is left of a step
-after the last address is taken and dropped before the step is closed.
+address twice, an address beyond ``n_in - 1``) never stalls the stream or changes the draws: an
+event is taken only when the walk is at its address, so the first event whose address the walk
+has passed (or never reaches) ends the step's intensities there, and it and the rest of the step
+are taken and dropped once the walk is through. Every step is still closed by one ``last``.
 """
 from amaranth import *
 from amaranth.lib import stream, wiring
@@ -178,15 +179,13 @@ class RateEncoder(wiring.Component):
                         m.d.sync += seed_k.eq(seed_k + 1)
 
             with m.State("Walk"):
-                live = self.i.valid & ~taken
-                here = live & (ev.addr == cursor)
-                passed = live & (ev.addr < cursor)
+                # The walk waits for the next input event (or the step's end) and, while a
+                # spike is held, for room at the output: whether this address spikes is not
+                # on the path to the enables.
+                here = self.i.valid & ~taken & (ev.addr == cursor)
                 spike = here & (draw[32 - bits:] < ev.value)
-                step = (taken | self.i.valid) & ~passed & (~(spike & held_valid) | o_free)
-                with m.If(passed):
-                    m.d.comb += self.i.ready.eq(1)
-                    m.d.sync += taken.eq(ev.last)
-                with m.Elif(step):
+                step = (taken | self.i.valid) & (~held_valid | o_free)
+                with m.If(step):
                     m.d.sync += [draw.eq(xorshift32(draw)), cursor.eq(cursor + 1)]
                     with m.If(here):
                         m.d.comb += self.i.ready.eq(1)
@@ -212,8 +211,9 @@ class RateEncoder(wiring.Component):
 class RateInput(wiring.Component):
     """An accelerator with a :class:`RateEncoder` in front: takes seed and intensity events.
 
-    The encoder's output reaches the accelerator through a :class:`~hdl.link.SkidBuffer`, so
-    the accelerator's ``i.ready`` stops at a register. A :class:`~hdl.link.HostLink` built
+    The encoder sits between two :class:`~hdl.link.SkidBuffer` slices, so neither its
+    ``i.ready`` (which depends on the address compare) nor the accelerator's reaches past a
+    register. A :class:`~hdl.link.HostLink` built
     around it reports :data:`~hdl.protocol.FLAG_RATE` and ``rate_bits`` in INFO.
 
     Parameters
@@ -269,10 +269,12 @@ class RateInput(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        m.submodules.take = take = SkidBuffer(EventLayout(self._n_in, unsigned(self._bits)))
         m.submodules.encoder = encoder = RateEncoder(self._n_in, self._bits)
         m.submodules.skid = skid = SkidBuffer(EventLayout(self._n_in))
         m.submodules.accelerator = acc = self._accelerator
-        wiring.connect(m, wiring.flipped(self.i), encoder.i)
+        wiring.connect(m, wiring.flipped(self.i), take.i)
+        wiring.connect(m, take.o, encoder.i)
         wiring.connect(m, encoder.o, skid.i)
         wiring.connect(m, skid.o, acc.i)
         wiring.connect(m, acc.o, wiring.flipped(self.o))

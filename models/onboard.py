@@ -4,8 +4,8 @@ A rate-coded sample sent as events costs one event per spike and step (about 490
 bytes, for a digits sample over 25 steps). Sent as intensities, it costs ``bits`` per pixel once
 (32 bytes for the 64 digits pixels at 4 bits), and the board draws the spikes itself. The host
 and the golden model must then draw exactly the spikes the board draws; this module is that
-specification, in numpy, bit for bit. The hardware is not built yet (docs/models.md, "On-board
-rate encoding").
+specification, in numpy, bit for bit; :mod:`hdl.rate` is the hardware (docs/boards.md, "Rate
+input drawn on the board").
 
 The generator is Marsaglia's 32-bit xorshift with shifts (13, 17, 5), one state per sample,
 seeded with that sample's nonzero 32-bit ``seed``. Every step walks every input address in

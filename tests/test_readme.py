@@ -65,6 +65,10 @@ SLOW = {
         "Yosys synthesis of the digits MLP, ~25 s of CPU (60 s wall on 2 shared cores); the "
         "default run synthesises a small layer through the same CLI in "
         "tests/boards/test_fit.py"),
+    "python -m boards fit --board icebreaker --bundle models/zoo/digits_mlp --rate 4": (
+        "icebreaker-fit-rate",
+        "Yosys synthesis of the digits MLP with the rate encoder, ~30 s of CPU; the default "
+        "run cosimulates that design through the host driver in tests/boards/test_rate.py"),
 }
 
 #: README line -> why it never runs here.
