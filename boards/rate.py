@@ -14,10 +14,10 @@ from __future__ import annotations
 import time
 
 from hdl import protocol
-from hdl.protocol import MAX_PAYLOAD, bundle_ident
+from hdl.protocol import bundle_ident
 from models import golden, onboard
 
-from .host import HostError, RunReport
+from .host import HostError, RunReport, batches
 
 __all__ = ["DEFAULT_SEED", "check_rate_board", "rate_accelerator", "rate_capacity",
            "rate_streams", "run_rate_samples"]
@@ -107,19 +107,9 @@ def run_rate_samples(link, bundle, *, samples=None, seed=DEFAULT_SEED, log=None)
     packed = rate_streams(q, seeds, n_in=n_in, bits=bits)
     report = RunReport(info, labels=[int(x) for x in labels], mode="batch-rate")
 
-    # Consecutive samples in frames of at most a buffer half (and one frame's payload).
-    limit = min(info.capacity, MAX_PAYLOAD // info.event_bytes)
-    groups, start, used = [], 0, 0
-    for s, (_, n) in enumerate(packed):
-        if n > limit:
-            raise HostError(f"Sample {s} takes {n} events but the board buffers "
-                            f"{info.capacity}: rebuild with --capacity {n}")
-        if used + n > limit:
-            groups.append((start, s))
-            start, used = s, 0
-        used += n
-    if start < count:
-        groups.append((start, count))
+    # Consecutive samples in frames of at most a buffer half (and one frame's payload):
+    # batches() counts a sample's events by its length.
+    groups = batches([range(n) for _, n in packed], info.capacity, info.event_bytes)
 
     def record(s, result):
         equal = result.counts == tuple(int(c) for c in gold_counts[s])
