@@ -450,6 +450,26 @@ def test_icebreaker_mnist_mlp_with_run_time_weights(tmp_path):
 
 
 @pytest.mark.slow
+def test_icebreaker_digits_mlp_with_rate_input(tmp_path):
+    """The trained digits MLP with its rate input drawn on the board (--rate 4): timing met at
+    36 MHz (docs/boards.md), replay on, a buffer for any sample (4 seed events + 64
+    addresses: 256), two-byte events of address and intensity."""
+    from hdl.protocol import bundle_ident
+    from models.bundle import load
+    zoo = Path(__file__).resolve().parents[2] / "models" / "zoo" / "digits_mlp"
+    proc = run_cli("build", "--board", "icebreaker", "--bundle", str(zoo), "--rate", "4",
+                   "--clock", "36", "-o", str(tmp_path), timeout=3600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["timing_met"] and report["fmax_mhz"] >= 36.0
+    link = report["link"]
+    assert link["replay"] and link["capacity"] == 256 and link["event_bytes"] == 2
+    assert link["ident"] == f"0x{bundle_ident(load(zoo)):08x}"
+    r = report["resources"]
+    assert r["logic_cells"] <= 0.95 * r["logic_cells_total"] and r["bram"] <= r["bram_total"]
+
+
+@pytest.mark.slow
 def test_ulx3s_build_end_to_end(tmp_path):
     proc = run_cli("build", "--board", "ulx3s", "--neurons", "8", "--inputs", "16",
                    "--sparsity", "0.5", "--steps", "4", "--clock", "50", "-o", str(tmp_path))
