@@ -108,9 +108,9 @@ def build_parser():
                    help="run the first N samples (default: all)")
     r.add_argument("--timeout", type=float_arg(0.01, 3600.0), default=5.0, metavar="S",
                    help="seconds to wait for a reply (default: %(default)s)")
-    r.add_argument("--seed", type=int_arg(0, 2 ** 32 - 1), default=1, metavar="S",
+    r.add_argument("--seed", type=int_arg(0, 2 ** 32 - 1), default=None, metavar="S",
                    help="boards built with --rate: base seed of the samples' seeds (default: "
-                        "%(default)s)")
+                        "1)")
     r.add_argument("--json", type=Path, metavar="FILE", help="write per-sample results here")
     r.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     r.set_defaults(handler=_cmd_run, subparser=r)
@@ -280,7 +280,7 @@ def _cmd_run(args, parser):
     from hdl.protocol import FLAG_RATE, FLAG_WEIGHTS, ProtocolError
 
     from .host import BoardLink, HostError, format_report, open_port, run_samples
-    from .rate import run_rate_samples
+    from .rate import DEFAULT_SEED, run_rate_samples
     from .weights import LoadedBoardLink
     bundle = _load_bundle(args.bundle, parser)
     if bundle.vectors is None:
@@ -297,8 +297,12 @@ def _cmd_run(args, parser):
                 link.load_weights()
             if flags & FLAG_RATE:
                 # The board draws the spikes: send seeds and intensities.
-                report = run_rate_samples(link, bundle, samples=args.samples, seed=args.seed,
+                report = run_rate_samples(link, bundle, samples=args.samples,
+                                          seed=DEFAULT_SEED if args.seed is None else args.seed,
                                           log=log)
+            elif args.seed is not None:
+                raise HostError(f"--seed applies to a board built with --rate, and this one "
+                                f"takes spike events (INFO flags 0x{flags:02x})")
             else:
                 report = run_samples(link, bundle, samples=args.samples, log=log)
     except (HostError, ProtocolError) as exc:

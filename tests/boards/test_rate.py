@@ -105,3 +105,28 @@ def test_host_needs_the_images_the_bundle_was_trained_on(tmp_path):
                                         r"not the first 2 of the sklearn digits test split$"):
         run_rate_samples(ScriptedLink(rate_info(shuffled)), shuffled, samples=2)
 
+
+
+def test_seed_for_a_board_that_takes_spikes_is_refused(monkeypatch, capsys):
+    """``boards run --seed`` against a board without rate input: one line, exit 1, before any
+    sample is sent."""
+    import boards.host
+    from boards.__main__ import main
+    from hdl.protocol import SYNC_REPLY, Reply, encode_frame
+    from tests.boards.test_host_parse import ScriptedPort
+    bundle = load(DIGITS)
+    info = rate_info(bundle, flags=FLAG_BATCH, rate_bits=0)
+
+    class Port(ScriptedPort):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+    port = Port([encode_frame(Reply.INFO, info.pack(), sync=SYNC_REPLY)])
+    monkeypatch.setattr(boards.host, "open_port", lambda *a, **k: port)
+    assert main(["run", "--port", "x", "--bundle", str(DIGITS), "--seed", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("python -m boards run: error: --seed applies to a board built with --rate, "
+                   "and this one takes spike events (INFO flags 0x01)\n")
+    assert len(port.written) == 1                       # INFO only
