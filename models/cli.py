@@ -49,6 +49,12 @@ ZOO = {
     "mnist_csnn": ["--dataset", "mnist", "--arch", "csnn", "--channels", "16,32",
                    "--encoding", "direct", "--steps", "4", "--slope", "2", "--epochs", "5",
                    "--prune-epochs", "2", "--prune-scope", "global", "--lr", "0.005"],
+    # A hidden linear layer before the output, and quantization-aware pruning epochs: the
+    # float network computes with the export's 8-bit weights (docs/datasets.md).
+    "fashion_csnn": ["--dataset", "fashion", "--arch", "csnn", "--channels", "16,32",
+                     "--fc-hidden", "128", "--encoding", "direct", "--steps", "4", "--slope",
+                     "2", "--epochs", "2", "--prune-epochs", "4", "--prune-scope", "global",
+                     "--lr", "0.005", "--qat-epochs", "2"],
 }
 
 
