@@ -31,7 +31,7 @@ DATASETS = ("digits", "mnist", "fashion")
 #: one given where it would do nothing is refused rather than ignored.
 OPTION_DEFAULTS = {"neuron": "lif", "beta": 0.9, "threshold": 1.0, "hidden": [128],
                    "channels": [8, 16], "direct_bits": 4, "delta_threshold": 0.25,
-                   "frac_bits": 8}
+                   "frac_bits": 8, "qat_bits": 8}
 
 #: The trained bundles under models/zoo: ``train`` options of each (export: 8-bit weights,
 #: the whole 360-sample test split). ``python -m models zoo`` rebuilds them.
@@ -49,6 +49,12 @@ ZOO = {
     "mnist_csnn": ["--dataset", "mnist", "--arch", "csnn", "--channels", "16,32",
                    "--encoding", "direct", "--steps", "4", "--slope", "2", "--epochs", "5",
                    "--prune-epochs", "2", "--prune-scope", "global", "--lr", "0.005"],
+    # A hidden linear layer before the output, and quantization-aware pruning epochs: the
+    # float network computes with the export's 8-bit weights (docs/datasets.md).
+    "fashion_csnn": ["--dataset", "fashion", "--arch", "csnn", "--channels", "16,32",
+                     "--fc-hidden", "128", "--encoding", "direct", "--steps", "4", "--slope",
+                     "2", "--epochs", "2", "--prune-epochs", "4", "--prune-scope", "global",
+                     "--lr", "0.005", "--qat-epochs", "2"],
 }
 
 
@@ -99,6 +105,9 @@ def _add_net_options(p):
                    help="mlp hidden widths (default: 128)")
     g.add_argument("--channels", type=_ints, metavar="C[,C...]",
                    help="csnn conv channels (default: 8,16)")
+    g.add_argument("--fc-hidden", type=_ints, metavar="N[,N...]",
+                   help="csnn: widths of hidden linear layers before the output "
+                        "(default: none)")
     g.add_argument("--no-bias", dest="bias", action="store_false",
                    help="synapses without bias")
 
@@ -144,6 +153,13 @@ def _add_train_options(p, *, epochs=20, prune_epochs=10, sparsity=0.75):
                    help=f"fraction bits of the mul leak (default: {OPTION_DEFAULTS['frac_bits']})")
     g.add_argument("--potential-bits", type=int, default=16, metavar="P",
                    help="membrane potential width (default: %(default)s)")
+    g.add_argument("--qat-epochs", type=int, default=0, metavar="N",
+                   help="quantization-aware training: the last N epochs compute with the "
+                        "weights rounded to the export's grid, kept rounded (default: "
+                        "%(default)s)")
+    g.add_argument("--qat-bits", type=int, metavar="BITS",
+                   help="weight bits of that grid, as export's --weight-bits "
+                        f"(default: {OPTION_DEFAULTS['qat_bits']})")
     g.add_argument("--seed", type=int, default=0, metavar="SEED",
                    help="seed of weights, shuffling and training encodings (default: %(default)s)")
     g.add_argument("--threads", type=int, default=1, metavar="N",
@@ -165,6 +181,8 @@ def _resolve_options(args, parser):
                 refuse(dest, f"is swept in a {args.command}: give {plural} instead")
     if args.arch == "csnn" and given("hidden"):
         refuse("hidden", "sets the mlp's widths, not the csnn's (use --channels)")
+    if args.arch == "mlp" and given("fc_hidden"):
+        refuse("fc_hidden", "adds linear layers to the csnn; the mlp's are --hidden")
     if args.arch == "mlp" and given("channels"):
         refuse("channels", "sets the csnn's convolutions, not the mlp's (use --hidden)")
     if args.encoding != "direct" and given("direct_bits"):
@@ -173,6 +191,8 @@ def _resolve_options(args, parser):
         refuse("delta_threshold", f"applies to --encoding delta, not {args.encoding}")
     if args.leak != "mul" and given("frac_bits"):
         refuse("frac_bits", f"applies to --leak mul, not {args.leak}")
+    if not getattr(args, "qat_epochs", 0) and given("qat_bits"):
+        refuse("qat_bits", "applies with --qat-epochs, not without")
     for dest, value in OPTION_DEFAULTS.items():
         if hasattr(args, dest) and getattr(args, dest) is None:
             setattr(args, dest, value)
@@ -187,7 +207,9 @@ def _configs(args):
     ncfg = check_config(NetConfig(arch=args.arch,
                                   in_shape=DATASET_INFO[args.dataset]["shape"],
                                   hidden=tuple(args.hidden),
-                                  channels=tuple(args.channels), neuron=args.neuron,
+                                  channels=tuple(args.channels),
+                                  fc_hidden=tuple(getattr(args, "fc_hidden", None) or ()),
+                                  neuron=args.neuron,
                                   beta=args.beta, threshold=args.threshold, reset=args.reset,
                                   surrogate=args.surrogate, slope=args.slope, bias=args.bias))
     tcfg = TrainConfig(dataset=args.dataset, encoding=args.encoding, steps=args.steps,
@@ -198,7 +220,8 @@ def _configs(args):
                        leak=args.leak, frac_bits=args.frac_bits,
                        potential_bits=args.potential_bits, seed=args.seed,
                        threads=args.threads, train_samples=args.train_samples,
-                       loss=args.loss).check()
+                       loss=args.loss, qat_epochs=args.qat_epochs,
+                       qat_bits=args.qat_bits).check()
     ncfg = replace(ncfg, input_gain=input_gain(tcfg.encoding, tcfg.direct_bits))
     return ncfg, tcfg
 

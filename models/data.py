@@ -136,6 +136,11 @@ class TrainConfig:
     test_seed: int = 1
     threads: int = 1
     train_samples: int = 0
+    # Quantization-aware training: the last qat_epochs epochs (0: none) compute with the
+    # weights rounded to the qat_bits-bit grid of the export (models.quantize.FakeQuant), and
+    # the checkpoint keeps the rounded weights.
+    qat_epochs: int = 0
+    qat_bits: int = 8
 
     def check(self):
         """Raise ``ValueError`` naming the bad value if an option is out of range."""
@@ -154,13 +159,17 @@ class TrainConfig:
         for name, lo, hi in (("epochs", 0, 10000), ("prune_epochs", 0, 10000),
                              ("batch", 1, 100000), ("threads", 1, 256),
                              ("seed", 0, 2 ** 31 - 1), ("test_seed", 0, 2 ** 31 - 1),
-                             ("train_samples", 0, 10 ** 7)):
+                             ("train_samples", 0, 10 ** 7), ("qat_epochs", 0, 20000),
+                             ("qat_bits", 2, 16)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise ValueError(f"{name.replace('_', ' ').capitalize()} must be an integer in "
                                  f"[{lo}, {hi}], not {value!r}")
         if self.epochs + self.prune_epochs < 1:
             raise ValueError("Epochs plus prune epochs must be at least 1, not 0")
+        if self.qat_epochs > self.epochs + self.prune_epochs:
+            raise ValueError(f"Qat epochs must be at most epochs plus prune epochs "
+                             f"({self.epochs + self.prune_epochs}), not {self.qat_epochs}")
         if self.sparsity > 0 and self.prune_epochs < 1:
             raise ValueError(f"Sparsity {self.sparsity} needs at least one prune epoch, not "
                              f"{self.prune_epochs}")

@@ -97,6 +97,11 @@ def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
     potential_bits = tcfg.potential_bits if potential_bits is None else potential_bits
     check_options(weight_bits=weight_bits, potential_bits=potential_bits, leak=tcfg.leak,
                   frac_bits=tcfg.frac_bits)
+    if tcfg.qat_epochs and (weight_bits, potential_bits) != (tcfg.qat_bits, tcfg.potential_bits):
+        raise ValueError(f"The network was trained on the grid of {tcfg.qat_bits}-bit weights "
+                         f"and {tcfg.potential_bits}-bit potentials (--qat-epochs); export it "
+                         f"with --weight-bits {tcfg.qat_bits} --potential-bits "
+                         f"{tcfg.potential_bits}")
     _, _, x_test, y_test = load_split(tcfg.dataset)
     if samples is None:
         samples = DEFAULT_SAMPLES[tcfg.dataset] or len(y_test)
@@ -156,7 +161,9 @@ def build_bundle(net, tcfg, *, weight_bits=8, potential_bits=None, samples=None,
         "train_seconds": train_metrics.get("train_seconds"),
         "train_cpu_seconds": train_metrics.get("train_cpu_seconds"),
         "net": net.cfg.to_dict(),
-        "train": dict(tcfg.__dict__),
+        # Without quantization-aware training its options stay out, as before they existed.
+        "train": {k: v for k, v in tcfg.__dict__.items()
+                  if tcfg.qat_epochs or k not in ("qat_epochs", "qat_bits")},
         "versions": {"torch": torch.__version__, "snntorch": snntorch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
     }

@@ -9,7 +9,9 @@ the spikes of layer l at step t.
 The two shapes the project ships:
 
 * ``mlp``: ``64 -> 128 -> 10`` (``hidden`` sets the widths).
-* ``csnn``: ``1x8x8 -> conv3x3 (8) -> pool 2 -> conv3x3 (16) -> pool 2 -> flatten -> 10``.
+* ``csnn``: ``1x8x8 -> conv3x3 (8) -> pool 2 -> conv3x3 (16) -> pool 2 -> flatten -> 10``
+  (``channels`` sets the convolutions; ``fc_hidden``, empty by default, adds hidden linear
+  layers before the output).
 """
 from __future__ import annotations
 
@@ -52,20 +54,32 @@ class NetConfig:
     # weights when quantized): 1 / (2^bits - 1) for multi-bit direct input, so that the float
     # network sees intensities in [0, 1] while the bundle's events carry the integers.
     input_gain: float = 1.0
+    # csnn only: widths of hidden linear layers between the last pool and the output layer
+    # (none by default: the flattened pool feeds the output).
+    fc_hidden: tuple = ()
 
     def to_dict(self):
         d = asdict(self)
         for key in ("in_shape", "hidden", "channels"):
             d[key] = list(d[key])
+        if cfg_default(self, "fc_hidden"):
+            del d["fc_hidden"]          # absent when unused: older configs stay as they were
+        else:
+            d["fc_hidden"] = list(d["fc_hidden"])
         return d
 
     @classmethod
     def from_dict(cls, d):
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for key in ("in_shape", "hidden", "channels"):
+        for key in ("in_shape", "hidden", "channels", "fc_hidden"):
             if key in known:
                 known[key] = tuple(known[key])
         return check_config(cls(**known))
+
+
+def cfg_default(cfg, name):
+    """Whether ``cfg.name`` holds its default value."""
+    return getattr(cfg, name) == NetConfig.__dataclass_fields__[name].default
 
 
 def _positive_ints(name, value):
@@ -102,6 +116,10 @@ def check_config(cfg: NetConfig):
     _positive_ints("Input shape", cfg.in_shape)
     _positive_ints("Hidden widths", cfg.hidden)
     _positive_ints("Channels", cfg.channels)
+    if cfg.fc_hidden != ():
+        _positive_ints("Hidden linear widths", cfg.fc_hidden)
+        if cfg.arch != "csnn":
+            raise ValueError(f"Hidden linear widths apply to csnn, not {cfg.arch} (use hidden)")
     for name in ("classes", "kernel", "pool"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -141,6 +159,8 @@ class SpikingNet(nn.Module):
     def __init__(self, cfg: NetConfig):
         super().__init__()
         self.cfg = check_config(cfg)
+        # None, or a models.quantize.FakeQuant that rounds the weights in the forward pass.
+        self.fake_quant = None
         self.stages = []
         self.synapses = nn.ModuleDict()
         self.neurons = nn.ModuleDict()
@@ -165,7 +185,10 @@ class SpikingNet(nn.Module):
                 self.stages.append(Stage(f"pool{index + 1}", "spike_pool", out, pooled))
                 shape = pooled
             self.stages.append(Stage("flat", "flatten", shape, (math.prod(shape),)))
-            self._add_linear("fc1", (math.prod(shape),), cfg.classes)
+            shape = (math.prod(shape),)
+            for index, width in enumerate(list(cfg.fc_hidden) + [cfg.classes]):
+                self._add_linear(f"fc{index + 1}", shape, width)
+                shape = (width,)
 
     def _add_linear(self, name, shape, width):
         self.stages.append(Stage(name, "linear", shape, (width,)))
@@ -183,6 +206,19 @@ class SpikingNet(nn.Module):
                              reset_mechanism=cfg.reset)
         return snn.Lapicque(beta=cfg.beta, threshold=cfg.threshold, spike_grad=grad,
                             reset_mechanism=cfg.reset)
+
+    def _synapse(self, name, a):
+        synapse = self.synapses[name]
+        if self.fake_quant is None:
+            return synapse(a)
+        # Quantization-aware training (models.quantize.FakeQuant): the weights on the export's
+        # integer grid; a pruned synapse's weight is its mask times the free weights.
+        weight = (synapse.weight_orig * synapse.weight_mask if hasattr(synapse, "weight_mask")
+                  else synapse.weight)
+        weight, bias = self.fake_quant(self, name, weight, synapse.bias)
+        if isinstance(synapse, nn.Conv2d):
+            return nn.functional.conv2d(a, weight, bias, padding=synapse.padding)
+        return nn.functional.linear(a, weight, bias)
 
     @property
     def input_shape(self):
@@ -212,7 +248,7 @@ class SpikingNet(nn.Module):
             elif stage.kind == "spike_pool":
                 a = nn.functional.max_pool2d(a, self.cfg.pool)
             else:
-                cur = self.synapses[stage.name](a.reshape((steps * batch,) + stage.in_shape))
+                cur = self._synapse(stage.name, a.reshape((steps * batch,) + stage.in_shape))
                 cur = cur.reshape((steps, batch) + tuple(cur.shape[1:]))
                 neuron, mem, spikes = self.neurons[stage.name], torch.zeros_like(cur[0]), []
                 for t in range(steps):

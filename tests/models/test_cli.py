@@ -109,6 +109,13 @@ BAD_TRAIN = [
     (["--delta-threshold", "0.1", "--encoding", "rate"],
      "--delta-threshold applies to --encoding delta, not rate"),
     (["--frac-bits", "6", "--leak", "shift"], "--frac-bits applies to --leak mul, not shift"),
+    (["--qat-epochs", "-1"], "Qat epochs must be an integer in [0, 20000], not -1"),
+    (["--qat-epochs", "31"], "Qat epochs must be at most epochs plus prune epochs (30), not 31"),
+    (["--qat-epochs", "2", "--qat-bits", "1"], "Qat bits must be an integer in [2, 16], not 1"),
+    (["--qat-bits", "6"], "--qat-bits applies with --qat-epochs, not without"),
+    (["--fc-hidden", "32"], "--fc-hidden adds linear layers to the csnn; the mlp's are --hidden"),
+    (["--arch", "csnn", "--fc-hidden", "32,0"],
+     "Hidden linear widths must be a list of positive integers, not (32, 0)"),
 ]
 
 BAD_SWEEP = [

@@ -1,11 +1,11 @@
 """Trained fidelity (slow): retrain every zoo recipe and check the integer network against it.
 
 For MLP and CSNN, LIF and Lapicque, at 8-bit weights and 0.75 weight sparsity: the golden
-model's accuracy on the exported test samples (the 360 digits; the first 2,000 MNIST images,
-and the whole split beside them) is at most 1.0 point below the pruned float snnTorch
-network's, and the two predict the same class for at least 97 % of the samples. Each recipe
-trains for minutes (the MNIST ones up to 16 minutes of CPU), so this runs only with
-``-m slow``.
+model's accuracy on the exported test samples (the 360 digits; the first 2,000 MNIST or
+Fashion-MNIST images, and the whole split beside them) is at most 1.0 point below the pruned
+float snnTorch network's, and the two predict the same class for at least 97 % of the
+samples. Each recipe trains for minutes (the 28x28 ones up to 16 minutes of CPU), so this runs
+only with ``-m slow``.
 """
 import json
 
@@ -23,11 +23,14 @@ def test_trained_fidelity(name, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     digits = m["train"]["dataset"] == "digits"
     assert m["weight_bits"] == 8 and m["samples"] == (360 if digits else 2000)
+    # Fashion-MNIST is harder: its floors are issue 11's target (88 % golden, whole split).
+    fashion = m["train"]["dataset"] == "fashion"
     if not digits:
         split = m["test_split"]
         assert split["samples"] == 10000 and split["accuracy_drop_points"] <= 1.0
-        assert split["agreement"] >= 0.97 and split["golden_accuracy"] >= 0.95
+        assert split["agreement"] >= 0.97
+        assert split["golden_accuracy"] >= (0.88 if fashion else 0.95)
     assert m["weight_sparsity_total"] >= 0.75 - 1e-9
     assert 100 * (m["float_accuracy"] - m["golden_accuracy"]) <= 1.0
     assert m["agreement"] >= 0.97
-    assert m["float_accuracy"] >= 0.90
+    assert m["float_accuracy"] >= (0.88 if fashion else 0.90)

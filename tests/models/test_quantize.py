@@ -9,6 +9,8 @@ from models.bundle import Leak
 from models.encoders import input_spec
 from models.nets import NetConfig, SpikingNet, check_config
 from models.quantize import (
+    FakeQuant,
+    bake_fake_quant,
     finish_pruning,
     gain_and_decay,
     leak_for,
@@ -33,6 +35,20 @@ def test_stages_follow_the_bundle_layout():
         (s.name, s.kind, s.out_shape) for s in csnn.stages]
     out = csnn(torch.zeros(5, 3, 1, 8, 8))
     assert tuple(out.shape) == (5, 3, 10)
+
+
+def test_csnn_hidden_linear_layers():
+    net = SpikingNet(NetConfig(arch="csnn", fc_hidden=(12, 6)))
+    assert [(s.name, s.kind, s.in_shape, s.out_shape) for s in net.stages[4:]] == [
+        ("flat", "flatten", (16, 2, 2), (64,)), ("fc1", "linear", (64,), (12,)),
+        ("fc2", "linear", (12,), (6,)), ("fc3", "linear", (6,), (10,))]
+    bundle = quantize(net, input_spec("rate", net.input_shape, steps=2))
+    assert [(layer.name, layer.n_in, layer.n_out) for layer in bundle.layers[5:]] == [
+        ("fc1", 64, 12), ("fc2", 12, 6), ("fc3", 6, 10)]
+    assert tuple(net(torch.zeros(2, 3, 1, 8, 8)).shape) == (2, 3, 10)
+    # Stored only when used, so that older configs and their metrics stay as they were.
+    assert "fc_hidden" not in NetConfig(arch="csnn").to_dict()
+    assert NetConfig.from_dict(net.cfg.to_dict()) == net.cfg
 
 
 def test_snntorch_modules_carry_the_options():
@@ -170,6 +186,9 @@ def test_global_pruning_ranks_all_layers_together():
     ({"neuron": "lapicque", "beta": 1.0}, "Beta must be in [0.3679, 1) for lapicque, not 1.0"),
     ({"threshold": 0.0}, "Threshold must be a positive number, not 0.0"),
     ({"hidden": (128, 0)}, "Hidden widths must be a list of positive integers, not (128, 0)"),
+    ({"fc_hidden": (32,)}, "Hidden linear widths apply to csnn, not mlp (use hidden)"),
+    ({"arch": "csnn", "fc_hidden": (0,)},
+     "Hidden linear widths must be a list of positive integers, not (0,)"),
     ({"arch": "csnn", "channels": (8, 16, 32, 64)},
      "Channels [8, 16, 32, 64] with kernel 3 and pool 2 shrink input [1, 8, 8] to nothing"),
 ])
@@ -190,3 +209,50 @@ def test_bad_quantize_options(kwargs, message):
     with pytest.raises(ValueError) as info:
         quantize(net, input_spec("rate", (64,), steps=2), **kwargs)
     assert str(info.value) == message
+
+
+def test_fake_quant_rounds_as_the_export_and_bakes_exactly():
+    torch.manual_seed(1)
+    # Direct 4-bit input: the first layer's weights meet the input gain 1/15 at export.
+    net = SpikingNet(NetConfig(arch="csnn", channels=(4, 8), input_gain=1 / 15))
+    with torch.no_grad():
+        for synapse in net.synapses.values():       # thresholds 1 grid step below qmax / peak
+            synapse.weight.mul_(3.1)
+    prune_step(net, 0.5, "global")
+    x = (torch.rand(3, 2, 1, 8, 8) * 16).floor()
+    fake = FakeQuant(6, 12, "mul", 8)
+    net.fake_quant = fake
+    out = net(x, record=True)[-1]
+    out.sum().backward()                          # straight through: the free weights learn
+    assert all(float(s.weight_orig.grad.abs().sum()) > 0 for s in net.synapses.values())
+    net.fake_quant = None
+    finish_pruning(net)
+    expect = {name: fake.rounded(net, name) for name in net.synapses}
+    bake_fake_quant(net, fake)
+    bundle = quantize(net, input_spec("direct", net.input_shape, steps=3, bits=4),
+                      weight_bits=6, potential_bits=12)
+    for layer in bundle.neuron_layers:
+        w_q, b_q, scale = expect[layer.name]
+        gain = 1 / 15 if layer.name == "conv1" else 1.0
+        assert layer.neuron.threshold == round(scale)         # threshold 1: theta_q = scale
+        np.testing.assert_array_equal(layer.weight, np.round(w_q.numpy() * gain * scale))
+        np.testing.assert_array_equal(layer.bias, np.round(b_q.numpy() * scale))
+        # The float bias sits 0.45 steps below the integer one: the mul leak's mean flooring.
+        np.testing.assert_allclose(b_q.numpy() * scale, layer.bias - 0.45, atol=1e-9)
+        assert np.abs(layer.weight).max() <= 31 and (layer.weight == 0).mean() > 0
+    # The baked float network is the rounded one: same spikes as with fake quantization.
+    with torch.no_grad():
+        baked = net(x)
+        net.fake_quant = fake
+        assert torch.equal(net(x), baked)
+    assert torch.equal(out.detach(), baked)
+
+
+def test_fake_quant_leak_rounding_follows_the_leak():
+    net = SpikingNet(NetConfig(beta=0.9))
+    assert FakeQuant(8, 16, "mul", 8).leak_rounding(net.neurons["fc1"]) == -0.45
+    assert FakeQuant(8, 16, "shift").leak_rounding(net.neurons["fc1"]) == 0.45
+    exact = SpikingNet(NetConfig(beta=1.0))                     # no leak: nothing rounds
+    assert FakeQuant(8, 16, "mul", 8).leak_rounding(exact.neurons["fc1"]) == 0.0
+    with pytest.raises(ValueError, match=r"^Leak must be one of mul, shift, not 'exp'$"):
+        FakeQuant(8, 16, "exp")

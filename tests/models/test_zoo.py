@@ -69,3 +69,20 @@ def test_digits_csnn_is_the_shape_the_hardware_expects():
         ("spike_pool", (16, 2, 2)), ("flatten", (64,)), ("linear", (10,))]
     assert all(layer.kernel == 3 and layer.padding == 1 for layer in bundle.layers
                if layer.kind == "conv2d")
+
+
+def test_fashion_csnn_meets_issue_11():
+    """Golden >= 88 % on the whole Fashion-MNIST test split, drop <= 0.5 point, agreement
+    >= 99 %, at most 20 minutes of training CPU; 8-bit weights, 16-bit potentials."""
+    bundle = B.load(ZOO / "fashion_csnn")
+    metrics = json.loads((ZOO / "fashion_csnn" / "metrics.json").read_text())
+    assert [(layer.kind, layer.out_shape) for layer in bundle.layers] == [
+        ("conv2d", (16, 28, 28)), ("spike_pool", (16, 14, 14)), ("conv2d", (32, 14, 14)),
+        ("spike_pool", (32, 7, 7)), ("flatten", (1568,)), ("linear", (128,)),
+        ("linear", (10,))]
+    split = metrics["test_split"]
+    assert split["samples"] == 10000 and split["golden_accuracy"] >= 0.88
+    for figures in (split, metrics):
+        assert figures["accuracy_drop_points"] <= 0.5 and figures["agreement"] >= 0.99
+    assert metrics["train_cpu_seconds"] <= 20 * 60 and metrics["train"]["threads"] == 1
+    assert metrics["weight_sparsity_total"] >= 0.75 and bundle.vectors.samples == 2000
