@@ -141,6 +141,9 @@ class TrainConfig:
     # the checkpoint keeps the rounded weights.
     qat_epochs: int = 0
     qat_bits: int = 8
+    # Augmentation: each training image is moved by up to augment_shift pixels along each
+    # axis (zero fill), drawn anew every epoch (shift_images); 0: the images as they are.
+    augment_shift: int = 0
 
     def check(self):
         """Raise ``ValueError`` naming the bad value if an option is out of range."""
@@ -160,7 +163,7 @@ class TrainConfig:
                              ("batch", 1, 100000), ("threads", 1, 256),
                              ("seed", 0, 2 ** 31 - 1), ("test_seed", 0, 2 ** 31 - 1),
                              ("train_samples", 0, 10 ** 7), ("qat_epochs", 0, 20000),
-                             ("qat_bits", 2, 16)):
+                             ("qat_bits", 2, 16), ("augment_shift", 0, 8)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise ValueError(f"{name.replace('_', ' ').capitalize()} must be an integer in "
@@ -299,6 +302,27 @@ def load_split(dataset="digits"):
         load_fashion_mnist()
     return (x_train[:, None].astype(np.float32) / 255, y_train.copy(),
             x_test[:, None].astype(np.float32) / 255, y_test.copy())
+
+
+def shift_images(images, max_shift, seed):
+    """``images [N, C, H, W]``, each moved by its own ``(dy, dx)`` drawn uniformly from
+    ``[-max_shift, max_shift]`` with numpy's generator seeded by ``seed``; the pixels moved in
+    are 0. ``max_shift`` 0 returns the images unchanged."""
+    if max_shift == 0:
+        return images
+    n, _, h, w = images.shape
+    s = max_shift
+    rng = np.random.default_rng(seed)
+    dy, dx = rng.integers(-s, s + 1, size=(2, n))
+    padded = np.pad(images, ((0, 0), (0, 0), (s, s), (s, s)))
+    out = np.empty_like(images)
+    for oy in range(-s, s + 1):
+        for ox in range(-s, s + 1):
+            sel = np.flatnonzero((dy == oy) & (dx == ox))
+            if len(sel):
+                # A shift by (oy, ox) reads the padded image from (s - oy, s - ox).
+                out[sel] = padded[sel, :, s - oy:s - oy + h, s - ox:s - ox + w]
+    return out
 
 
 def encode_split(images, tcfg: TrainConfig, seed):

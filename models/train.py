@@ -26,6 +26,10 @@ A synapse feeding ``snn.Lapicque`` (input gain ``g = T/C``) starts from ``W / g`
 ``lr / g`` (:func:`compensate_gain`), so that Lapicque and Leaky layers move their membranes
 alike; the neuron model itself is snnTorch's, unchanged.
 
+With ``augment_shift``, every epoch moves each training image by its own random offset of up
+to that many pixels per axis before encoding (:func:`models.data.shift_images`); the test split
+is never moved.
+
 The training samples are re-encoded every epoch (a fresh rate-coding draw): the digits as one
 draw per epoch, the 28x28 sets batch by batch (an encoded MNIST epoch would not fit in memory);
 the test split is encoded with ``test_seed``, the same events :mod:`models.export` writes into
@@ -42,7 +46,7 @@ import torch
 from snntorch import functional as SF
 
 from .data import (DATASET_INFO, ENCODE_CHUNK, TrainConfig, encode_split, evaluate_split,
-                   load_split)
+                   load_split, shift_images)
 from .nets import NetConfig, SpikingNet
 from .quantize import (FakeQuant, bake_fake_quant, finish_pruning, gain_and_decay, prune_step,
                        snap_leak, weight_sparsity)
@@ -138,7 +142,8 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
             epoch_seed = tcfg.seed * 100003 + epoch_index
             whole = ENCODE_CHUNK[tcfg.dataset] is None
             if whole:
-                x_enc = encode_split(x_train, tcfg, epoch_seed)
+                x_enc = encode_split(shift_images(x_train, tcfg.augment_shift, epoch_seed),
+                                     tcfg, epoch_seed)
             order = torch.randperm(len(y_train), generator=shuffle)
             total, count = 0.0, 0
             for number, lo in enumerate(range(0, len(order), tcfg.batch)):
@@ -146,8 +151,10 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
                 if whole:
                     x_batch = x_enc[:, idx]
                 else:
-                    x_batch = encode_split(x_train[idx.numpy()], tcfg,
-                                           epoch_seed * 2 ** 20 + number)
+                    batch_seed = epoch_seed * 2 ** 20 + number
+                    x_batch = encode_split(shift_images(x_train[idx.numpy()],
+                                                        tcfg.augment_shift, batch_seed),
+                                           tcfg, batch_seed)
                 out = net(x_batch)
                 loss = loss_fn(out, y_train_t[idx])
                 optimiser.zero_grad()

@@ -225,3 +225,39 @@ def test_train_and_export_on_mnist(tmp_path):
     assert split["agreement"] == pytest.approx((golden_preds == float_preds).mean(), abs=1e-6)
     assert split["accuracy_drop_points"] == pytest.approx(
         100 * (split["float_accuracy"] - split["golden_accuracy"]), abs=1e-4)
+
+
+def test_shift_images_moves_each_image_by_its_own_offset():
+    """Every output image is its input moved by one (dy, dx) within the bound, zero-filled;
+    the offsets vary, the draw is seeded, and shift 0 is the identity."""
+    rng = np.random.default_rng(5)
+    x = rng.random((300, 1, 6, 7)).astype(np.float32) + 0.5     # no zero pixels of its own
+    out = D.shift_images(x, 2, seed=9)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    np.testing.assert_array_equal(out, D.shift_images(x, 2, seed=9))
+    seen = set()
+    for image, moved in zip(x, out):
+        matches = []
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                want = np.zeros_like(image)
+                ys, xs = slice(max(dy, 0), 6 + min(dy, 0)), slice(max(dx, 0), 7 + min(dx, 0))
+                yo, xo = slice(max(-dy, 0), 6 + min(-dy, 0)), slice(max(-dx, 0), 7 + min(-dx, 0))
+                want[:, ys, xs] = image[:, yo, xo]
+                if np.array_equal(moved, want):
+                    matches.append((dy, dx))
+        assert len(matches) == 1, matches
+        seen.add(matches[0])
+    assert len(seen) == 25                       # every offset of the 5 x 5 is drawn
+    assert not np.array_equal(out, D.shift_images(x, 2, seed=10))
+    assert D.shift_images(x, 0, seed=9) is x
+
+
+def test_augment_shift_option():
+    with pytest.raises(ValueError, match=r"^Augment shift must be an integer in \[0, 8\], "
+                                         r"not 9$"):
+        D.TrainConfig(augment_shift=9).check()
+    args = cli._parser().parse_args(["train", "--augment-shift", "2"])
+    cli._resolve_options(args, args.subparser)
+    _, tcfg = cli._configs(args)
+    assert tcfg.augment_shift == 2
