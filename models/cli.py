@@ -160,6 +160,9 @@ def _add_train_options(p, *, epochs=20, prune_epochs=10, sparsity=0.75):
     g.add_argument("--qat-bits", type=int, metavar="BITS",
                    help="weight bits of that grid, as export's --weight-bits "
                         f"(default: {OPTION_DEFAULTS['qat_bits']})")
+    g.add_argument("--augment-shift", type=int, default=0, metavar="PIXELS",
+                   help="move each training image by a random offset of up to PIXELS per axis, "
+                        "drawn anew every epoch (default: %(default)s, none)")
     g.add_argument("--seed", type=int, default=0, metavar="SEED",
                    help="seed of weights, shuffling and training encodings (default: %(default)s)")
     g.add_argument("--threads", type=int, default=1, metavar="N",
@@ -221,7 +224,7 @@ def _configs(args):
                        potential_bits=args.potential_bits, seed=args.seed,
                        threads=args.threads, train_samples=args.train_samples,
                        loss=args.loss, qat_epochs=args.qat_epochs,
-                       qat_bits=args.qat_bits).check()
+                       qat_bits=args.qat_bits, augment_shift=args.augment_shift).check()
     ncfg = replace(ncfg, input_gain=input_gain(tcfg.encoding, tcfg.direct_bits))
     return ncfg, tcfg
 
