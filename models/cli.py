@@ -82,6 +82,20 @@ def _ints(text):
             f"must be comma-separated integers, not {text!r}") from None
 
 
+def _layer_sparsity(text):
+    pairs = []
+    for item in text.split(","):
+        name, eq, value = item.strip().partition("=")
+        try:
+            pairs.append((name.strip(), float(value)))
+        except ValueError:
+            eq = ""
+        if not eq or not name.strip():
+            raise argparse.ArgumentTypeError(
+                f"must be LAYER=SPARSITY pairs separated by commas, not {text!r}")
+    return tuple(pairs)
+
+
 def _add_net_options(p):
     from .bundle import MODELS as NEURONS
     from .bundle import RESETS
@@ -138,6 +152,10 @@ def _add_train_options(p, *, epochs=20, prune_epochs=10, sparsity=0.75):
     g.add_argument("--prune-scope", choices=("layer", "global"), default="layer",
                    help="sparsity per layer, or of all weights ranked together "
                         "(default: %(default)s)")
+    g.add_argument("--layer-sparsity", type=_layer_sparsity, default=(),
+                   metavar="LAYER=S[,LAYER=S...]",
+                   help="give the named synapse layers their own sparsity instead of "
+                        "--sparsity, e.g. fc2=0.5 (prune scope layer) (default: none)")
     g.add_argument("--train-samples", type=int, default=0, metavar="N",
                    help="train on the first N samples of the training split, 0 for all "
                         "(default: %(default)s)")
@@ -225,7 +243,8 @@ def _configs(args):
                        potential_bits=args.potential_bits, seed=args.seed,
                        threads=args.threads, train_samples=args.train_samples,
                        loss=args.loss, qat_epochs=args.qat_epochs,
-                       qat_bits=args.qat_bits, augment_shift=args.augment_shift).check()
+                       qat_bits=args.qat_bits, augment_shift=args.augment_shift,
+                       layer_sparsity=args.layer_sparsity).check()
     ncfg = replace(ncfg, input_gain=input_gain(tcfg.encoding, tcfg.direct_bits))
     return ncfg, tcfg
 

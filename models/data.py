@@ -141,6 +141,9 @@ class TrainConfig:
     # the checkpoint keeps the rounded weights.
     qat_epochs: int = 0
     qat_bits: int = 8
+    # Per-layer sparsity targets that replace ``sparsity`` for the named synapse layers, as
+    # (name, sparsity) pairs (prune scope "layer" only); (): every layer at ``sparsity``.
+    layer_sparsity: tuple = ()
     # Augmentation: each training image is moved by up to augment_shift pixels along each
     # axis (zero fill), drawn anew every epoch (shift_images); 0: the images as they are.
     augment_shift: int = 0
@@ -173,8 +176,24 @@ class TrainConfig:
         if self.qat_epochs > self.epochs + self.prune_epochs:
             raise ValueError(f"Qat epochs must be at most epochs plus prune epochs "
                              f"({self.epochs + self.prune_epochs}), not {self.qat_epochs}")
-        if self.sparsity > 0 and self.prune_epochs < 1:
-            raise ValueError(f"Sparsity {self.sparsity} needs at least one prune epoch, not "
+        try:
+            pairs = tuple((str(name), value) for name, value in self.layer_sparsity)
+        except (TypeError, ValueError):
+            raise ValueError(f"Layer sparsity must be (name, sparsity) pairs, not "
+                             f"{self.layer_sparsity!r}") from None
+        for name, value in pairs:
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not 0 <= value < 1):
+                raise ValueError(f"Layer sparsity of {name} must be in [0, 1), not {value!r}")
+        if len({name for name, _ in pairs}) != len(pairs):
+            raise ValueError(f"Layer sparsity names a layer twice: {self.layer_sparsity!r}")
+        if pairs and self.prune_scope != "layer":
+            raise ValueError(f"Layer sparsity applies with prune scope layer, not "
+                             f"{self.prune_scope}")
+        self.layer_sparsity = tuple((name, float(value)) for name, value in pairs)
+        most = max([self.sparsity, *(value for _, value in pairs)])
+        if most > 0 and self.prune_epochs < 1:
+            raise ValueError(f"Sparsity {most} needs at least one prune epoch, not "
                              f"{self.prune_epochs}")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr <= 1):
             raise ValueError(f"Learning rate must be in (0, 1], not {self.lr!r}")

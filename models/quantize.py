@@ -118,7 +118,8 @@ def snap_leak(net: SpikingNet, mode="mul", frac_bits=8, potential_bits=16):
 def prune_step(net: SpikingNet, sparsity, scope="layer"):
     """Prune synapses by weight magnitude to ``sparsity`` (cumulative).
 
-    ``scope="layer"`` prunes every layer to ``sparsity`` (``l1_unstructured`` per layer);
+    ``scope="layer"`` prunes every layer to ``sparsity`` (``l1_unstructured`` per layer), or
+    each layer to its own where ``sparsity`` maps layer names to sparsities;
     ``scope="global"`` ranks all weights of the network together (``global_unstructured``), so
     the total reaches ``sparsity`` while small layers with large weights (the first conv) keep
     more. Call it again with a larger ``sparsity`` to prune further: the masks stay in place
@@ -132,14 +133,17 @@ def prune_step(net: SpikingNet, sparsity, scope="layer"):
         return int((module.weight_mask == 0).sum()) if hasattr(module, "weight_mask") else 0
 
     if scope == "global":
+        if isinstance(sparsity, dict):
+            raise ValueError("Global pruning takes one sparsity, not one per layer")
         total = sum(m.weight.numel() for m in modules)
         more = round(sparsity * total) - sum(pruned(m) for m in modules)
         if more > 0:
             prune.global_unstructured([(m, "weight") for m in modules],
                                       pruning_method=prune.L1Unstructured, amount=more)
     else:
-        for module in modules:
-            more = round(sparsity * module.weight.numel()) - pruned(module)
+        for name, module in net.synapses.items():
+            target = sparsity[name] if isinstance(sparsity, dict) else sparsity
+            more = round(target * module.weight.numel()) - pruned(module)
             if more > 0:
                 prune.l1_unstructured(module, "weight", amount=more)
     for module in modules:

@@ -13,7 +13,8 @@ checkpoint):
 2. sparse: ``prune_epochs`` epochs of fine-tuning (Adam at half the rate) while magnitude
    pruning raises the weight sparsity to ``sparsity`` on a cubic schedule over the first half
    (Zhu and Gupta's gradual pruning), the second half fine-tuning the final mask. The sparsity
-   is per layer (``prune_scope="layer"``) or of all weights ranked together (``"global"``).
+   is per layer (``prune_scope="layer"``; ``layer_sparsity`` gives named layers their own) or
+   of all weights ranked together (``"global"``).
 
 With ``qat_epochs``, the last that many epochs (of both phases together) are quantization-aware:
 the forward pass uses the weights and biases rounded to the ``qat_bits``-bit grid that
@@ -119,6 +120,13 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
     qat_from = tcfg.epochs + tcfg.prune_epochs - tcfg.qat_epochs
     fake = (FakeQuant(tcfg.qat_bits, tcfg.potential_bits, tcfg.leak, tcfg.frac_bits)
             if tcfg.qat_epochs else None)
+    # Each layer's final sparsity: --sparsity, or its own from layer_sparsity.
+    targets = {name: tcfg.sparsity for name in net.synapses}
+    for name, value in tcfg.layer_sparsity:
+        if name not in targets:
+            raise ValueError(f"Layer sparsity names {name!r}, not a synapse layer of this "
+                             f"network ({', '.join(net.synapses)})")
+        targets[name] = value
     for phase, epochs, lr in phases:
         if epochs == 0:
             continue
@@ -133,9 +141,12 @@ def train(ncfg: NetConfig, tcfg: TrainConfig, *, progress=None):
         ramp = max(1, math.ceil(epochs / 2))
         for epoch in range(epochs):
             t0 = time.perf_counter()
-            if phase == "prune" and tcfg.sparsity > 0:
-                prune_step(net, _cubic(min(epoch + 1, ramp), ramp, tcfg.sparsity),
-                           tcfg.prune_scope)
+            if phase == "prune" and max(targets.values()) > 0:
+                if tcfg.prune_scope == "global":
+                    prune_step(net, _cubic(min(epoch + 1, ramp), ramp, tcfg.sparsity), "global")
+                else:
+                    prune_step(net, {name: _cubic(min(epoch + 1, ramp), ramp, target)
+                                     for name, target in targets.items()}, "layer")
             if fake is not None and epoch_index >= qat_from:
                 net.fake_quant = fake
             net.train()

@@ -36,6 +36,18 @@ def tiny(tmp_path_factory):
     return ckpt, out
 
 
+def test_train_with_a_layer_sparsity(tmp_path):
+    """--layer-sparsity gives the named layer its own target; the others keep --sparsity."""
+    ckpt = tmp_path / "ls.pt"
+    assert main(["train", *TINY, "--layer-sparsity", "fc2=0.5", "-o", str(ckpt)]) == 0
+    metrics = json.loads(ckpt.with_suffix(".json").read_text())
+    assert metrics["weight_sparsity"] == {"fc1": 0.75, "fc2": 0.5}
+    from models.data import load_checkpoint
+    net, tcfg, _ = load_checkpoint(ckpt)
+    assert tcfg.layer_sparsity == (("fc2", 0.5),)
+    assert int((net.synapses["fc2"].weight == 0).sum()) == round(0.5 * 16 * 10)
+
+
 def test_train_export_eval(tiny, capsys):
     ckpt, out = tiny
     metrics = json.loads(ckpt.with_suffix(".json").read_text())
@@ -113,6 +125,15 @@ BAD_TRAIN = [
     (["--qat-epochs", "31"], "Qat epochs must be at most epochs plus prune epochs (30), not 31"),
     (["--qat-epochs", "2", "--qat-bits", "1"], "Qat bits must be an integer in [2, 16], not 1"),
     (["--qat-bits", "6"], "--qat-bits applies with --qat-epochs, not without"),
+    (["--layer-sparsity", "fc2=1.5"], "Layer sparsity of fc2 must be in [0, 1), not 1.5"),
+    (["--layer-sparsity", "fc2=0.5,fc2=0.6"],
+     "Layer sparsity names a layer twice: (('fc2', 0.5), ('fc2', 0.6))"),
+    (["--layer-sparsity", "fc2=0.5", "--prune-scope", "global"],
+     "Layer sparsity applies with prune scope layer, not global"),
+    (["--layer-sparsity", "fc3=0.5"],
+     "Layer sparsity names 'fc3', not a synapse layer of this network (fc1, fc2)"),
+    (["--sparsity", "0", "--prune-epochs", "0", "--layer-sparsity", "fc1=0.5"],
+     "Sparsity 0.5 needs at least one prune epoch, not 0"),
     (["--fc-hidden", "32"], "--fc-hidden adds linear layers to the csnn; the mlp's are --hidden"),
     (["--arch", "csnn", "--fc-hidden", "32,0"],
      "Hidden linear widths must be a list of positive integers, not (32, 0)"),
@@ -147,6 +168,11 @@ def test_bad_train_options(args, message, capsys, tmp_path):
     (["train", "--arch", "rnn"], r"argument --arch: invalid choice: 'rnn'"),
     (["train", "--steps", "many"], r"argument --steps: invalid int value: 'many'"),
     (["train", "--hidden", "a,b"], r"argument --hidden: must be comma-separated integers"),
+    (["train", "--layer-sparsity", "fc2:0.5"],
+     r"argument --layer-sparsity: must be LAYER=SPARSITY pairs separated by commas, not "
+     r"'fc2:0.5'"),
+    (["train", "--layer-sparsity", "fc2=half"],
+     r"argument --layer-sparsity: must be LAYER=SPARSITY pairs"),
     (["export"], r"the following arguments are required: CHECKPOINT, -o/--output"),
     (["frobnicate"], r"argument command: invalid choice: 'frobnicate'"),
 ])

@@ -160,6 +160,19 @@ def test_pruning_hits_the_target_exactly():
         assert np.abs(layer.weight).max() == 127
 
 
+def test_pruning_per_layer_targets():
+    torch.manual_seed(0)
+    net = SpikingNet(NetConfig(arch="csnn"))
+    targets = {"conv1": 0.25, "conv2": 0.5, "fc1": 0.8}
+    prune_step(net, {name: t / 2 for name, t in targets.items()})
+    prune_step(net, targets)
+    for name, module in net.synapses.items():
+        assert int((module.weight == 0).sum()) == round(targets[name] * module.weight.numel())
+    with pytest.raises(ValueError, match=r"^Global pruning takes one sparsity, not one per "
+                                         r"layer$"):
+        prune_step(net, targets, "global")
+
+
 def test_global_pruning_ranks_all_layers_together():
     torch.manual_seed(0)
     net = SpikingNet(NetConfig(arch="csnn"))
