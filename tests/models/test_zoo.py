@@ -38,7 +38,11 @@ def test_bundle_reproduces_and_meets_its_targets(name):
         assert layer.weight_bits == 8 and layer.neuron.potential_bits <= 16
         assert np.abs(layer.bias).max(initial=0) < layer.neuron.threshold * 4
         if metrics["train"]["prune_scope"] == "layer":
-            assert (layer.weight == 0).mean() >= 0.75 - 1e-9, layer.name
+            # Each layer at its recipe's target: --sparsity, or its own --layer-sparsity.
+            target = dict(metrics["train"].get("layer_sparsity", ())).get(
+                layer.name, metrics["train"]["sparsity"])
+            assert abs((layer.weight == 0).mean() - target) <= 0.5 / layer.weight.size, \
+                layer.name
         zeros += int((layer.weight == 0).sum())
         total += layer.weight.size
     assert zeros / total >= 0.75 - 1e-9
@@ -71,17 +75,26 @@ def test_digits_csnn_is_the_shape_the_hardware_expects():
                if layer.kind == "conv2d")
 
 
-def test_fashion_csnn_meets_issue_11():
-    """Golden >= 88 % on the whole Fashion-MNIST test split, drop <= 0.5 point, agreement
-    >= 99 %, at most 20 minutes of training CPU; 8-bit weights, 16-bit potentials."""
-    bundle = B.load(ZOO / "fashion_csnn")
-    metrics = json.loads((ZOO / "fashion_csnn" / "metrics.json").read_text())
-    assert [(layer.kind, layer.out_shape) for layer in bundle.layers] == [
-        ("conv2d", (16, 28, 28)), ("spike_pool", (16, 14, 14)), ("conv2d", (32, 14, 14)),
-        ("spike_pool", (32, 7, 7)), ("flatten", (1568,)), ("linear", (128,)),
-        ("linear", (10,))]
+CSNN_28 = [("conv2d", (16, 28, 28)), ("spike_pool", (16, 14, 14)), ("conv2d", (32, 14, 14)),
+           ("spike_pool", (32, 7, 7)), ("flatten", (1568,)), ("linear", (128,)),
+           ("linear", (10,))]
+
+
+@pytest.mark.parametrize("name, layers, accuracy", [
+    ("mnist_mlp", [("linear", (128,)), ("linear", (10,))], 0.975),
+    ("mnist_csnn", CSNN_28, 0.985),
+    ("fashion_csnn", CSNN_28, 0.88),
+])
+def test_28x28_bundles_meet_issue_11(name, layers, accuracy):
+    """Golden accuracy on the whole test split at least the issue's target (MNIST MLP 97.5 %,
+    MNIST CSNN 98.5 %, Fashion CSNN 88 %), drop <= 0.5 point, agreement >= 99 %, at most 20
+    minutes of training CPU; 8-bit weights, 16-bit potentials."""
+    bundle = B.load(ZOO / name)
+    metrics = json.loads((ZOO / name / "metrics.json").read_text())
+    assert bundle.input.size == 784
+    assert [(layer.kind, layer.out_shape) for layer in bundle.layers] == layers
     split = metrics["test_split"]
-    assert split["samples"] == 10000 and split["golden_accuracy"] >= 0.88
+    assert split["samples"] == 10000 and split["golden_accuracy"] >= accuracy
     for figures in (split, metrics):
         assert figures["accuracy_drop_points"] <= 0.5 and figures["agreement"] >= 0.99
     assert metrics["train_cpu_seconds"] <= 20 * 60 and metrics["train"]["threads"] == 1
