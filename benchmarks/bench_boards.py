@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.provenance import (  # noqa: E402
-    PROVENANCE_KEYS, plan_sha256, provenance, rtlil_sha256, write_result,
+    PROVENANCE_KEYS, option_values, plan_sha256, provenance, repo_path, rtlil_sha256,
+    write_result,
 )
 from boards.build import BuildError, build, default_capacity  # noqa: E402
 from boards.cosim import cosimulate  # noqa: E402
@@ -79,6 +80,11 @@ def board_top(bundle, board_name, lanes, clock_hz, baud):
                      capacity=default_capacity(bundle), clock_hz=clock_hz)
     return b.platform(None), BoardTop(link, clock_hz=clock_hz, pll=pll), clock_hz
 
+
+
+def inputs(result):
+    """The data a result measured (its provenance's ``inputs``): the command's ``--bundle``."""
+    return [repo_path(b) for b in option_values(result["provenance"]["command"], "--bundle")]
 
 def designs(result):
     """The designs a result measured, ``{label: callable returning its fingerprint}``.
@@ -257,7 +263,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs {args.jobs}: must be at least 1")
-    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA,
+    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA, inputs=inputs,
                       argv=argv)                                        # before measuring
     bundle = load(args.bundle)
     out = args.output / args.bundle.name

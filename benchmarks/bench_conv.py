@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_conv.py
 
 from benchmarks.provenance import (  # noqa: E402
-    PROVENANCE_KEYS, provenance, rtlil_sha256, write_result,
+    PROVENANCE_KEYS, provenance, repo_path, rtlil_sha256, write_result,
 )
 from hdl import cycles  # noqa: E402
 from hdl.conv import CHUNK, Conv2dEngine, conv_work, plan_conv  # noqa: E402
@@ -140,6 +140,12 @@ def layer_plan(trained, quick):
 def engine(layer, *, lanes, dense):
     """The engine :func:`measure` simulates."""
     return Conv2dEngine(layer, lanes=lanes, dense=dense, counters=True)
+
+
+def inputs(result):
+    """The data a result measured (its provenance's ``inputs``): the trained CSNN, whose
+    layers it measures when the bundle exists."""
+    return [repo_path(CSNN)] if CSNN.is_dir() else []
 
 
 def designs(result):
@@ -349,7 +355,7 @@ def main(argv=None):
                         metavar="DIR", help="folder for conv.json and conv.png "
                                             "(default: %(default)s)")
     args = parser.parse_args(argv)
-    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA,
+    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA, inputs=inputs,
                       argv=argv)                                        # before measuring
     steps = 3 if args.quick else args.steps
     densities = (0.1, 0.3) if args.quick else DENSITIES

@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_golden.py
 
-from benchmarks.provenance import PROVENANCE_KEYS, provenance, write_result  # noqa: E402
+from benchmarks.provenance import (  # noqa: E402
+    PROVENANCE_KEYS, option_values, provenance, repo_path, write_result,
+)
 from models import bundle as bundle_io  # noqa: E402
 from models import golden  # noqa: E402
 
@@ -47,6 +49,14 @@ RESULT_KEYS = {
                   "repeats", "events_to_dense_seconds", "samples_per_second", "accuracy",
                   "spikes_per_inference"},
 }
+
+
+def inputs(result):
+    """The data a result measured (its provenance's ``inputs``): the command's ``--bundle``
+    folders, or the default bundles that exist."""
+    given = option_values(result["provenance"]["command"], "--bundle")
+    return [repo_path(b) for b in given] if given else \
+        [repo_path(p) for p in DEFAULT if p.is_dir()]
 
 
 def designs(result):
@@ -98,7 +108,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, not {args.repeats}")
-    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA,
+    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA, inputs=inputs,
                       argv=argv)                                        # before measuring
     paths = [Path(p) for p in args.bundle] if args.bundle else [p for p in DEFAULT if p.is_dir()]
     results = []

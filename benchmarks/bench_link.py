@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_link.py
 
 from benchmarks.provenance import (  # noqa: E402
-    PROVENANCE_KEYS, provenance, rtlil_sha256, write_result,
+    PROVENANCE_KEYS, option_values, provenance, repo_path, rtlil_sha256, write_result,
 )
 
 SCHEMA = 2
@@ -67,6 +67,11 @@ def mode_link(bundle, mode, *, clock_hz, divisor, lanes):
                     ident=bundle_ident(bundle),
                     steps=None if mode == "load-run" else bundle.input.steps, replay=replay)
 
+
+
+def inputs(result):
+    """The data a result measured (its provenance's ``inputs``): the command's ``--bundle``."""
+    return [repo_path(b) for b in option_values(result["provenance"]["command"], "--bundle")]
 
 def designs(result):
     """The designs a result measured, ``{label: callable returning its fingerprint}``: per
@@ -144,7 +149,7 @@ def main(argv=None):
         p.error(f"--samples must be at least 2, not {args.samples}")
     modes = args.modes or [m for m in MODES
                            if m != "batch-replay" or bundle.input.encoding == "direct"]
-    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA,
+    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA, inputs=inputs,
                       argv=argv)                                        # before measuring
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_link_") as tmp:

@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_rate.py
 
 from benchmarks.provenance import (  # noqa: E402
-    PROVENANCE_KEYS, provenance, rtlil_sha256, write_result,
+    PROVENANCE_KEYS, option_values, provenance, repo_path, rtlil_sha256, write_result,
 )
 
 SCHEMA = 1
@@ -66,6 +66,11 @@ def mode_link(bundle, mode, *, clock_hz, divisor, lanes, bits):
     return host_link(bundle, Accelerator(bundle, lanes=lanes), divisor=divisor,
                      capacity=default_capacity(bundle), clock_hz=clock_hz)
 
+
+
+def inputs(result):
+    """The data a result measured (its provenance's ``inputs``): the command's ``--bundle``."""
+    return [repo_path(b) for b in option_values(result["provenance"]["command"], "--bundle")]
 
 def designs(result):
     """``{"<mode> link": callable}``: each row's board link RTLIL, for the result's bundle,
@@ -135,7 +140,7 @@ def main(argv=None):
         p.error(str(exc))
     if args.samples < 2:
         p.error(f"--samples must be at least 2, not {args.samples}")
-    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA,
+    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA, inputs=inputs,
                       argv=argv)                                        # before measuring
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_rate_") as tmp:

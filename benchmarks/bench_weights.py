@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_weights.py
 
 from benchmarks.provenance import (  # noqa: E402
-    PROVENANCE_KEYS, provenance, rtlil_sha256, write_result,
+    PROVENANCE_KEYS, option_values, provenance, repo_path, rtlil_sha256, write_result,
 )
 
 SCHEMA = 1
@@ -62,6 +62,11 @@ def board_link(bundle, *, board, clock_hz, divisor, lanes):
     return host_link(bundle, acc, divisor=divisor, capacity=default_capacity(bundle),
                      clock_hz=clock_hz)
 
+
+
+def inputs(result):
+    """The data a result measured (its provenance's ``inputs``): the command's ``--bundle``."""
+    return [repo_path(b) for b in option_values(result["provenance"]["command"], "--bundle")]
 
 def designs(result):
     """``{"link": callable}``: the board link's RTLIL, for the result's bundle, board, clock,
@@ -105,7 +110,7 @@ def main(argv=None):
         p.error(str(exc))
     if args.samples < 2:
         p.error(f"--samples must be at least 2, not {args.samples}")
-    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA,
+    prov = provenance(__file__, SOURCES, gateware=GATEWARE, schema=SCHEMA, inputs=inputs,
                       argv=argv)                                        # before measuring
     link = board_link(bundle, board=args.board, clock_hz=clock_hz, divisor=divisor,
                       lanes=args.lanes)

@@ -10,7 +10,11 @@ regenerated when either changes. A result is current when
 1. its script hashes as it did (``script_sha256``);
 2. the non-gateware sources it depends on hash as they did (``sources_sha256`` over the script's
    ``SOURCES`` globs: host driver, build flow, cosimulation harness, golden model);
-3. every design it measured generates the same hardware now as when it ran: ``hardware`` maps
+3. the repository data it measured (its ``inputs``: the bundles named on its command line or
+   by default, from the script's ``inputs(result)``) hash as they did (``inputs_sha256``): a
+   retrained bundle stales every result measured on it, whether or not its weights are in the
+   hardware;
+4. every design it measured generates the same hardware now as when it ran: ``hardware`` maps
    a label per design to the SHA-256 of the RTLIL Amaranth generates for it
    (:func:`rtlil_sha256`, :func:`plan_sha256`), and the script's ``designs(result)`` rebuilds
    those designs from the result's own JSON, by the code paths the script measured them with.
@@ -31,6 +35,8 @@ The ``provenance`` object (``PROVENANCE_KEYS``)::
     script_sha256    SHA-256 of the script's bytes
     sources          the script's SOURCES globs (non-gateware files the figures depend on)
     sources_sha256   hash of those files (see below)
+    inputs           repository-relative files and folders of data it measured (bundles)
+    inputs_sha256    hash of every file in them, taken when the run started
     gateware         the script's GATEWARE globs (what its designs are generated from)
     gateware_sha256  hash of those files, taken when the run started
     hardware         {design label: SHA-256 of its RTLIL, or null when not known}
@@ -53,6 +59,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["ROOT", "GATEWARE", "PROVENANCE_KEYS", "source_files", "sources_sha256",
+           "inputs_sha256", "repo_path", "option_values",
            "file_sha256", "text_sha256", "rtlil_sha256", "plan_sha256", "fingerprints",
            "provenance", "key_problems", "write_result", "load_script", "regenerate",
            "hardware_problems", "stamp"]
@@ -61,8 +68,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The keys of the provenance object (its layout is fixed; each script versions its own).
 PROVENANCE_KEYS = frozenset({"script", "script_sha256", "sources", "sources_sha256",
-                             "gateware", "gateware_sha256", "hardware", "git_revision",
-                             "command", "schema"})
+                             "inputs", "inputs_sha256", "gateware", "gateware_sha256",
+                             "hardware", "git_revision", "command", "schema"})
 # What a script's designs are generated from, unless it says otherwise.
 GATEWARE = ("hdl/*.py",)
 # The files of a platform's build plan that are the design: the netlist and its pin and clock
@@ -85,6 +92,44 @@ def sources_sha256(patterns, root=ROOT):
         digest.update(b"%d:%s\0%d:" % (len(name), name, len(data)))
         digest.update(data)
     return digest.hexdigest()
+
+
+def inputs_sha256(paths, root=ROOT):
+    """SHA-256 over every file of ``paths`` (files or folders, relative to ``root`` or
+    absolute), each file's name as given plus its place in the folder, then its bytes; a path
+    that does not exist contributes its name, so that its disappearance changes the hash."""
+    digest = hashlib.sha256()
+    for given in paths:
+        full = Path(root) / given
+        files = sorted(f for f in full.rglob("*") if f.is_file()) if full.is_dir() else \
+            [full] if full.is_file() else []
+        if not files:
+            digest.update(b"missing:%s\0" % str(given).encode())
+        for path in files:
+            name = f"{given}/{path.relative_to(full).as_posix()}" if full.is_dir() else given
+            data = path.read_bytes()
+            digest.update(b"%d:%s\0%d:" % (len(name.encode()), name.encode(), len(data)))
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def repo_path(path, root=ROOT):
+    """``path`` relative to the repository when it lies inside it (as given otherwise)."""
+    full = Path(path) if Path(path).is_absolute() else Path(root) / path
+    full = full.resolve()
+    return full.relative_to(Path(root).resolve()).as_posix() \
+        if full.is_relative_to(Path(root).resolve()) else str(path)
+
+
+def option_values(command, option):
+    """Every value ``option`` takes in ``command`` (``--opt VALUE`` or ``--opt=VALUE``)."""
+    values = []
+    for index, word in enumerate(command):
+        if word == option and index + 1 < len(command):
+            values.append(command[index + 1])
+        elif word.startswith(option + "="):
+            values.append(word[len(option) + 1:])
+    return values
 
 
 def file_sha256(path):
@@ -144,27 +189,33 @@ def _git_revision(root):
     return rev + ("-dirty" if dirty else "")
 
 
-def provenance(script, sources, *, schema, gateware=GATEWARE, argv=None, root=ROOT):
+def provenance(script, sources, *, schema, gateware=GATEWARE, inputs=None, argv=None,
+               root=ROOT):
     """The ``provenance`` object of a result ``script`` writes now (``hardware`` still empty:
     :func:`write_result` fills it in from the result).
 
     ``sources`` are the globs of the non-gateware files the result depends on, ``gateware``
-    those its designs are generated from; ``argv`` the script's arguments (default: this
-    process's).
+    those its designs are generated from; ``inputs`` the script's ``inputs(result)`` (the data
+    it measures, from the result's command line; default: none); ``argv`` the script's
+    arguments (default: this process's).
     """
     script = Path(script).resolve()
     rel = script.relative_to(root).as_posix()
     args = sys.argv[1:] if argv is None else list(argv)
+    command = ["python", rel, *map(str, args)]
+    paths = list(inputs({"provenance": {"command": command}})) if inputs is not None else []
     return {
         "script": rel,
         "script_sha256": file_sha256(script),
         "sources": list(sources),
         "sources_sha256": sources_sha256(sources, root),
+        "inputs": paths,
+        "inputs_sha256": inputs_sha256(paths, root),
         "gateware": list(gateware),
         "gateware_sha256": sources_sha256(gateware, root),
         "hardware": {},
         "git_revision": _git_revision(root),
-        "command": ["python", rel, *map(str, args)],
+        "command": command,
         "schema": schema,
     }
 
@@ -213,20 +264,24 @@ def _dumps(data):
 def write_result(path, data, *, provenance, result_keys, designs=None, root=ROOT):
     """Put ``provenance`` in front of ``data``, fingerprint its hardware, check, write JSON.
 
-    Take ``provenance`` (:func:`provenance`) when the run starts: a source edited while it runs
-    then makes the result stale instead of being credited with it. ``designs`` is the script's
-    ``designs(result) -> {label: callable returning a fingerprint}``; the fingerprints go into
-    ``hardware``. When the gateware changed while the script ran, the fingerprints now would
-    not be those of what ran: every one is written as ``None`` (unknown), which the results
-    test refuses, and a warning is printed. A mismatch between what the script produced and
-    its own declared keys is a bug in the script: raise :exc:`ValueError` rather than write a
-    file the results test would refuse.
+    Take ``provenance`` (:func:`provenance`) when the run starts: a source or input edited while
+    it runs then makes the result stale instead of being credited with it. ``designs`` is the
+    script's ``designs(result) -> {label: callable returning a fingerprint}``; the fingerprints
+    go into ``hardware``. When the gateware changed while the script ran, the fingerprints now
+    would not be those of what ran: every one is written as ``None`` (unknown), which the
+    results test refuses, and a warning is printed. A mismatch between what the script produced
+    and its own declared keys is a bug in the script: raise :exc:`ValueError` rather than write
+    a file the results test would refuse.
     """
     provenance = dict(provenance)
     data = {"provenance": provenance, **data}
     problems = key_problems(data, result_keys)
     if problems:
         raise ValueError("Result does not follow its schema: " + "; ".join(problems[:5]))
+    if inputs_sha256(provenance["inputs"], root) != provenance["inputs_sha256"]:
+        print(f"warning: {', '.join(provenance['inputs'])} changed while the benchmark ran; "
+              f"the result is recorded as of unknown inputs: run it again", file=sys.stderr)
+        provenance["inputs_sha256"] = None
     hardware = fingerprints(designs(data)) if designs is not None else {}
     if sources_sha256(provenance["gateware"], root) != provenance["gateware_sha256"]:
         print(f"warning: {', '.join(provenance['gateware'])} changed while the benchmark ran; "
@@ -310,6 +365,37 @@ class StampError(Exception):
     """A result :func:`stamp` refuses to stamp; the message says why."""
 
 
+def _inputs_unchanged_since_run(path, data, module, paths, rerun, root):
+    """Raise :exc:`StampError` unless ``paths`` are provably what the run at its recorded
+    ``git_revision`` measured (see :func:`stamp`)."""
+    revision = data["provenance"].get("git_revision")
+    if not revision:
+        raise StampError(f"{path}: no git revision recorded, so its inputs cannot be traced; "
+                         f"regenerate it: {rerun}")
+    base = revision.removesuffix("-dirty")
+    if paths:
+        try:
+            changed = subprocess.run(["git", "diff", "--name-only", base, "--", *paths],
+                                     cwd=root, capture_output=True, text=True, timeout=60,
+                                     check=True).stdout.split()
+            changed += subprocess.run(["git", "ls-files", "--others", "--exclude-standard",
+                                       "--", *paths], cwd=root, capture_output=True, text=True,
+                                      timeout=60, check=True).stdout.split()
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise StampError(f"{path}: git could not compare its inputs with {base[:12]} "
+                             f"({exc}); regenerate it: {rerun}") from None
+        if changed:
+            raise StampError(f"{path}: {', '.join(changed[:3])} changed since the run "
+                             f"({base[:12]}); regenerate it: {rerun}")
+    if revision.endswith("-dirty") and paths:
+        problems = hardware_problems(data, module)
+        if not data["provenance"]["hardware"]:
+            problems.append("no designs to prove its inputs by")
+        if problems:
+            raise StampError(f"{path}: ran on a dirty tree and " + "; ".join(problems)
+                             + f"; regenerate it: {rerun}")
+
+
 def stamp(path, *, script_from=None, root=ROOT):
     """Bring the provenance of the result at ``path`` up to date without running it again.
 
@@ -319,9 +405,14 @@ def stamp(path, *, script_from=None, root=ROOT):
       measured, gateware included): that hash must equal the same globs' hash now, the
       script's ``SOURCES`` and ``GATEWARE`` must be among those globs, and its ``schema`` must
       be one before the script's ``SCHEMA``;
-    * a result of this layout: ``sources_sha256`` must hold, and either ``gateware_sha256``
-      holds or every recorded fingerprint is regenerated unchanged (then the new gateware hash
-      is recorded, so that later checks need no regeneration).
+    * a result of this layout: ``sources_sha256`` and ``inputs_sha256`` must hold, and either
+      ``gateware_sha256`` holds or every recorded fingerprint is regenerated unchanged (then
+      the new gateware hash is recorded, so that later checks need no regeneration);
+    * a result from before ``inputs`` were recorded gets the script's ``inputs(result)`` only
+      where git shows them unchanged since the run's ``git_revision``; when that revision was
+      ``-dirty`` (the run's own inputs might have been uncommitted edits), every fingerprint
+      must also regenerate unchanged, which a bundle in the hardware's memories proves, and a
+      result without designs is refused.
 
     The script's hash must equal the recorded one, or, with ``script_from`` (a git revision),
     the hash of the script at that revision: the caller vouches that the script changed since
@@ -367,11 +458,21 @@ def stamp(path, *, script_from=None, root=ROOT):
             problems = hardware_problems(data, module)
             if problems:
                 raise StampError(f"{path}: " + "; ".join(problems) + f"; regenerate it: {rerun}")
+    if "inputs" in prov:
+        paths = list(prov["inputs"])
+        if prov["inputs_sha256"] != inputs_sha256(paths, root):
+            raise StampError(f"{path}: the inputs it measured ({', '.join(paths)}) changed "
+                             f"since it ran; regenerate it: {rerun}")
+    else:
+        paths = list(module.inputs(data)) if hasattr(module, "inputs") else []
+        _inputs_unchanged_since_run(path, data, module, paths, rerun, root)
     new = {
         "script": prov["script"],
         "script_sha256": script_sha,
         "sources": list(module.SOURCES),
         "sources_sha256": sources_sha256(module.SOURCES, root),
+        "inputs": paths,
+        "inputs_sha256": inputs_sha256(paths, root),
         "gateware": list(module.GATEWARE),
         "gateware_sha256": sources_sha256(module.GATEWARE, root),
         "hardware": fingerprints(module.designs(data)),

@@ -1,13 +1,13 @@
 """Every benchmark result under benchmarks/results/ is current.
 
 Each JSON carries the ``provenance`` its script wrote (benchmarks/provenance.py, whose docstring
-gives the rule and the layout). A result is current when its script and its non-gateware
-sources (``SOURCES``) hash as they did when it ran, every design it measured generates the same
-hardware (the RTLIL fingerprints in ``hardware``), and its keys follow the schema the script
-declares (``SCHEMA``, ``RESULT_KEYS``). The fingerprints need regenerating only when the
-script's ``GATEWARE`` no longer hashes as it did (seconds per design); while it does, the
-hardware is the same by construction. A result left behind by a hardware or script change
-fails here until the command in its provenance is run again: that is the point.
+gives the rule and the layout). A result is current when its script, its non-gateware sources
+(``SOURCES``) and the data it measured (its ``inputs``: bundles) hash as they did when it ran,
+every design it measured generates the same hardware (the RTLIL fingerprints in ``hardware``), and
+its keys follow the schema the script declares (``SCHEMA``, ``RESULT_KEYS``). The fingerprints need
+regenerating only when the script's ``GATEWARE`` no longer hashes as it did (seconds per design);
+while it does, the hardware is the same by construction. A result left behind by a hardware or
+script change fails here until the command in its provenance is run again: that is the point.
 """
 import functools
 import json
@@ -16,8 +16,8 @@ import shlex
 import pytest
 
 from benchmarks.provenance import (
-    PROVENANCE_KEYS, ROOT, file_sha256, hardware_problems, key_problems, load_script,
-    regenerate, sources_sha256,
+    PROVENANCE_KEYS, ROOT, file_sha256, hardware_problems, inputs_sha256, key_problems,
+    load_script, regenerate, sources_sha256,
 )
 
 __all__ = ["load_script"]
@@ -98,6 +98,11 @@ def test_result_is_current(path):
     module = load_script(prov["script"])
     assert prov["sources_sha256"] == sources_sha256(module.SOURCES), \
         f"{path.name}: the sources it measured ({', '.join(module.SOURCES)}) changed; " \
+        f"{rerun(prov)}"
+    assert prov["inputs"] == (list(module.inputs(data)) if hasattr(module, "inputs") else []), \
+        f"{path.name}: its script measures other inputs now; {rerun(prov)}"
+    assert prov["inputs_sha256"] == inputs_sha256(prov["inputs"]), \
+        f"{path.name}: the data it measured ({', '.join(prov['inputs'])}) changed; " \
         f"{rerun(prov)}"
     if not needs_regenerating(prov):
         return                              # the same gateware: the same hardware
