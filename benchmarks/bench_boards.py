@@ -29,8 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.provenance import (  # noqa: E402
-    PROVENANCE_KEYS, option_values, plan_sha256, provenance, repo_path, rtlil_sha256,
-    write_result,
+    PROVENANCE_KEYS, bundle_inputs, plan_sha256, provenance, rtlil_sha256, write_result,
 )
 from boards.build import BuildError, build, default_capacity  # noqa: E402
 from boards.cosim import cosimulate  # noqa: E402
@@ -81,10 +80,9 @@ def board_top(bundle, board_name, lanes, clock_hz, baud):
     return b.platform(None), BoardTop(link, clock_hz=clock_hz, pll=pll), clock_hz
 
 
+# The data a result measured (its provenance's ``inputs``): the command's --bundle.
+inputs = bundle_inputs
 
-def inputs(result):
-    """The data a result measured (its provenance's ``inputs``): the command's ``--bundle``."""
-    return [repo_path(b) for b in option_values(result["provenance"]["command"], "--bundle")]
 
 def designs(result):
     """The designs a result measured, ``{label: callable returning its fingerprint}``.

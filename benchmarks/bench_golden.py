@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_golden.py
 
 from benchmarks.provenance import (  # noqa: E402
-    PROVENANCE_KEYS, option_values, provenance, repo_path, write_result,
+    PROVENANCE_KEYS, bundle_inputs, provenance, repo_path, write_result,
 )
 from models import bundle as bundle_io  # noqa: E402
 from models import golden  # noqa: E402
@@ -54,9 +54,7 @@ RESULT_KEYS = {
 def inputs(result):
     """The data a result measured (its provenance's ``inputs``): the command's ``--bundle``
     folders, or the default bundles that exist."""
-    given = option_values(result["provenance"]["command"], "--bundle")
-    return [repo_path(b) for b in given] if given else \
-        [repo_path(p) for p in DEFAULT if p.is_dir()]
+    return bundle_inputs(result) or [repo_path(p) for p in DEFAULT if p.is_dir()]
 
 
 def designs(result):

@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_link.py
 
 from benchmarks.provenance import (  # noqa: E402
-    PROVENANCE_KEYS, option_values, provenance, repo_path, rtlil_sha256, write_result,
+    PROVENANCE_KEYS, bundle_inputs, provenance, rtlil_sha256, write_result,
 )
 
 SCHEMA = 2
@@ -68,10 +68,9 @@ def mode_link(bundle, mode, *, clock_hz, divisor, lanes):
                     steps=None if mode == "load-run" else bundle.input.steps, replay=replay)
 
 
+# The data a result measured (its provenance's ``inputs``): the command's --bundle.
+inputs = bundle_inputs
 
-def inputs(result):
-    """The data a result measured (its provenance's ``inputs``): the command's ``--bundle``."""
-    return [repo_path(b) for b in option_values(result["provenance"]["command"], "--bundle")]
 
 def designs(result):
     """The designs a result measured, ``{label: callable returning its fingerprint}``: per

@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_rate.py
 
 from benchmarks.provenance import (  # noqa: E402
-    PROVENANCE_KEYS, option_values, provenance, repo_path, rtlil_sha256, write_result,
+    PROVENANCE_KEYS, bundle_inputs, provenance, rtlil_sha256, write_result,
 )
 
 SCHEMA = 1
@@ -67,10 +67,9 @@ def mode_link(bundle, mode, *, clock_hz, divisor, lanes, bits):
                      capacity=default_capacity(bundle), clock_hz=clock_hz)
 
 
+# The data a result measured (its provenance's ``inputs``): the command's --bundle.
+inputs = bundle_inputs
 
-def inputs(result):
-    """The data a result measured (its provenance's ``inputs``): the command's ``--bundle``."""
-    return [repo_path(b) for b in option_values(result["provenance"]["command"], "--bundle")]
 
 def designs(result):
     """``{"<mode> link": callable}``: each row's board link RTLIL, for the result's bundle,

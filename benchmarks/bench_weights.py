@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))       # run as a file: python benchmarks/bench_weights.py
 
 from benchmarks.provenance import (  # noqa: E402
-    PROVENANCE_KEYS, option_values, provenance, repo_path, rtlil_sha256, write_result,
+    PROVENANCE_KEYS, bundle_inputs, provenance, rtlil_sha256, write_result,
 )
 
 SCHEMA = 1
@@ -63,10 +63,9 @@ def board_link(bundle, *, board, clock_hz, divisor, lanes):
                      clock_hz=clock_hz)
 
 
+# The data a result measured (its provenance's ``inputs``): the command's --bundle.
+inputs = bundle_inputs
 
-def inputs(result):
-    """The data a result measured (its provenance's ``inputs``): the command's ``--bundle``."""
-    return [repo_path(b) for b in option_values(result["provenance"]["command"], "--bundle")]
 
 def designs(result):
     """``{"link": callable}``: the board link's RTLIL, for the result's bundle, board, clock,

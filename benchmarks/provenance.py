@@ -59,7 +59,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["ROOT", "GATEWARE", "PROVENANCE_KEYS", "source_files", "sources_sha256",
-           "inputs_sha256", "repo_path", "option_values",
+           "inputs_sha256", "repo_path", "option_values", "bundle_inputs",
            "file_sha256", "text_sha256", "rtlil_sha256", "plan_sha256", "fingerprints",
            "provenance", "key_problems", "write_result", "load_script", "regenerate",
            "hardware_problems", "stamp"]
@@ -130,6 +130,12 @@ def option_values(command, option):
         elif word.startswith(option + "="):
             values.append(word[len(option) + 1:])
     return values
+
+
+def bundle_inputs(result):
+    """A script's ``inputs(result)`` where the data it measures are its command's ``--bundle``
+    folders."""
+    return [repo_path(b) for b in option_values(result["provenance"]["command"], "--bundle")]
 
 
 def file_sha256(path):
